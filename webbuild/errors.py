@@ -1,0 +1,64 @@
+"""One error tree for every surface: the CLI maps it to exit codes, the REST API to OpenAI's envelope."""
+
+from __future__ import annotations
+
+
+class WebbuildError(Exception):
+    """Base of every error webbuild raises on purpose; its message is meant for the user.
+
+    ``tip`` names the next action; ``exit_code`` is what the CLI exits with;
+    ``status``/``type``/``code`` are what the REST API reports.
+    """
+
+    exit_code = 1
+    status = 400
+    type = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, tip: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.tip = tip
+        self.param = param
+
+
+class InputError(WebbuildError):
+    """The user named something that does not exist or cannot be read (preset, file, directory)."""
+
+    code = "invalid_input"
+
+
+class UnsupportedError(WebbuildError):
+    """The input is well-formed but asks for something webbuild does not support (architecture, scheme)."""
+
+    code = "unsupported"
+
+
+class CorruptFileError(WebbuildError):
+    """A weights file or download is damaged or truncated."""
+
+    code = "corrupt_file"
+
+
+class DownloadError(WebbuildError):
+    """A download failed or kept failing its integrity check."""
+
+    code = "download_failed"
+    status = 503
+
+
+class ToolchainError(WebbuildError):
+    """A tool the build needs (emcc, chromium, TVM) is missing or broken; `webbuild doctor` reports these."""
+
+    exit_code = 3
+    status = 503
+    type = "server_error"
+    code = "toolchain_missing"
+
+
+class BuildError(WebbuildError):
+    """A compile or link step failed."""
+
+    status = 500
+    type = "server_error"
+    code = "build_failed"
