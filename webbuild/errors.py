@@ -62,3 +62,15 @@ class BuildError(WebbuildError):
     status = 500
     type = "server_error"
     code = "build_failed"
+
+
+class InvalidRequestError(WebbuildError):
+    """An OpenAI-style request with a missing, mistyped or out-of-range field (REST 400)."""
+
+    code = "invalid_request"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    """The prompt plus requested tokens do not fit the model's context window."""
+
+    code = "context_length_exceeded"

@@ -1,0 +1,246 @@
+"""Builds ``mlc-chat-config.json`` (version 0.1.0), so a bundle also loads in WebLLM and MLC tools.
+
+Our own runtime renders the model's HF chat template (tokenizer_config.json); the ``conv_template`` here
+is the MLC-style equivalent, filled for compatibility: ChatML when the HF template is ChatML, a plain
+``User: / Assistant:`` fallback otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHAT_CONFIG_JSON = "mlc-chat-config.json"
+CHAT_CONFIG_VERSION = "0.1.0"
+
+# HF config.json keys that describe the checkpoint or generation, not the architecture.
+_NON_ARCH_KEYS = frozenset(
+    {
+        "architectures",
+        "auto_map",
+        "bos_token_id",
+        "dtype",
+        "eos_token_id",
+        "pad_token_id",
+        "quantization_config",
+        "torch_dtype",
+        "transformers_version",
+        "use_cache",
+        "_name_or_path",
+    }
+)
+
+_ROLE_TEMPLATES = {"user": "{user_message}", "assistant": "{assistant_message}", "tool": "{tool_message}"}
+
+
+@dataclass
+class ConvTemplate:
+    """MLC's conversation template fields (what WebLLM's ``conv_template`` parser reads)."""
+
+    name: str
+    system_template: str
+    system_message: str
+    roles: dict[str, str]
+    seps: list[str]
+    role_content_sep: str
+    role_empty_sep: str
+    stop_str: list[str]
+    stop_token_ids: list[int]
+    system_prefix_token_ids: list[int] | None = None
+    add_role_after_system_message: bool = True
+    role_templates: dict[str, str] = field(default_factory=lambda: dict(_ROLE_TEMPLATES))
+    messages: list[Any] = field(default_factory=list)
+    function_string: str = ""
+    use_function_calling: bool = False
+
+
+def _token_str(value: Any) -> str | None:
+    """tokenizer_config tokens are strings or (older files) ``{"content": ...}`` objects."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _chat_template_text(tokenizer_config: dict[str, Any]) -> str:
+    tpl = tokenizer_config.get("chat_template") or ""
+    if isinstance(tpl, list):  # named templates: [{"name": "default", "template": ...}, ...]
+        named = {t.get("name"): t.get("template", "") for t in tpl if isinstance(t, dict)}
+        tpl = named.get("default") or next(iter(named.values()), "")
+    return tpl if isinstance(tpl, str) else ""
+
+
+class _Vocab:
+    """Token string -> id, from tokenizer.json (added/special tokens first, then the model vocab)."""
+
+    def __init__(self, tokenizer_json: str | None) -> None:
+        self.decoder: Any = None
+        self.ids: dict[str, int] = {}
+        if not tokenizer_json:
+            return
+        doc = json.loads(tokenizer_json)
+        self.decoder = doc.get("decoder")
+        vocab = (doc.get("model") or {}).get("vocab")
+        if isinstance(vocab, dict):
+            self.ids.update({k: int(v) for k, v in vocab.items()})
+        for tok in doc.get("added_tokens") or []:
+            self.ids[tok["content"]] = int(tok["id"])
+
+    def get(self, token: str | None) -> int | None:
+        return self.ids.get(token) if token is not None else None
+
+    def postproc_method(self) -> str:
+        """MLC's name for how token strings map to bytes: GPT-2 byte-level, or SentencePiece byte fallback."""
+        if self.decoder is None:
+            return "byte_level"
+        parts = self.decoder.get("decoders") or [self.decoder]
+        kinds = {p.get("type") for p in parts if isinstance(p, dict)}
+        if "ByteLevel" in kinds:
+            return "byte_level"
+        return "byte_fallback" if "ByteFallback" in kinds else "byte_level"
+
+
+def _as_id_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    return [int(value)]
+
+
+def _dedupe(ids: list[int | None]) -> list[int]:
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+_CHATML_SYSTEM = re.compile(r"<\|im_start\|>system(?:\n|\\n)([^<{}'\"]*?)<\|im_end\|>")
+
+
+def _is_chatml(template: str) -> bool:
+    return "<|im_start|>" in template and "<|im_end|>" in template
+
+
+def conv_template(
+    tokenizer_config: dict[str, Any], eos_ids: list[int], vocab: _Vocab | None = None
+) -> ConvTemplate:
+    """Derives the MLC conversation template from the HF chat template text."""
+    vocab = vocab or _Vocab(None)
+    template = _chat_template_text(tokenizer_config)
+    if _is_chatml(template):
+        found = _CHATML_SYSTEM.search(template)
+        system = found.group(1).replace("\\n", "\n") if found else "You are a helpful assistant."
+        stop_str = ["<|im_end|>"]
+        return ConvTemplate(
+            name="chatml",
+            system_template="<|im_start|>system\n{system_message}<|im_end|>\n",
+            system_message=system,
+            roles={
+                "user": "<|im_start|>user",
+                "assistant": "<|im_start|>assistant",
+                "tool": "<|im_start|>user",
+            },
+            seps=["<|im_end|>\n"],
+            role_content_sep="\n",
+            role_empty_sep="\n",
+            stop_str=stop_str,
+            stop_token_ids=_dedupe([*eos_ids, *(vocab.get(s) for s in stop_str)]),
+        )
+    bos = vocab.get(_token_str(tokenizer_config.get("bos_token")))
+    prefix = [bos] if tokenizer_config.get("add_bos_token") and bos is not None else None
+    return ConvTemplate(
+        name="generic",
+        system_template="{system_message}",
+        system_message="",
+        roles={"user": "User", "assistant": "Assistant", "tool": "User"},
+        seps=["\n"],
+        role_content_sep=": ",
+        role_empty_sep=":",
+        stop_str=[],
+        stop_token_ids=_dedupe(list(eos_ids)),
+        system_prefix_token_ids=prefix,
+        add_role_after_system_message=True,
+    )
+
+
+def build_chat_config(
+    config: dict[str, Any],
+    tokenizer_config: dict[str, Any],
+    *,
+    quantization: str,
+    context_window_size: int,
+    prefill_chunk_size: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    model_type: str | None = None,
+    tokenizer_json: str | None = None,
+    max_batch_size: int = 1,
+) -> dict[str, Any]:
+    """The ``mlc-chat-config.json`` document for a model (HF ``config``/``tokenizer_config`` dicts).
+
+    ``tokenizer_json`` (the tokenizer.json text) lets special tokens such as ``<|im_end|>`` resolve to ids
+    and tells byte-level from byte-fallback tokenizers; without it, ids come from ``config`` only.
+    """
+    vocab = _Vocab(tokenizer_json)
+    model_type = model_type or str(config.get("model_type", ""))
+
+    eos_ids = _dedupe(
+        [*_as_id_list(config.get("eos_token_id")), vocab.get(_token_str(tokenizer_config.get("eos_token")))]
+    )
+    bos_id = config.get("bos_token_id")
+    if bos_id is None:
+        bos_id = vocab.get(_token_str(tokenizer_config.get("bos_token")))
+    pad_id = config.get("pad_token_id")
+    if pad_id is None:
+        pad_id = vocab.get(_token_str(tokenizer_config.get("pad_token")))
+    eos_value: int | list[int] | None = config.get("eos_token_id")
+    if eos_value is None:
+        eos_value = eos_ids[0] if len(eos_ids) == 1 else (eos_ids or None)
+
+    model_config = {k: v for k, v in config.items() if k not in _NON_ARCH_KEYS}
+    if "head_dim" not in model_config and config.get("hidden_size") and config.get("num_attention_heads"):
+        model_config["head_dim"] = config["hidden_size"] // config["num_attention_heads"]
+    if "rope_theta" in config:
+        model_config.setdefault("position_embedding_base", config["rope_theta"])
+    model_config.update(
+        context_window_size=context_window_size,
+        prefill_chunk_size=prefill_chunk_size,
+        tensor_parallel_shards=1,
+        max_batch_size=max_batch_size,
+    )
+
+    return {
+        "version": CHAT_CONFIG_VERSION,
+        "model_type": model_type,
+        "quantization": quantization,
+        "model_config": model_config,
+        "vocab_size": config.get("vocab_size"),
+        "context_window_size": context_window_size,
+        "sliding_window_size": -1,
+        "prefill_chunk_size": prefill_chunk_size,
+        "attention_sink_size": -1,
+        "tensor_parallel_shards": 1,
+        "temperature": temperature,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "repetition_penalty": 1.0,
+        "top_p": top_p,
+        "tokenizer_files": ["tokenizer.json"],
+        "tokenizer_info": {
+            "token_postproc_method": vocab.postproc_method(),
+            "prepend_space_in_encode": False,
+            "strip_space_in_decode": False,
+        },
+        "conv_template": asdict(conv_template(tokenizer_config, eos_ids, vocab)),
+        "pad_token_id": pad_id if pad_id is not None else 0,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_value,
+    }
+
+
+def write_chat_config(out_dir: str | Path, chat_config: dict[str, Any]) -> Path:
+    """Writes ``mlc-chat-config.json`` into ``out_dir`` and returns its path."""
+    path = Path(out_dir) / CHAT_CONFIG_JSON
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(chat_config, indent=2, ensure_ascii=False) + "\n")
+    return path

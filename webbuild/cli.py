@@ -1,0 +1,146 @@
+"""Command line: parses arguments, runs one command, prints its result; the only place that prints or exits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from . import _log
+from .errors import WebbuildError
+
+EXAMPLES = """examples:
+  webbuild package smollm2-135m-instruct          build dist/smollm2-135m-instruct/ (a static site)
+  webbuild package ./model.gguf -q q4f32_1 -q q4f16_1
+  webbuild serve dist/smollm2-135m-instruct       serve it on http://127.0.0.1:8000/
+  webbuild doctor                                 check the toolchain
+"""
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from .commands.package import PackageOptions, package
+
+    result = package(
+        PackageOptions(
+            model=args.model,
+            out=args.out,
+            quantizations=args.quantization or [],
+            context_window_size=args.context_window_size,
+            prefill_chunk_size=args.prefill_chunk_size,
+            dump_ir=args.dump_ir,
+        )
+    )
+    print(f"built {result.site} in {result.seconds:.0f}s")
+    for part, size in sorted(result.parts.items()):
+        print(f"  {part:<10} {_size(size):>10}")
+    print(f"  {'total':<10} {_size(sum(result.parts.values())):>10}")
+    print(f"serve it with: webbuild serve {result.site}   (or upload the folder to any static host)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .commands.serve import serve
+
+    serve(args.site, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .commands.doctor import doctor, format_report
+
+    checks = doctor()
+    print(format_report(checks))
+    return 0 if all(c.ok for c in checks) else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="webbuild",
+        description="Compile a language model with Apache TVM into a static WebGPU chat site, and serve it.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show details and full tracebacks")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "package",
+        help="build a static chat site for a model",
+        description="Quantize a model, compile it for WebGPU with TVM, link it with emscripten and write a "
+        "static site (index.html, runtime, weights, model library, manifest.json) that runs the model in "
+        "the visitor's browser. Compiled libraries are cached, so rebuilding is fast.",
+    )
+    p.add_argument(
+        "model",
+        help="a preset name (e.g. smollm2-135m-instruct), a .gguf file (Llama architecture) or a Hugging Face "
+        "directory (config.json, *.safetensors, tokenizer.json, tokenizer_config.json)",
+    )
+    p.add_argument("-o", "--out", type=Path, help="output folder (default: dist/<model>)")
+    p.add_argument(
+        "-q",
+        "--quantization",
+        action="append",
+        metavar="SCHEME",
+        help="q4f32_1 (default; works on every WebGPU adapter), q4f16_1 (smaller, needs shader-f16), q0f32, "
+        "q0f16; repeat to put several builds in one site",
+    )
+    p.add_argument("--context-window-size", type=int, metavar="N", help="maximum tokens per conversation")
+    p.add_argument("--prefill-chunk-size", type=int, metavar="N", help="maximum tokens per prefill step")
+    p.add_argument("--dump-ir", type=Path, metavar="DIR", help="write the compiled IR to DIR for debugging")
+    p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a built site",
+        description="Serve a site built by `webbuild package` over HTTP (correct MIME types for .wasm etc.).",
+    )
+    p.add_argument("site", type=Path, help="the folder `webbuild package` wrote")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "doctor",
+        help="check the toolchain",
+        description="Report TVM, emcc, the wasm runtime, node/npm, Chromium and its WebGPU adapter, "
+        "each with how to fix it when missing. Exits 3 when something is missing.",
+    )
+    p.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rep = _log.Reporter(enabled=not args.quiet, verbose=args.verbose)
+    try:
+        with _log.reporting(rep):
+            return args.func(args)
+    except WebbuildError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.tip:
+            print(f"tip: {exc.tip}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line unless asked for the traceback
+        if args.verbose:
+            traceback.print_exc()
+        else:
+            print(f"internal error: {type(exc).__name__}: {exc} (re-run with -v for the traceback)", file=sys.stderr)
+        return 1
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

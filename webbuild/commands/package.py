@@ -1,0 +1,76 @@
+"""``webbuild package``: model -> quantized weights + WebGPU library -> static chat site."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import _log
+from ..library import build_library
+from ..prepare import prepare_model, write_model_files
+from ..quantize import get_scheme
+from ..site import SiteModel, assemble_site
+from ..source import load_source
+
+
+@dataclass
+class PackageOptions:
+    model: str
+    out: Path | None = None
+    quantizations: list[str] = field(default_factory=list)  # empty: the model's default
+    context_window_size: int | None = None
+    prefill_chunk_size: int | None = None
+    dump_ir: Path | None = None
+
+
+@dataclass
+class PackageResult:
+    site: Path
+    seconds: float
+    parts: dict[str, int]  # bytes by part of the bundle
+
+
+def _size_by_part(site: Path) -> dict[str, int]:
+    parts: dict[str, int] = {}
+    for f in site.rglob("*"):
+        if f.is_file():
+            rel = f.relative_to(site)
+            part = "weights" if rel.parts[0] == "models" and "params_shard_" in f.name else rel.parts[0]
+            part = "site" if len(rel.parts) == 1 else part
+            parts[part] = parts.get(part, 0) + f.stat().st_size
+    return parts
+
+
+def package(opts: PackageOptions) -> PackageResult:
+    t0 = time.monotonic()
+    source = load_source(opts.model)
+    quantizations = opts.quantizations or [source.defaults.get("quantization", "q4f32_1")]
+    for q in quantizations:
+        get_scheme(q)  # fail on a bad name before the long steps
+    out = opts.out or Path("dist") / source.model_id
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".webbuild-", dir=out.parent) as tmp:
+        models = []
+        for q in quantizations:
+            _log.step(f"preparing {source.model_id} as {q}")
+            prepared = prepare_model(source, q, opts.context_window_size, opts.prefill_chunk_size)
+            model_dir = Path(tmp, prepared.variant_id)
+            with _log.timed(f"writing weights to tensor-cache shards ({q})"):
+                write_model_files(prepared, model_dir)
+            library = build_library(prepared.cfg, prepared.scheme, "webgpu", opts.dump_ir)
+            models.append(
+                SiteModel(
+                    id=prepared.variant_id,
+                    quantization=q,
+                    model_dir=model_dir,
+                    library=library,
+                    needs_shader_f16=prepared.scheme.needs_shader_f16,
+                    context_window_size=prepared.cfg.context_window_size,
+                )
+            )
+            del prepared
+        with _log.timed(f"assembling the site in {out}"):
+            assemble_site(out, name=source.model_id, models=models)
+    return PackageResult(site=out, seconds=time.monotonic() - t0, parts=_size_by_part(out))
