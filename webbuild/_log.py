@@ -42,11 +42,12 @@ class Reporter:
         )
 
 
-_current: contextvars.ContextVar[Reporter] = contextvars.ContextVar("webbuild_reporter", default=Reporter())
+_SILENT = Reporter()
+_current: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("webbuild_reporter", default=None)
 
 
 def reporter() -> Reporter:
-    return _current.get()
+    return _current.get() or _SILENT
 
 
 @contextlib.contextmanager

@@ -20,9 +20,16 @@ from tokenizers import Tokenizer
 from . import _log
 from .chat_template import ChatTemplate
 from .errors import ContextLengthExceededError, InputError
-from .model_runner import ModelRunner
 from .library import build_library
-from .openai_api import Request, ResponseBuilder, SamplingParams, parse_chat_request, parse_completion_request, usage
+from .model_runner import ModelRunner
+from .openai_api import (
+    Request,
+    ResponseBuilder,
+    SamplingParams,
+    parse_chat_request,
+    parse_completion_request,
+    usage,
+)
 from .prepare import PreparedModel, prepare_model, read_model_files
 from .sampling import Sampler
 from .source import load_source
@@ -36,8 +43,10 @@ def load_prepared(model: str | Path, quantization: str | None = None) -> Prepare
     if manifest.is_file():
         info = json.loads(manifest.read_text())
         variants = {m["quantization"]: m for m in info["models"]}
-        chosen = variants.get(quantization) if quantization else next(
-            m for m in info["models"] if m["id"] == info["default_model"]
+        chosen = (
+            variants.get(quantization)
+            if quantization
+            else next(m for m in info["models"] if m["id"] == info["default_model"])
         )
         if chosen is None:
             raise InputError(f"{path} has no {quantization} build; it has {', '.join(variants)}")
@@ -59,7 +68,9 @@ class Generation:
     def stats(self) -> dict[str, float]:
         decode_steps = max(self.completion_tokens - 1, 0)
         return {
-            "prefill_tokens_per_s": round(self.prompt_tokens / self.prefill_seconds, 2) if self.prefill_seconds else 0.0,
+            "prefill_tokens_per_s": round(self.prompt_tokens / self.prefill_seconds, 2)
+            if self.prefill_seconds
+            else 0.0,
             "decode_tokens_per_s": round(decode_steps / self.decode_seconds, 2) if self.decode_seconds else 0.0,
             "time_to_first_token_s": round(self.prefill_seconds, 4),
         }
@@ -81,9 +92,9 @@ class Engine:
             device=device,
         )
         self.tokenizer = Tokenizer.from_str(self.model.tokenizer_json)
-        self.template = ChatTemplate(self.model.tokenizer_config) if self.model.tokenizer_config.get(
-            "chat_template"
-        ) else None
+        self.template = (
+            ChatTemplate(self.model.tokenizer_config) if self.model.tokenizer_config.get("chat_template") else None
+        )
         conv = self.model.chat_config.get("conv_template", {})
         eos = self.model.chat_config.get("eos_token_id")
         self.stop_token_ids = set(conv.get("stop_token_ids") or []) | set(

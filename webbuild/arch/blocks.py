@@ -105,8 +105,10 @@ class Q4Linear(nn.Module):
 
 
 def make_linear(in_features: int, out_features: int, scheme: QuantScheme) -> Q4Linear | FloatLinear:
-    return Q4Linear(in_features, out_features, scheme) if scheme.bits else FloatLinear(
-        in_features, out_features, scheme.model_dtype
+    return (
+        Q4Linear(in_features, out_features, scheme)
+        if scheme.bits
+        else FloatLinear(in_features, out_features, scheme.model_dtype)
     )
 
 
@@ -231,7 +233,11 @@ class CausalLM(nn.Module):
         kv = nn.spec.Object(object_type=PagedKVCache)
         return {
             "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
-            "prefill": {"input_embed": nn.spec.Tensor([1, "seq_len", hidden], dtype), "paged_kv_cache": kv, "$": packed},
+            "prefill": {
+                "input_embed": nn.spec.Tensor([1, "seq_len", hidden], dtype),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
             "decode": {"input_embed": nn.spec.Tensor([1, 1, hidden], dtype), "paged_kv_cache": kv, "$": packed},
             "create_tir_paged_kv_cache": {
                 "max_batch_size": int,

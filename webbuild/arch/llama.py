@@ -36,13 +36,12 @@ def convert_weights(hf: dict[str, np.ndarray], cfg: DecoderConfig) -> Iterator[t
         p = f"model.layers.{i}"
         attn, mlp = f"{p}.self_attn", f"{p}.mlp"
         yield f"{p}.input_layernorm.weight", hf[f"{p}.input_layernorm.weight"]
-        yield f"{attn}.qkv_proj.weight", np.concatenate(
-            [hf[f"{attn}.{x}_proj.weight"] for x in "qkv"], axis=0
-        )
+        yield f"{attn}.qkv_proj.weight", np.concatenate([hf[f"{attn}.{x}_proj.weight"] for x in "qkv"], axis=0)
         yield f"{attn}.o_proj.weight", hf[f"{attn}.o_proj.weight"]
         yield f"{p}.post_attention_layernorm.weight", hf[f"{p}.post_attention_layernorm.weight"]
-        yield f"{mlp}.gate_up_proj.weight", np.concatenate(
-            [hf[f"{mlp}.gate_proj.weight"], hf[f"{mlp}.up_proj.weight"]], axis=0
+        yield (
+            f"{mlp}.gate_up_proj.weight",
+            np.concatenate([hf[f"{mlp}.gate_proj.weight"], hf[f"{mlp}.up_proj.weight"]], axis=0),
         )
         yield f"{mlp}.down_proj.weight", hf[f"{mlp}.down_proj.weight"]
     yield "model.norm.weight", hf["model.norm.weight"]

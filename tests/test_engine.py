@@ -1,0 +1,98 @@
+"""The CPU engine runs the compiled definition and must agree with an independent numpy Llama."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from llama_reference import llama_logits
+from tiny_model import tiny_source
+
+from webbuild.engine import Engine
+from webbuild.errors import ContextLengthExceededError, InvalidRequestError
+from webbuild.prepare import prepare_model
+from webbuild.quantize import dequantize_q4
+
+pytestmark = pytest.mark.toolchain
+
+
+def _reference_tensors(source, prepared):
+    """HF tensors with each quantized weight replaced by its dequantized value, so only kernels differ."""
+    if not prepared.scheme.bits:
+        return source.tensors
+    from webbuild.quantize import quantize_q4
+
+    out = {}
+    for name, w in source.tensors.items():
+        out[name] = dequantize_q4(*quantize_q4(w, prepared.scheme.scale_dtype)) if w.ndim == 2 else w
+    return out
+
+
+@pytest.fixture(scope="module", params=["q0f32", "q4f32_1"])
+def engine_and_ref(request):
+    source = tiny_source(seed=1, tied=request.param == "q4f32_1")
+    prepared = prepare_model(source, request.param)
+    return Engine(prepared), source, _reference_tensors(source, prepared)
+
+
+def test_prefill_logits_match_numpy_reference(engine_and_ref):
+    engine, source, ref_tensors = engine_and_ref
+    ids = [5, 17, 42, 99, 3, 60, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]  # > one prefill chunk
+    ours = engine.forward_tokens(ids)
+    ref = llama_logits(ref_tensors, source.config, ids)[-1]
+    np.testing.assert_allclose(ours, ref, atol=1e-4 * np.abs(ref).max())
+
+
+def test_greedy_tokens_equal_reference(engine_and_ref):
+    engine, source, ref_tensors = engine_and_ref
+    prompt = [5, 17, 42, 99]
+    engine.runner.reset()
+    logits = engine.runner.prefill(prompt)
+    ours, ref_ids = [], list(prompt)
+    for _ in range(8):
+        token = int(np.argmax(logits))
+        ours.append(token)
+        logits = engine.runner.decode(token)
+        ref_ids.append(int(np.argmax(llama_logits(ref_tensors, source.config, ref_ids)[-1])))
+    assert ours == ref_ids[len(prompt) :]
+
+
+def test_chat_completion_shape_and_usage(engine_and_ref):
+    engine, _, _ = engine_and_ref
+    out = engine.chat.completions.create(messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    assert out["object"] == "chat.completion"
+    assert out["choices"][0]["finish_reason"] in ("stop", "length")
+    assert out["usage"]["completion_tokens"] <= 4
+    assert out["usage"]["total_tokens"] == out["usage"]["prompt_tokens"] + out["usage"]["completion_tokens"]
+
+
+def test_streaming_chunks_concatenate_to_the_non_streaming_text(engine_and_ref):
+    engine, _, _ = engine_and_ref
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 6, "temperature": 0}
+    full = engine.chat.completions.create(**body)["choices"][0]["message"]["content"]
+    chunks = list(engine.chat.completions.create(**body, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == full
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] >= 1
+
+
+def test_same_seed_same_sampled_output(engine_and_ref):
+    engine, _, _ = engine_and_ref
+    body = {"prompt": "abc", "max_tokens": 8, "temperature": 1.5, "seed": 7}
+    a = engine.completions.create(**body)["choices"][0]["text"]
+    b = engine.completions.create(**body)["choices"][0]["text"]
+    assert a == b
+
+
+def test_prompt_longer_than_context_window_is_refused(engine_and_ref):
+    engine, _, _ = engine_and_ref
+    with pytest.raises(ContextLengthExceededError):
+        engine.completions.create(prompt="x" * 200)
+
+
+def test_bad_request_fields_are_refused(engine_and_ref):
+    engine, _, _ = engine_and_ref
+    with pytest.raises(InvalidRequestError, match="temperature"):
+        engine.chat.completions.create(messages=[{"role": "user", "content": "x"}], temperature=5)
+    with pytest.raises(InvalidRequestError, match="role"):
+        engine.chat.completions.create(messages=[{"role": "wizard", "content": "x"}])

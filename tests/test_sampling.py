@@ -1,0 +1,21 @@
+import numpy as np
+
+from webbuild.sampling import Sampler
+
+
+def test_temperature_zero_is_argmax():
+    assert Sampler().sample(np.array([0.1, 3.0, 2.9]), temperature=0) == 1
+
+
+def test_same_seed_same_sequence():
+    logits = np.zeros(50)
+    a = [Sampler(3).sample(logits) for _ in range(1)] + [Sampler(3).sample(logits)]
+    assert a[0] == a[1]
+    s1, s2 = Sampler(5), Sampler(5)
+    assert [s1.sample(logits) for _ in range(20)] == [s2.sample(logits) for _ in range(20)]
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = np.log(np.array([0.6, 0.3, 0.05, 0.05]))
+    picks = {Sampler(i).sample(logits, top_p=0.8) for i in range(200)}
+    assert picks == {0, 1}
