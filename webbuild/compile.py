@@ -52,6 +52,9 @@ def _passes(target: Target) -> list[tvm.transform.Pass]:
                 dl.gpu.Fallback(),
             )
         )
+    else:
+        # Phase 2 (CPU): vectorized, multi-threaded GEMV for decode; the rest stays plain loops.
+        phases.append(dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction()))
     if target.kind.name == "webgpu":
         # WGSL has no 64-bit integers.
         phases.append(tvm.tirx.transform.ForceNarrowIndexToInt32())
