@@ -35,7 +35,7 @@ class Reporter:
             unit=unit,
             unit_scale=unit_scale,
             unit_divisor=1024 if unit == "B" else 1000,
-            disable=not self.enabled,
+            disable=not self.enabled or not sys.stderr.isatty(),
             file=sys.stderr,
             leave=False,
             dynamic_ncols=True,

@@ -1,0 +1,465 @@
+// The engine behind the OpenAI-style API, wherever it is hosted (in the page, or in a Worker via worker.js):
+// loads a model (configs, tokenizer, chat template, then the GPU pipeline), turns requests into prompts,
+// runs one generation at a time (generation.js), and builds OpenAI responses and chunks.
+
+import {
+  ContextLengthExceededError,
+  InvalidRequestError,
+  ModelNotFoundError,
+  ModelNotLoadedError,
+  WebbuildError,
+  DeviceLostError,
+} from "./errors.js";
+import {
+  parseChatRequest,
+  parseCompletionRequest,
+  chatChunk,
+  chatCompletion,
+  textCompletion,
+  usageChunk,
+  makeUsage,
+  newCompletionId,
+  nowSeconds,
+} from "./openai.js";
+import { resolveModel, fetchJson, generationDefaults, stopTokenIds, chatStopStrings, errorText } from "./config.js";
+import { TextTokenizer } from "./tokenizer.js";
+import { ChatTemplate } from "./chat_template.js";
+import { generateText } from "./generation.js";
+
+/**
+ * What the engine needs of a model on a device; pipeline.js implements it with tvmjs, tests with fakes.
+ * @typedef {object} Pipeline
+ * @property {number} contextWindowSize
+ * @property {number} prefillChunkSize
+ * @property {(ids: number[]) => Promise<Float32Array>} prefill  appends tokens, returns last logits
+ * @property {(id: number) => Promise<Float32Array>} decode
+ * @property {() => void} reset  empties the KV cache
+ * @property {() => void} dispose
+ * @property {boolean} [lost]
+ */
+
+/**
+ * @typedef {object} ModelInfo
+ * @property {string} id
+ * @property {string} quantization
+ * @property {number} context_window_size
+ * @property {number} prefill_chunk_size
+ * @property {boolean} shader_f16  whether the adapter has it
+ * @property {Record<string, unknown>} adapter  vendor / architecture / description
+ * @property {number} load_seconds
+ */
+
+/**
+ * @typedef {object} ReloadOptions
+ * @property {string | null} [model]  variant id to load from a manifest (default: the manifest's choice)
+ * @property {string} [baseUrl]  resolves relative URLs (default: the page's location)
+ * @property {"cache" | "indexeddb" | "none"} [cacheType]
+ * @property {(p: import("./pipeline.js").LoadProgress) => void} [onProgress]
+ * @property {AbortSignal} [signal]
+ */
+
+/** @returns {number} seconds, monotonic */
+const now = () => performance.now() / 1000;
+
+export class Engine {
+  /**
+   * @param {object} [deps]  injectable for tests; defaults load tvmjs lazily
+   * @param {() => Promise<import("./pipeline.js").GpuInfo>} [deps.detectGpu]
+   * @param {(args: any) => Promise<Pipeline>} [deps.loadPipeline]
+   */
+  constructor({ detectGpu, loadPipeline } = {}) {
+    this.detectGpu = detectGpu ?? (async () => (await import("./pipeline.js")).detectGpu());
+    this.loadPipeline = loadPipeline ?? (async (args) => (await import("./pipeline.js")).ModelPipeline.load(args));
+    /** @type {Pipeline | null} */ this.pipeline = null;
+    /** @type {ModelInfo | null} */ this.info = null;
+    /** @type {TextTokenizer | null} */ this.tokenizer = null;
+    /** @type {ChatTemplate | null} */ this.template = null;
+    /** @type {import("./openai.js").ModelDefaults} */ this.defaults = {};
+    /** @type {Set<number>} */ this.stopIds = new Set();
+    /** @type {number | null} */ this.vocabSize = null;
+    /** @type {string[]} */ this.chatStops = [];
+    /** @type {Record<string, number>} */ this.lastStats = {};
+    this.interrupted = false;
+    this.lock = Promise.resolve();
+    // OpenAI-style namespaces, forwarding to one method each.
+    this.chat = { completions: { create: (/** @type {any} */ req) => this.chatCompletion(req) } };
+    this.completions = { create: (/** @type {any} */ req) => this.completion(req) };
+  }
+
+  /**
+   * Loads a model, replacing the current one.
+   * @param {string | import("./config.js").Manifest | import("./config.js").ModelRecord} source
+   * @param {ReloadOptions} [options]
+   * @returns {Promise<ModelInfo>}
+   */
+  async reload(source, options = {}) {
+    const { onProgress = () => {}, signal, model = null, baseUrl, cacheType } = options;
+    return this.exclusive(async () => {
+      const t0 = now();
+      await this.unloadNow();
+      const gpu = await this.detectGpu();
+      let loaded;
+      try {
+        loaded = await this.loadParts(source, gpu, { model, baseUrl, signal, cacheType, onProgress });
+      } catch (err) {
+        gpu.device?.destroy?.(); // the device is ours until a pipeline owns it
+        throw err;
+      }
+      const { record, chatConfig, tokenizer, template, pipeline } = loaded;
+      this.pipeline = pipeline;
+      this.tokenizer = tokenizer;
+      this.template = template;
+      this.defaults = generationDefaults(chatConfig);
+      this.stopIds = stopTokenIds(chatConfig, tokenizer);
+      this.vocabSize = Number.isInteger(chatConfig.vocab_size) ? chatConfig.vocab_size : null;
+      this.chatStops = chatStopStrings(chatConfig, tokenizer, this.stopIds);
+      this.info = {
+        id: record.id,
+        quantization: record.quantization,
+        context_window_size: pipeline.contextWindowSize,
+        prefill_chunk_size: pipeline.prefillChunkSize,
+        shader_f16: gpu.hasShaderF16,
+        adapter: { ...gpu.info },
+        load_seconds: now() - t0,
+      };
+      return this.info;
+    });
+  }
+
+  /**
+   * Resolves the variant, fetches its configs and tokenizer, then loads the GPU pipeline.
+   * @param {Parameters<Engine["reload"]>[0]} source
+   * @param {import("./pipeline.js").GpuInfo} gpu
+   * @param {ReloadOptions} options
+   */
+  async loadParts(source, gpu, { model = null, baseUrl, signal, cacheType, onProgress }) {
+    const { record } = await resolveModel(source, { model, hasShaderF16: gpu.hasShaderF16, baseUrl, signal });
+    const url = (/** @type {string} */ name) => new URL(name, record.model_url).href;
+    const [chatConfig, tokenizerJson, tokenizerConfig] = await Promise.all([
+      fetchJson(url("mlc-chat-config.json"), "the model config", signal),
+      fetchJson(url("tokenizer.json"), "the tokenizer", signal),
+      fetchJson(url("tokenizer_config.json"), "the tokenizer config", signal),
+    ]);
+    const tokenizer = new TextTokenizer(tokenizerJson, tokenizerConfig);
+    const template = ChatTemplate.fromTokenizerConfig(tokenizerConfig);
+    const pipeline = await this.loadPipeline({ record, gpu, onProgress, signal, cacheType });
+    return { record, chatConfig, tokenizer, template, pipeline };
+  }
+
+  /**
+   * OpenAI chat completion. Validation and context checks throw here; with `stream: true` the result is
+   * an async iterator of `chat.completion.chunk` objects.
+   * @param {Record<string, any>} request
+   * @param {{signal?: AbortSignal}} [options]
+   */
+  async chatCompletion(request, { signal } = {}) {
+    const { tokenizer } = this.requireModel();
+    const params = parseChatRequest(request, this.defaults);
+    this.checkModelName(params.model);
+    if (!this.template) {
+      throw new InvalidRequestError("This model has no chat template; use completions.create() with a prompt.", {
+        param: "messages",
+      });
+    }
+    const promptIds = tokenizer.encode(this.template.render(params.messages));
+    this.checkContext(promptIds.length, params.max_tokens);
+    const head = { id: newCompletionId("chatcmpl"), created: nowSeconds(), model: this.requireModel().info.id };
+    const stops = [...params.stop, ...this.chatStops];
+    const include = params.include_usage;
+
+    if (params.stream) {
+      const self = this;
+      return (async function* chatStream() {
+        yield chatChunk(head, { role: "assistant", content: "" }, null, include);
+        const run = await self.run(promptIds, params, stops, signal, (text) =>
+          chatChunk(head, { content: text }, null, include),
+        );
+        for await (const chunk of run.chunks) yield chunk;
+        yield chatChunk(head, {}, run.result.finishReason, include);
+        if (include) yield usageChunk(head, run.result.usage, "chat.completion.chunk");
+      })();
+    }
+    const run = await this.run(promptIds, params, stops, signal, (text) => text);
+    let content = "";
+    for await (const text of run.chunks) content += text;
+    return chatCompletion(head, content, run.result.finishReason, run.result.usage);
+  }
+
+  /**
+   * OpenAI (legacy) text completion over a raw prompt: no chat template; the tokenizer adds BOS if its
+   * post-processor says so. `prompt` may also be token ids.
+   * @param {Record<string, any>} request
+   * @param {{signal?: AbortSignal}} [options]
+   */
+  async completion(request, { signal } = {}) {
+    const { tokenizer, info } = this.requireModel();
+    const params = parseCompletionRequest(request, this.defaults);
+    this.checkModelName(params.model);
+    const promptIds =
+      typeof params.prompt === "string" ? tokenizer.encode(params.prompt, { addSpecialTokens: true }) : params.prompt;
+    this.checkContext(promptIds.length, params.max_tokens);
+    const head = { id: newCompletionId("cmpl"), created: nowSeconds(), model: info.id };
+    this.checkTokenIds(promptIds, "prompt");
+    const echo = !params.echo
+      ? ""
+      : typeof params.prompt === "string"
+        ? params.prompt
+        : tokenizer.decode(params.prompt);
+    const include = params.include_usage;
+
+    if (params.stream) {
+      const self = this;
+      return (async function* completionStream() {
+        if (echo) yield textCompletion(head, echo, null, include ? null : undefined);
+        const run = await self.run(promptIds, params, params.stop, signal, (text) =>
+          textCompletion(head, text, null, include ? null : undefined),
+        );
+        for await (const chunk of run.chunks) yield chunk;
+        yield textCompletion(head, "", run.result.finishReason, include ? null : undefined);
+        if (include) yield usageChunk(head, run.result.usage, "text_completion");
+      })();
+    }
+    const run = await this.run(promptIds, params, params.stop, signal, (text) => text);
+    let text = echo;
+    for await (const piece of run.chunks) text += piece;
+    return textCompletion(head, text, run.result.finishReason, run.result.usage);
+  }
+
+  /**
+   * Runs token ids through the model and returns logits, for checking the browser build against a
+   * reference: the KV cache is emptied, `promptIds` are prefilled (logits after the last one), then each
+   * of `decodeIds` is decoded in turn (logits after each). Same code path as generation.
+   * @param {number[]} promptIds
+   * @param {number[]} [decodeIds]
+   * @returns {Promise<Float32Array[]>}  1 + decodeIds.length arrays of vocab_size logits
+   */
+  async forwardTokens(promptIds, decodeIds = []) {
+    const { pipeline } = this.requireModel();
+    const all = [...promptIds, ...decodeIds];
+    if (promptIds.length === 0) {
+      throw new InvalidRequestError("forwardTokens needs a non-empty list of token ids.", { param: "promptIds" });
+    }
+    this.checkTokenIds(all, "promptIds");
+    if (all.length > pipeline.contextWindowSize) {
+      throw new ContextLengthExceededError(
+        `${all.length} tokens exceed the context window of ${pipeline.contextWindowSize}.`,
+        { param: "promptIds" },
+      );
+    }
+    return this.exclusive(() =>
+      this.guard(async () => {
+        pipeline.reset();
+        const out = [await pipeline.prefill(promptIds)];
+        for (const id of decodeIds) out.push(await pipeline.decode(id));
+        return out;
+      }),
+    );
+  }
+
+  /**
+   * @param {string} text
+   * @param {{addSpecialTokens?: boolean}} [options]
+   */
+  tokenize(text, options = {}) {
+    return this.requireModel().tokenizer.encode(text, options);
+  }
+
+  /**
+   * @param {import("./chat_template.js").ChatMessage[]} messages
+   * @param {{addGenerationPrompt?: boolean}} [options]
+   */
+  applyChatTemplate(messages, options = {}) {
+    this.requireModel();
+    if (!this.template) throw new InvalidRequestError("This model has no chat template.", { param: "messages" });
+    return this.template.render(messages, options);
+  }
+
+  /** Stops the running generation after the current token; it finishes with finish_reason "abort". */
+  interrupt() {
+    this.interrupted = true;
+  }
+
+  async resetChat() {
+    const { pipeline } = this.requireModel();
+    await this.exclusive(async () => pipeline.reset());
+  }
+
+  /** @returns {Record<string, number>} timings of the last request (same numbers as usage.extra) */
+  runtimeStats() {
+    return { ...this.lastStats };
+  }
+
+  /** @returns {ModelInfo | null} */
+  getModelInfo() {
+    return this.info;
+  }
+
+  async unload() {
+    await this.exclusive(() => this.unloadNow());
+  }
+
+  // ---- internals ------------------------------------------------------------------------------------
+
+  async unloadNow() {
+    const pipeline = this.pipeline;
+    this.pipeline = null;
+    this.info = null;
+    this.tokenizer = null;
+    this.template = null;
+    pipeline?.dispose();
+  }
+
+  requireModel() {
+    if (!this.pipeline || !this.info || !this.tokenizer) {
+      throw new ModelNotLoadedError("No model is loaded.", { tip: "Call reload() first (and wait for it)." });
+    }
+    return { pipeline: this.pipeline, info: this.info, tokenizer: this.tokenizer };
+  }
+
+  /** @param {string | null} name */
+  checkModelName(name) {
+    const id = this.info?.id;
+    if (name != null && name !== id) {
+      throw new ModelNotFoundError(`Model "${name}" is not loaded; this engine runs "${id}".`, { param: "model" });
+    }
+  }
+
+  /**
+   * Token ids outside the vocabulary would index past the embedding table on the GPU: refuse them here.
+   * @param {number[]} ids
+   * @param {string} param
+   */
+  checkTokenIds(ids, param) {
+    const limit = this.vocabSize ?? Infinity;
+    const bad = ids.find((t) => !Number.isInteger(t) || t < 0 || t >= limit);
+    if (bad !== undefined) {
+      throw new InvalidRequestError(`Token id ${bad} is not in the vocabulary (0..${limit - 1}).`, { param });
+    }
+  }
+
+  /**
+   * OpenAI's rule: the prompt plus max_tokens (when given) must fit the context window.
+   * @param {number} promptTokens
+   * @param {number | null} maxTokens
+   */
+  checkContext(promptTokens, maxTokens) {
+    const window = this.requireModel().pipeline.contextWindowSize;
+    if (promptTokens >= window || (maxTokens != null && promptTokens + maxTokens > window)) {
+      const asked = maxTokens != null ? ` (${promptTokens} in the prompt + ${maxTokens} max_tokens)` : "";
+      throw new ContextLengthExceededError(
+        `This model's context window is ${window} tokens; the request needs ${promptTokens + (maxTokens ?? 1)}${asked}.`,
+        { param: "messages", data: { context_window_size: window, prompt_tokens: promptTokens } },
+      );
+    }
+  }
+
+  /**
+   * Serializes GPU work: one request (or load) at a time, in call order.
+   * @template T
+   * @param {() => Promise<T>} fn
+   * @returns {Promise<T>}
+   */
+  exclusive(fn) {
+    const result = this.lock.then(fn);
+    this.lock = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+
+  /**
+   * Takes the lock for a whole generation; returns the release function.
+   * @returns {Promise<() => void>}
+   */
+  async acquire() {
+    /** @type {() => void} */
+    let release = () => {};
+    const held = new Promise((resolve) => {
+      release = () => resolve(undefined);
+    });
+    const previous = this.lock;
+    this.lock = previous.then(() => held);
+    await previous;
+    return release;
+  }
+
+  /**
+   * A failed TVM call can leave the wasm instance unusable, so the model is dropped and must be reloaded.
+   * @template T
+   * @param {() => Promise<T>} fn
+   * @returns {Promise<T>}
+   */
+  async guard(fn) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof WebbuildError && !(err instanceof DeviceLostError)) throw err;
+      const lost = err instanceof DeviceLostError || this.pipeline?.lost;
+      await this.unloadNow();
+      if (lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model.", cause: err });
+      throw new WebbuildError(`The model runtime failed: ${errorText(err)}`, {
+        tip: "Reload the model; if it fails again, report the message.",
+        cause: err,
+      });
+    }
+  }
+
+  /**
+   * Starts one generation under the lock. `chunks` yields what `wrap` makes of each text delta; `result`
+   * is filled in when `chunks` ends.
+   * @template T
+   * @param {number[]} promptIds
+   * @param {import("./openai.js").GenerationParams} params
+   * @param {string[]} stops
+   * @param {AbortSignal | undefined} signal
+   * @param {(text: string) => T} wrap
+   */
+  async run(promptIds, params, stops, signal, wrap) {
+    const result = { finishReason: "stop", usage: makeUsage(promptIds.length, 0) };
+    const self = this;
+    const release = await this.acquire();
+    async function* chunks() {
+      try {
+        for await (const text of self.generate(promptIds, params, stops, signal, result)) yield wrap(text);
+      } finally {
+        release();
+      }
+    }
+    return { chunks: chunks(), result };
+  }
+
+  /**
+   * One generation with the loaded model (see generation.js); records its timings for runtimeStats().
+   * @param {number[]} promptIds
+   * @param {import("./openai.js").GenerationParams} params
+   * @param {string[]} stops
+   * @param {AbortSignal | undefined} signal
+   * @param {import("./generation.js").GenerationResult} result
+   * @returns {AsyncGenerator<string>}
+   */
+  async *generate(promptIds, params, stops, signal, result) {
+    const { pipeline, tokenizer } = this.requireModel();
+    this.interrupted = false;
+    const model = {
+      pipeline,
+      tokenizer,
+      stopIds: this.stopIds,
+      interrupted: () => this.interrupted,
+      guard: (/** @type {() => Promise<any>} */ fn) => this.guard(fn),
+    };
+    yield* generateText(model, promptIds, params, stops, signal, result);
+    this.lastStats = result.usage.extra ?? {};
+  }
+}
+
+/**
+ * An engine running in this thread (no Worker): same API as the worker proxy.
+ * @param {Parameters<Engine["reload"]>[0]} source
+ * @param {ReloadOptions & {initProgressCallback?: ReloadOptions["onProgress"]}} [options]
+ */
+export async function CreateEngine(source, options = {}) {
+  const engine = new Engine();
+  await engine.reload(source, { ...options, onProgress: options.initProgressCallback ?? options.onProgress });
+  return engine;
+}

@@ -1,0 +1,109 @@
+// Public API of the webbuild browser runtime. The page imports only this module; the engine, tokenizer,
+// chat template and TVM runtime load inside the Worker.
+//
+//   import { CreateWebWorkerEngine } from "./runtime/index.js";
+//   const engine = await CreateWebWorkerEngine(
+//     new Worker(new URL("./runtime/worker.js", import.meta.url), { type: "module" }),
+//     "./manifest.json",
+//     { initProgressCallback: ({ phase, loaded, total, text }) => ... },
+//   );
+//   for await (const chunk of await engine.chat.completions.create({ messages, stream: true })) ...
+
+import { ENGINE_METHODS, ProtocolClient } from "./protocol.js";
+
+export {
+  WebbuildError,
+  InvalidRequestError,
+  UnsupportedParameterError,
+  ContextLengthExceededError,
+  ModelNotFoundError,
+  ModelNotLoadedError,
+  WebGPUUnavailableError,
+  ShaderF16UnsupportedError,
+  DeviceLostError,
+  ModelLoadError,
+  IntegrityError,
+  AbortError,
+} from "./errors.js";
+export { ENGINE_METHODS } from "./protocol.js";
+
+/**
+ * @typedef {object} LoadOptions
+ * @property {string | null} [model]  variant id from the manifest (default: the manifest's default, or its
+ *   f32 variant when the GPU lacks shader-f16)
+ * @property {"cache" | "indexeddb" | "none"} [cacheType]  where weights are kept between visits
+ * @property {(p: {phase: string, loaded: number, total: number, text: string}) => void} [initProgressCallback]
+ *   progress while loading; loaded/total are bytes for the weights
+ */
+
+/**
+ * The engine in a dedicated Worker, seen from the page. Every ENGINE_METHODS kind is a method returning
+ * a promise (reload, chatCompletion, completion, forwardTokens, tokenize, applyChatTemplate, interrupt,
+ * resetChat, runtimeStats, getModelInfo, unload); `chat.completions.create` and `completions.create`
+ * follow OpenAI's client. Errors arrive as the runtime's own classes (see errors.js).
+ */
+export class WebWorkerEngine {
+  /** @param {Worker} worker  a module worker running worker.js */
+  constructor(worker) {
+    this.worker = worker;
+    this.client = new ProtocolClient(worker);
+    for (const kind of Object.keys(ENGINE_METHODS)) {
+      if (kind === "reload") continue;
+      /** @type {any} */ (this)[kind] = (/** @type {unknown[]} */ ...args) => this.client.call(kind, args);
+    }
+    this.chat = { completions: { create: (/** @type {any} */ request) => this.call("chatCompletion", request) } };
+    this.completions = { create: (/** @type {any} */ request) => this.call("completion", request) };
+  }
+
+  /**
+   * Loads a model in the worker. Relative URLs are resolved against the page, not the worker script.
+   * @param {string | object} source  manifest URL, manifest object, or one model record
+   * @param {LoadOptions} [options]
+   * @returns {Promise<import("./engine.js").ModelInfo>}
+   */
+  reload(source, options = {}) {
+    const { initProgressCallback, ...rest } = /** @type {LoadOptions & Record<string, unknown>} */ (options);
+    const base = globalThis.location?.href;
+    const resolved = typeof source === "string" && base ? new URL(source, base).href : source;
+    const sendable = Object.fromEntries(
+      Object.entries(rest).filter(([, v]) => typeof v !== "function" && !(v instanceof AbortSignal)),
+    );
+    return this.client.call("reload", [resolved, { baseUrl: base, ...sendable }], { onProgress: initProgressCallback });
+  }
+
+  /**
+   * @param {string} kind
+   * @param {unknown} request
+   */
+  call(kind, request) {
+    return this.client.call(kind, [request]);
+  }
+
+  /** Stops the worker (and frees its GPU memory) at once. */
+  terminate() {
+    this.worker.terminate();
+  }
+}
+
+/**
+ * Starts the engine in `worker` and loads a model.
+ * @param {Worker} worker
+ * @param {string | object} source  manifest URL (e.g. "./manifest.json"), manifest, or model record
+ * @param {LoadOptions} [options]
+ * @returns {Promise<WebWorkerEngine>}
+ */
+export async function CreateWebWorkerEngine(worker, source, options = {}) {
+  const engine = new WebWorkerEngine(worker);
+  await engine.reload(source, options);
+  return engine;
+}
+
+/**
+ * The engine in this thread, without a Worker (generation then competes with the page for the main thread).
+ * @param {string | object} source
+ * @param {LoadOptions} [options]
+ */
+export async function CreateEngine(source, options = {}) {
+  const { CreateEngine: create } = await import("./engine.js");
+  return create(source, options);
+}

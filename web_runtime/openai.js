@@ -1,0 +1,399 @@
+// OpenAI request validation and response builders. The field set, defaults and error codes match the
+// Python REST API (webbuild/openai_api.py); test/request_cases.json holds the cases both sides must pass.
+
+import { InvalidRequestError, UnsupportedParameterError } from "./errors.js";
+
+/**
+ * @typedef {object} GenerationParams  a validated request, defaults applied
+ * @property {number | null} max_tokens  null = until the context window ends
+ * @property {number} temperature
+ * @property {number} top_p
+ * @property {number} presence_penalty
+ * @property {number} frequency_penalty
+ * @property {Record<string, number> | null} logit_bias
+ * @property {string[]} stop
+ * @property {number | null} seed
+ * @property {boolean} stream
+ * @property {boolean} include_usage
+ * @property {string | null} model
+ */
+
+/**
+ * @typedef {GenerationParams & {messages: import("./chat_template.js").ChatMessage[]}} ChatParams
+ * @typedef {GenerationParams & {prompt: string | number[], echo: boolean}} CompletionParams
+ */
+
+/** @typedef {{temperature?: number, top_p?: number, presence_penalty?: number, frequency_penalty?: number}} ModelDefaults */
+
+const COMMON_FIELDS = [
+  "model",
+  "frequency_penalty",
+  "presence_penalty",
+  "logit_bias",
+  "logprobs",
+  "max_tokens",
+  "n",
+  "seed",
+  "stop",
+  "stream",
+  "stream_options",
+  "temperature",
+  "top_p",
+  "user",
+];
+const CHAT_FIELDS = new Set([
+  ...COMMON_FIELDS,
+  "messages",
+  "max_completion_tokens",
+  "top_logprobs",
+  "tools",
+  "tool_choice",
+  "parallel_tool_calls",
+  "response_format",
+]);
+const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, "prompt", "echo", "suffix", "best_of"]);
+const ROLES = new Set(["system", "developer", "user", "assistant", "tool"]);
+
+/** Completions default to 16 tokens in OpenAI's API; chat runs until a stop or the context window ends. */
+export const COMPLETION_DEFAULT_MAX_TOKENS = 16;
+
+/**
+ * @param {unknown} request
+ * @param {ModelDefaults} [defaults]  the model's generation defaults (mlc-chat-config.json)
+ * @returns {ChatParams}
+ */
+export function parseChatRequest(request, defaults = {}) {
+  const req = requireObject(request);
+  checkFields(req, CHAT_FIELDS);
+  const messages = parseMessages(req.messages);
+  if (req.tools != null && !(Array.isArray(req.tools) && req.tools.length === 0)) {
+    throw unsupported("tools", "Tool calls are not supported by this engine yet.");
+  }
+  if (req.tool_choice != null && req.tool_choice !== "none" && req.tool_choice !== "auto") {
+    throw unsupported("tool_choice", "Tool calls are not supported by this engine yet.");
+  }
+  if (req.response_format != null) {
+    const fmt = requireObject(req.response_format, "response_format");
+    if (fmt.type !== "text") {
+      throw unsupported("response_format", `response_format type "${fmt.type}" is not supported yet; use "text".`);
+    }
+  }
+  if (req.top_logprobs != null) throw unsupported("top_logprobs", "logprobs are not supported yet.");
+  if (req.max_tokens != null && req.max_completion_tokens != null && req.max_tokens !== req.max_completion_tokens) {
+    throw invalid("max_completion_tokens", "Give max_tokens or max_completion_tokens, not two different values.");
+  }
+  const maxField = req.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
+  return { ...parseCommon(req, defaults, maxField, null), messages };
+}
+
+/**
+ * @param {unknown} request
+ * @param {ModelDefaults} [defaults]
+ * @returns {CompletionParams}
+ */
+export function parseCompletionRequest(request, defaults = {}) {
+  const req = requireObject(request);
+  checkFields(req, COMPLETION_FIELDS);
+  const prompt = parsePrompt(req.prompt);
+  if (req.suffix != null && req.suffix !== "") throw unsupported("suffix", "suffix (insertion) is not supported.");
+  if (req.best_of != null && req.best_of !== 1) throw unsupported("best_of", "best_of must be 1.");
+  if (req.echo != null && typeof req.echo !== "boolean") throw invalid("echo", "echo must be a boolean.");
+  return {
+    ...parseCommon(req, defaults, "max_tokens", COMPLETION_DEFAULT_MAX_TOKENS),
+    prompt,
+    echo: req.echo === true,
+  };
+}
+
+/**
+ * @param {Record<string, any>} req
+ * @param {ModelDefaults} defaults
+ * @param {string} maxField
+ * @param {number | null} defaultMax
+ * @returns {GenerationParams}
+ */
+function parseCommon(req, defaults, maxField, defaultMax) {
+  if (req.model != null && typeof req.model !== "string") throw invalid("model", "model must be a string.");
+  if (req.user != null && typeof req.user !== "string") throw invalid("user", "user must be a string.");
+  if (req.n != null && req.n !== 1) {
+    if (!Number.isInteger(req.n) || req.n < 1) throw invalid("n", "n must be a positive integer.");
+    throw unsupported("n", "Only n = 1 is supported.");
+  }
+  if (req.logprobs != null && req.logprobs !== false && req.logprobs !== 0) {
+    throw unsupported("logprobs", "logprobs are not supported yet.");
+  }
+  const stream = optionalBool(req, "stream") ?? false;
+  let includeUsage = false;
+  if (req.stream_options != null) {
+    if (!stream) throw invalid("stream_options", "stream_options is only allowed when stream is true.");
+    const opts = requireObject(req.stream_options, "stream_options");
+    includeUsage = optionalBool(opts, "include_usage", "stream_options.include_usage") ?? false;
+  }
+  const maxTokens = req[maxField] == null ? defaultMax : integer(req[maxField], maxField, 1);
+  return {
+    model: req.model ?? null,
+    max_tokens: maxTokens,
+    temperature: number(req.temperature ?? defaults.temperature ?? 1, "temperature", 0, 2),
+    top_p: number(req.top_p ?? defaults.top_p ?? 1, "top_p", 0, 1),
+    presence_penalty: number(req.presence_penalty ?? defaults.presence_penalty ?? 0, "presence_penalty", -2, 2),
+    frequency_penalty: number(req.frequency_penalty ?? defaults.frequency_penalty ?? 0, "frequency_penalty", -2, 2),
+    logit_bias: parseLogitBias(req.logit_bias),
+    stop: parseStop(req.stop),
+    seed: req.seed == null ? null : integer(req.seed, "seed", Number.MIN_SAFE_INTEGER),
+    stream,
+    include_usage: includeUsage,
+  };
+}
+
+/** @param {unknown} messages */
+function parseMessages(messages) {
+  if (!Array.isArray(messages) || messages.length === 0) {
+    throw invalid("messages", "messages must be a non-empty array.");
+  }
+  return messages.map((m, i) => {
+    const param = `messages[${i}]`;
+    const msg = requireObject(m, param);
+    if (typeof msg.role !== "string" || !ROLES.has(msg.role)) {
+      throw invalid(`${param}.role`, `${param}.role must be one of ${[...ROLES].join(", ")}.`);
+    }
+    if (msg.tool_calls != null) throw unsupported(`${param}.tool_calls`, "Tool calls are not supported yet.");
+    const content = msg.content;
+    if (content === null || content === undefined) {
+      if (msg.role !== "assistant") throw invalid(`${param}.content`, `${param}.content is required.`);
+    } else if (Array.isArray(content)) {
+      content.forEach((part, j) => {
+        const p = requireObject(part, `${param}.content[${j}]`);
+        if (p.type !== "text") {
+          throw unsupported(`${param}.content[${j}].type`, `Content parts of type "${p.type}" are not supported.`);
+        }
+        if (typeof p.text !== "string")
+          throw invalid(`${param}.content[${j}].text`, "A text part needs a text string.");
+      });
+    } else if (typeof content !== "string") {
+      throw invalid(`${param}.content`, `${param}.content must be a string or an array of text parts.`);
+    }
+    // "developer" is OpenAI's newer name for "system"; chat templates only know the latter.
+    const role = msg.role === "developer" ? "system" : msg.role;
+    /** @type {import("./chat_template.js").ChatMessage} */
+    const out = { role, content: content ?? "" };
+    if (typeof msg.name === "string") out.name = msg.name;
+    return out;
+  });
+}
+
+/** @param {unknown} prompt */
+function parsePrompt(prompt) {
+  let p = prompt;
+  if (Array.isArray(p) && p.length === 1 && (typeof p[0] === "string" || Array.isArray(p[0]))) p = p[0];
+  if (typeof p === "string") return p;
+  if (Array.isArray(p) && p.length > 0 && p.every((t) => Number.isInteger(t) && t >= 0)) return p;
+  if (Array.isArray(p) && p.length > 1 && p.every((t) => typeof t === "string" || Array.isArray(t))) {
+    throw unsupported("prompt", "Only one prompt per request is supported.");
+  }
+  throw invalid("prompt", "prompt must be a string or a non-empty array of token ids.");
+}
+
+/** @param {unknown} stop */
+function parseStop(stop) {
+  if (stop == null) return [];
+  const list = typeof stop === "string" ? [stop] : stop;
+  if (!Array.isArray(list) || list.some((s) => typeof s !== "string")) {
+    throw invalid("stop", "stop must be a string or an array of strings.");
+  }
+  if (list.length > 4) throw invalid("stop", "stop takes at most 4 sequences.");
+  return list.filter((s) => s.length > 0);
+}
+
+/** @param {unknown} bias */
+function parseLogitBias(bias) {
+  if (bias == null) return null;
+  const obj = requireObject(bias, "logit_bias");
+  /** @type {Record<string, number>} */
+  const out = {};
+  for (const [key, value] of Object.entries(obj)) {
+    if (!/^\d+$/.test(key)) throw invalid("logit_bias", `logit_bias keys must be token ids, got "${key}".`);
+    out[key] = number(value, `logit_bias.${key}`, -100, 100);
+  }
+  return out;
+}
+
+/**
+ * @param {unknown} value
+ * @param {string} [param]
+ * @returns {Record<string, any>}
+ */
+function requireObject(value, param) {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw invalid(param ?? null, `${param ?? "The request body"} must be a JSON object.`);
+  }
+  return /** @type {Record<string, any>} */ (value);
+}
+
+/**
+ * @param {Record<string, any>} req
+ * @param {Set<string>} allowed
+ */
+function checkFields(req, allowed) {
+  for (const key of Object.keys(req)) {
+    if (!allowed.has(key)) throw invalid(key, `Unrecognized request argument supplied: ${key}`);
+  }
+}
+
+/**
+ * @param {Record<string, any>} obj
+ * @param {string} key
+ * @param {string} [param]
+ * @returns {boolean | undefined}
+ */
+function optionalBool(obj, key, param = key) {
+  const value = obj[key];
+  if (value == null) return undefined;
+  if (typeof value !== "boolean") throw invalid(param, `${param} must be a boolean.`);
+  return value;
+}
+
+/**
+ * @param {unknown} value
+ * @param {string} param
+ * @param {number} min
+ * @param {number} max
+ */
+function number(value, param, min, max) {
+  if (typeof value !== "number" || !Number.isFinite(value)) throw invalid(param, `${param} must be a number.`);
+  if (value < min || value > max) throw invalid(param, `${param} must be between ${min} and ${max}, got ${value}.`);
+  return value;
+}
+
+/**
+ * @param {unknown} value
+ * @param {string} param
+ * @param {number} min
+ */
+function integer(value, param, min) {
+  if (typeof value !== "number" || !Number.isSafeInteger(value)) throw invalid(param, `${param} must be an integer.`);
+  if (value < min) throw invalid(param, `${param} must be at least ${min}, got ${value}.`);
+  return value;
+}
+
+/**
+ * @param {string | null} param
+ * @param {string} message
+ */
+function invalid(param, message) {
+  return new InvalidRequestError(message, { param });
+}
+
+/**
+ * @param {string} param
+ * @param {string} message
+ */
+function unsupported(param, message) {
+  return new UnsupportedParameterError(message, { param });
+}
+
+// ---- responses -------------------------------------------------------------------------------------
+
+/**
+ * @typedef {object} Usage
+ * @property {number} prompt_tokens
+ * @property {number} completion_tokens
+ * @property {number} total_tokens
+ * @property {Record<string, number>} [extra]  engine timings: prefill/decode tokens per second, seconds
+ */
+
+/**
+ * @param {number} promptTokens
+ * @param {number} completionTokens
+ * @param {Record<string, number>} [extra]
+ * @returns {Usage}
+ */
+export function makeUsage(promptTokens, completionTokens, extra) {
+  const usage = {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+  };
+  return extra ? { ...usage, extra } : usage;
+}
+
+/**
+ * @param {"chatcmpl" | "cmpl"} prefix
+ * @returns {string}
+ */
+export function newCompletionId(prefix) {
+  const rand = globalThis.crypto?.randomUUID?.().replaceAll("-", "") ?? Math.random().toString(16).slice(2);
+  return `${prefix}-${rand.slice(0, 24)}`;
+}
+
+/** @returns {number} unix seconds, as OpenAI's `created` */
+export function nowSeconds() {
+  return Math.floor(Date.now() / 1000);
+}
+
+/**
+ * @typedef {{id: string, created: number, model: string}} ResponseHead  shared by every chunk of one response
+ */
+
+/**
+ * One `chat.completion.chunk`. The first carries {role: "assistant", content: ""}, then content deltas,
+ * then {} with the finish_reason; with include_usage, every chunk has usage: null except a last one
+ * with choices: [] and the usage.
+ * @param {ResponseHead} head
+ * @param {{role?: string, content?: string}} delta
+ * @param {string | null} finishReason
+ * @param {boolean} includeUsage
+ */
+export function chatChunk(head, delta, finishReason, includeUsage) {
+  const chunk = {
+    id: head.id,
+    object: "chat.completion.chunk",
+    created: head.created,
+    model: head.model,
+    choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
+  };
+  return includeUsage ? { ...chunk, usage: null } : chunk;
+}
+
+/**
+ * @param {ResponseHead} head
+ * @param {Usage} usage
+ * @param {"chat.completion.chunk" | "text_completion"} object
+ */
+export function usageChunk(head, usage, object) {
+  return { id: head.id, object, created: head.created, model: head.model, choices: [], usage };
+}
+
+/**
+ * @param {ResponseHead} head
+ * @param {string} content
+ * @param {string} finishReason
+ * @param {Usage} usage
+ */
+export function chatCompletion(head, content, finishReason, usage) {
+  return {
+    id: head.id,
+    object: "chat.completion",
+    created: head.created,
+    model: head.model,
+    choices: [{ index: 0, message: { role: "assistant", content }, logprobs: null, finish_reason: finishReason }],
+    usage,
+  };
+}
+
+/**
+ * A `text_completion` (streamed chunks have the same object name and shape).
+ * @param {ResponseHead} head
+ * @param {string} text
+ * @param {string | null} finishReason
+ * @param {Usage | null | undefined} usage  undefined leaves the field out (chunks without include_usage)
+ */
+export function textCompletion(head, text, finishReason, usage) {
+  const out = {
+    id: head.id,
+    object: "text_completion",
+    created: head.created,
+    model: head.model,
+    choices: [{ index: 0, text, logprobs: null, finish_reason: finishReason }],
+  };
+  return usage === undefined ? out : { ...out, usage };
+}

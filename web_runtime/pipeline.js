@@ -1,0 +1,324 @@
+// The model on the GPU, through the TVM JS runtime (tvmjs): instantiate the model library, load weights
+// from tensor-cache.json, create the paged KV cache, and run prefill/decode with the VM functions the
+// library exports (embed, prefill, decode, create_tir_paged_kv_cache, _metadata). Logits come back to the
+// CPU as Float32Array; sampling happens in the engine.
+//
+// Memory discipline: every tvmjs object returned inside beginScope()/endScope() is freed at endScope()
+// unless detached. Long-lived objects (VM, functions, params, KV cache, the CPU logits buffer) are detached
+// once at load; per-step tensors live in a scope per forward call, so decoding does not leak GPU memory.
+
+import { loadTvmjs } from "./vendor.js";
+import { DeviceLostError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
+import { errorText } from "./config.js";
+import { VerifiedCache } from "./cache.js";
+
+const PAGE_SIZE = 16;
+
+/**
+ * @typedef {object} GpuInfo
+ * @property {GPUAdapter} adapter
+ * @property {GPUDevice} device
+ * @property {boolean} hasShaderF16
+ * @property {{vendor?: string, architecture?: string, description?: string, isFallbackAdapter?: boolean}} info
+ */
+
+/**
+ * @typedef {object} LoadProgress  reported while a model loads
+ * @property {"library" | "download" | "weights" | "shaders" | "ready" | string} phase
+ * @property {number} loaded  bytes for library/download/weights; finished fraction (0..1) for shaders
+ * @property {number} total  bytes, or 1 for shaders
+ * @property {string} text  for humans
+ */
+
+/**
+ * Finds the WebGPU adapter and opens a device with the limits tvmjs asks for.
+ * @returns {Promise<GpuInfo>}
+ */
+export async function detectGpu() {
+  const tip =
+    "Use a browser with WebGPU (Chrome or Edge 113+, Safari 26+); on Linux, enable " +
+    "chrome://flags/#enable-unsafe-webgpu.";
+  if (globalThis.isSecureContext === false) {
+    throw new WebGPUUnavailableError("WebGPU needs a secure context: open this page over https:// or localhost.", {
+      tip: "Serve the site over HTTPS, or on http://localhost.",
+    });
+  }
+  if (typeof navigator === "undefined" || !(/** @type {any} */ (navigator).gpu)) {
+    throw new WebGPUUnavailableError("This browser does not support WebGPU (navigator.gpu is missing).", { tip });
+  }
+  const tvmjs = await loadTvmjs();
+  let out;
+  try {
+    out = await tvmjs.detectGPUDevice();
+  } catch (err) {
+    throw new WebGPUUnavailableError(`No usable WebGPU adapter: ${errorText(err)}`, { tip, cause: err });
+  }
+  if (!out) throw new WebGPUUnavailableError("No usable WebGPU adapter was found.", { tip });
+  const hasShaderF16 = out.adapter.features.has("shader-f16") && out.device.features.has("shader-f16");
+  const i = out.adapterInfo ?? {};
+  return {
+    adapter: out.adapter,
+    device: out.device,
+    hasShaderF16,
+    info: {
+      vendor: i.vendor,
+      architecture: i.architecture,
+      description: i.description,
+      isFallbackAdapter: i.isFallbackAdapter ?? out.adapter.isFallbackAdapter,
+    },
+  };
+}
+
+export class ModelPipeline {
+  /**
+   * @param {object} args
+   * @param {import("./config.js").ModelRecord} args.record  absolute URLs
+   * @param {GpuInfo} args.gpu
+   * @param {(p: LoadProgress) => void} [args.onProgress]
+   * @param {AbortSignal} [args.signal]
+   * @param {"cache" | "indexeddb" | "none"} [args.cacheType]  where weights are kept between visits
+   * @returns {Promise<ModelPipeline>}
+   */
+  static async load({ record, gpu, onProgress = () => {}, signal, cacheType = "cache" }) {
+    const tvmjs = await loadTvmjs();
+
+    // Shards, index and library go through one artifact cache (sha256-checked against the manifest).
+    const cacheOptions = artifactCacheOptions(cacheType, record);
+    const files = cacheOptions.artifactCache ?? new VerifiedCache("webbuild/model", { storage: "none" });
+
+    // 1. The model library: a wasm module whose imports the tvmjs WASI polyfill provides.
+    onProgress({ phase: "library", loaded: 0, total: 0, text: "Fetching the model library" });
+    const wasm = new Uint8Array(await files.fetchWithCache(record.model_lib, "arraybuffer", signal));
+    onProgress({ phase: "library", loaded: wasm.byteLength, total: wasm.byteLength, text: "Model library fetched" });
+    let tvm;
+    try {
+      tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), (/** @type {string} */ msg) => console.log(msg));
+    } catch (err) {
+      throw new ModelLoadError(`The model library ${record.model_lib} could not be instantiated: ${errorText(err)}`, {
+        cause: err,
+        tip: "Rebuild it with `webbuild package`; it must be linked against the TVM web runtime of tvmjs 0.27.",
+      });
+    }
+
+    try {
+      tvm.initWebGPU(gpu.device);
+      const pipeline = new ModelPipeline(tvm, gpu);
+
+      // 2. Weights: tvmjs fetches tensor-cache.json and its shards (through a cache), then copies each
+      // tensor to the GPU. Its progress callback reports a fraction; we report bytes.
+      const index = await files.fetchWithCache(new URL("tensor-cache.json", record.model_url).href, "json", signal);
+      const totalBytes = (index.records ?? []).reduce(
+        (/** @type {number} */ n, /** @type {any} */ r) => n + r.nbytes,
+        0,
+      );
+      let phase = "download";
+      tvm.registerInitProgressCallback((/** @type {{progress: number, text: string}} */ report) => {
+        if (report.text.startsWith("Loading model from cache")) phase = "weights";
+        if (report.text.startsWith("Loading GPU shader")) phase = "shaders";
+        const isBytes = phase !== "shaders";
+        onProgress({
+          phase,
+          loaded: isBytes ? Math.round(report.progress * totalBytes) : report.progress,
+          total: isBytes ? totalBytes : 1,
+          text: report.text,
+        });
+      });
+      await tvm.fetchTensorCache(record.model_url, tvm.webgpu(), {
+        cacheScope: "webbuild/model",
+        ...cacheOptions,
+        signal,
+      });
+
+      // 3. VM functions, parameters (in the order _metadata lists), KV cache.
+      pipeline.init(record);
+
+      // 4. Compile every WGSL kernel now (async) rather than on first use, with progress.
+      phase = "shaders";
+      await tvm.asyncLoadWebGPUPipelines(pipeline.vm.getInternalModule());
+      onProgress({ phase: "ready", loaded: totalBytes, total: totalBytes, text: "Model ready" });
+      return pipeline;
+    } catch (err) {
+      tvm.dispose();
+      if (err instanceof ModelLoadError) throw err;
+      throw new ModelLoadError(`Loading model "${record.id}" failed: ${errorText(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * @param {any} tvm  tvmjs Instance
+   * @param {GpuInfo} gpu
+   */
+  constructor(tvm, gpu) {
+    this.tvm = tvm;
+    this.gpu = gpu;
+    this.device = tvm.webgpu();
+    this.lost = false;
+    gpu.device.lost.then(() => {
+      this.lost = true;
+    });
+    /** @type {any} */ this.logitsOnCPU = null;
+    this.contextWindowSize = 0;
+    this.prefillChunkSize = 0;
+    this.vocabSize = 0;
+    /** @type {Record<string, any>} */ this.metadata = {};
+  }
+
+  /** @param {import("./config.js").ModelRecord} record */
+  init(record) {
+    const tvm = this.tvm;
+    tvm.beginScope();
+    try {
+      this.vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(this.device));
+      const fn = (/** @type {string} */ name) => tvm.detachFromCurrentScope(this.vm.getFunction(name));
+      this.fEmbed = fn("embed");
+      this.fPrefill = fn("prefill");
+      this.fDecode = fn("decode");
+      const global = (/** @type {string} */ name) => tvm.detachFromCurrentScope(tvm.getGlobalFunc(name));
+      this.fKvClear = global("vm.builtin.kv_state_clear");
+      this.fKvAddSeq = global("vm.builtin.kv_state_add_sequence");
+      this.fKvBegin = global("vm.builtin.kv_state_begin_forward");
+      this.fKvEnd = global("vm.builtin.kv_state_end_forward");
+
+      const raw = this.vm.getFunction("_metadata")();
+      this.metadata = JSON.parse(typeof raw === "string" ? raw : raw.toString());
+      const names = this.metadata.params.map((/** @type {{name: string}} */ p) => p.name);
+      try {
+        this.params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(names));
+      } catch (err) {
+        throw new ModelLoadError(
+          `The weights do not match the model library (${errorText(err)}); were they built together?`,
+          { cause: err, tip: "Re-run `webbuild package` so weights and library come from one build." },
+        );
+      }
+      this.contextWindowSize = this.metadata.context_window_size ?? record.context_window_size ?? 0;
+      this.prefillChunkSize = this.metadata.prefill_chunk_size ?? 0;
+      if (!(this.contextWindowSize > 0) || !(this.prefillChunkSize > 0)) {
+        throw new ModelLoadError("The model library's _metadata lacks context_window_size/prefill_chunk_size.");
+      }
+      const shape = (/** @type {number} */ n) => tvm.makeShapeTuple([n]);
+      this.kvCache = tvm.detachFromCurrentScope(
+        this.vm.getFunction("create_tir_paged_kv_cache")(
+          shape(1), // max_batch_size: one sequence
+          shape(this.contextWindowSize), // max_total_seq_len
+          shape(this.prefillChunkSize),
+          shape(PAGE_SIZE),
+          shape(0), // support_sliding_window
+        ),
+      );
+    } finally {
+      tvm.endScope();
+    }
+    this.reset();
+  }
+
+  /** Empties the KV cache and opens sequence 0 (the only one). */
+  reset() {
+    this.tvm.beginScope();
+    try {
+      this.fKvClear(this.kvCache);
+      this.fKvAddSeq(this.kvCache, this.tvm.scalar(0, "int64"));
+    } finally {
+      this.tvm.endScope();
+    }
+  }
+
+  /**
+   * Appends tokens to the sequence in chunks of at most prefill_chunk_size.
+   * @param {ArrayLike<number>} ids
+   * @returns {Promise<Float32Array>} logits after the last token
+   */
+  async prefill(ids) {
+    if (ids.length === 0) throw new Error("prefill needs at least one token");
+    for (let start = 0; start < ids.length; start += this.prefillChunkSize) {
+      const chunk = Array.prototype.slice.call(ids, start, start + this.prefillChunkSize);
+      const last = start + chunk.length >= ids.length;
+      this.forward(this.fPrefill, chunk, last);
+    }
+    return this.readLogits();
+  }
+
+  /**
+   * @param {number} id  one token
+   * @returns {Promise<Float32Array>}
+   */
+  async decode(id) {
+    this.forward(this.fDecode, [id], true);
+    return this.readLogits();
+  }
+
+  /**
+   * One VM call: embed the ids, run prefill or decode on the KV cache, and (for the last call) queue a copy
+   * of the logits into the CPU buffer. All temporaries die at endScope().
+   * @param {any} fn
+   * @param {number[]} ids
+   * @param {boolean} keepLogits
+   */
+  forward(fn, ids, keepLogits) {
+    if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
+    const tvm = this.tvm;
+    tvm.beginScope();
+    try {
+      const input = tvm.empty([ids.length], "int32", this.device).copyFrom(Int32Array.from(ids));
+      const embed = this.fEmbed(input, this.params);
+      const hidden = embed.shape[embed.shape.length - 1];
+      const embeds = embed.view([1, ids.length, hidden]);
+      this.fKvBegin(this.kvCache, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
+      const out = fn(embeds, this.kvCache, this.params);
+      this.fKvEnd(this.kvCache);
+      if (keepLogits) {
+        const logits = out.get(0);
+        if (this.logitsOnCPU === null) {
+          this.logitsOnCPU = tvm.detachFromCurrentScope(tvm.empty(logits.shape, logits.dtype, tvm.cpu()));
+          this.vocabSize = logits.shape[logits.shape.length - 1];
+        }
+        this.logitsOnCPU.copyFrom(logits);
+      }
+    } finally {
+      tvm.endScope();
+    }
+  }
+
+  /** @returns {Promise<Float32Array>} a copy of the last logits (float32 [vocab]) */
+  async readLogits() {
+    await this.device.sync();
+    if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
+    return /** @type {Float32Array} */ (this.logitsOnCPU.toArray()); // toArray() copies out of wasm memory
+  }
+
+  dispose() {
+    for (const obj of [
+      this.logitsOnCPU,
+      this.kvCache,
+      this.params,
+      this.fEmbed,
+      this.fPrefill,
+      this.fDecode,
+      this.fKvClear,
+      this.fKvAddSeq,
+      this.fKvBegin,
+      this.fKvEnd,
+      this.vm,
+    ]) {
+      try {
+        obj?.dispose();
+      } catch {
+        // already freed with a lost device
+      }
+    }
+    this.tvm.dispose();
+  }
+}
+
+/**
+ * tvmjs cache options. "cache" (Cache API) and "none" go through VerifiedCache, which checks downloads
+ * against the manifest's sha256; "indexeddb" uses tvmjs's own store. The Cache API needs a secure
+ * context: without it, weights are fetched on every load.
+ * @param {"cache" | "indexeddb" | "none"} kind
+ * @param {import("./config.js").ModelRecord} record
+ */
+function artifactCacheOptions(kind, record) {
+  if (kind === "indexeddb") return { cacheType: "indexeddb" };
+  const digests = new Map((record.files ?? []).map((f) => [f.path, f.sha256]));
+  const storage = kind === "cache" && typeof caches !== "undefined" ? "cache" : "none";
+  return { artifactCache: new VerifiedCache("webbuild/model", { digests, storage }) };
+}

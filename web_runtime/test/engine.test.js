@@ -1,0 +1,274 @@
+import { test, beforeEach } from "node:test";
+import assert from "node:assert/strict";
+import { fixture, ScriptedPipeline } from "./helpers.js";
+
+await import("./vendor_hook.js");
+const { Engine } = await import("../engine.js");
+const { TextTokenizer } = await import("../tokenizer.js");
+const errors = await import("../errors.js");
+
+const tokenizerJson = fixture("tokenizer.json");
+const tokenizerConfig = fixture("tokenizer_config.json");
+const tok = new TextTokenizer(tokenizerJson, tokenizerConfig);
+const EOS = 2;
+const SITE = "https://site.test/";
+const manifest = {
+  name: "tiny",
+  default_model: "tiny-q4f16_1",
+  models: [
+    {
+      id: "tiny-q4f16_1",
+      quantization: "q4f16_1",
+      model_url: "models/tiny-q4f16_1/",
+      model_lib: "libs/tiny-q4f16_1-webgpu.wasm",
+      needs_shader_f16: true,
+      context_window_size: 64,
+    },
+    {
+      id: "tiny-q4f32_1",
+      quantization: "q4f32_1",
+      model_url: "models/tiny-q4f32_1/",
+      model_lib: "libs/tiny-q4f32_1-webgpu.wasm",
+      needs_shader_f16: false,
+      context_window_size: 64,
+    },
+  ],
+};
+const chatConfig = {
+  vocab_size: 400,
+  temperature: 0,
+  top_p: 1,
+  eos_token_id: EOS,
+  conv_template: { stop_str: ["<|im_end|>"], stop_token_ids: [EOS] },
+};
+
+globalThis.fetch = async (url) => {
+  const u = String(url);
+  const files = { [`${SITE}manifest.json`]: manifest };
+  for (const m of manifest.models) {
+    files[`${SITE}${m.model_url}mlc-chat-config.json`] = chatConfig;
+    files[`${SITE}${m.model_url}tokenizer.json`] = tokenizerJson;
+    files[`${SITE}${m.model_url}tokenizer_config.json`] = tokenizerConfig;
+  }
+  return u in files ? new Response(JSON.stringify(files[u])) : new Response("missing", { status: 404 });
+};
+
+const REPLY = "Hello world! END more";
+let pipeline;
+let loadedRecord;
+async function loadEngine({ script = [...tok.encode(REPLY), EOS], hasShaderF16 = false, model = null, pipe } = {}) {
+  pipeline = pipe ?? new ScriptedPipeline(script, { after: EOS });
+  const engine = new Engine({
+    detectGpu: async () => ({ hasShaderF16, info: { vendor: "test" } }),
+    loadPipeline: async ({ record, onProgress }) => {
+      loadedRecord = record;
+      onProgress({ phase: "weights", loaded: 10, total: 10, text: "done" });
+      return pipeline;
+    },
+  });
+  await engine.reload(`${SITE}manifest.json`, { model });
+  return engine;
+}
+const user = (content) => ({ messages: [{ role: "user", content }] });
+
+beforeEach(() => {
+  loadedRecord = undefined;
+});
+
+test("reload picks the f32 variant when the adapter lacks shader-f16, with absolute URLs", async () => {
+  const engine = await loadEngine();
+  assert.equal(engine.getModelInfo().id, "tiny-q4f32_1");
+  assert.equal(loadedRecord.model_url, `${SITE}models/tiny-q4f32_1/`);
+  assert.equal(loadedRecord.model_lib, `${SITE}libs/tiny-q4f32_1-webgpu.wasm`);
+  const f16 = await loadEngine({ hasShaderF16: true });
+  assert.equal(f16.getModelInfo().id, "tiny-q4f16_1");
+});
+
+test("asking for the f16 variant without shader-f16 names the f32 variant", async () => {
+  await assert.rejects(loadEngine({ model: "tiny-q4f16_1" }), (err) => {
+    assert.ok(err instanceof errors.ShaderF16UnsupportedError);
+    assert.match(err.message, /tiny-q4f32_1/);
+    assert.equal(err.data.in_bundle, true);
+    return true;
+  });
+  await assert.rejects(loadEngine({ model: "nope" }), errors.ModelNotFoundError);
+});
+
+test("non-streaming chat: content until EOS, usage counts prompt and generated tokens", async () => {
+  const engine = await loadEngine();
+  const res = await engine.chat.completions.create(user("Hi"));
+  const promptIds = tok.encode("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  assert.equal(res.object, "chat.completion");
+  assert.equal(res.model, "tiny-q4f32_1");
+  assert.equal(res.choices[0].message.content, REPLY);
+  assert.equal(res.choices[0].finish_reason, "stop");
+  assert.equal(res.usage.prompt_tokens, promptIds.length);
+  assert.equal(res.usage.completion_tokens, tok.encode(REPLY).length + 1);
+  assert.deepEqual(pipeline.fed, [...promptIds, ...tok.encode(REPLY)]);
+  for (const key of ["prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s"]) {
+    assert.equal(typeof res.usage.extra[key], "number", key);
+  }
+});
+
+test("streaming chat: role chunk, content deltas, finish chunk, then the usage chunk", async () => {
+  const engine = await loadEngine();
+  const stream = await engine.chat.completions.create({
+    ...user("Hi"),
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  assert.deepEqual(chunks[0].choices[0].delta, { role: "assistant", content: "" });
+  const middle = chunks.slice(1, -2);
+  assert.ok(middle.length > 1);
+  assert.equal(middle.map((c) => c.choices[0].delta.content).join(""), REPLY);
+  assert.ok(middle.every((c) => c.choices[0].finish_reason === null && c.usage === null));
+  assert.equal(chunks.at(-2).choices[0].finish_reason, "stop");
+  assert.deepEqual(chunks.at(-2).choices[0].delta, {});
+  assert.deepEqual(chunks.at(-1).choices, []);
+  assert.equal(chunks.at(-1).usage.completion_tokens, tok.encode(REPLY).length + 1);
+  assert.ok(new Set(chunks.map((c) => c.id)).size === 1 && chunks.every((c) => c.object === "chat.completion.chunk"));
+});
+
+test("a stop string spanning tokens ends the reply and is not emitted", async () => {
+  const engine = await loadEngine();
+  const stream = await engine.chat.completions.create({ ...user("Hi"), stream: true, stop: ["D mo"] });
+  let text = "";
+  let finish;
+  for await (const c of stream) {
+    text += c.choices[0].delta.content ?? "";
+    finish = c.choices[0].finish_reason ?? finish;
+  }
+  assert.equal(text, "Hello world! EN");
+  assert.equal(finish, "stop");
+});
+
+test("max_tokens ends with finish_reason length", async () => {
+  const engine = await loadEngine();
+  const res = await engine.chat.completions.create({ ...user("Hi"), max_tokens: 2 });
+  assert.equal(res.choices[0].finish_reason, "length");
+  assert.equal(res.usage.completion_tokens, 2);
+  assert.equal(res.choices[0].message.content, tok.decode(tok.encode(REPLY).slice(0, 2)));
+});
+
+test("a prompt that does not fit the context window is refused before generating", async () => {
+  const engine = await loadEngine();
+  await assert.rejects(
+    engine.chat.completions.create(user("Hello world! ".repeat(30))),
+    errors.ContextLengthExceededError,
+  );
+  await assert.rejects(
+    engine.chat.completions.create({ ...user("Hi"), max_tokens: 60 }),
+    (err) => err.code === "context_length_exceeded",
+  );
+  await assert.rejects(
+    engine.chat.completions.create({ ...user("Hi"), stream: true, max_tokens: 60 }),
+    errors.ContextLengthExceededError,
+  );
+});
+
+test("text completion: raw prompt, default 16 tokens, echo", async () => {
+  const engine = await loadEngine({
+    script: tok.encode(" world! END more and more and more and more and more"),
+    pipe: undefined,
+  });
+  const res = await engine.completions.create({ prompt: "Hello", echo: true });
+  assert.equal(res.object, "text_completion");
+  assert.equal(res.usage.completion_tokens, 16);
+  assert.equal(res.choices[0].finish_reason, "length");
+  assert.ok(res.choices[0].text.startsWith("Hello world!"));
+  const stream = await engine.completions.create({ prompt: [282], max_tokens: 3, stream: true });
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  assert.equal(chunks.at(-1).choices[0].finish_reason, "length");
+  assert.ok(chunks.every((c) => c.object === "text_completion"));
+});
+
+test("the same seed gives the same sampled reply", async () => {
+  class NoisyPipeline extends ScriptedPipeline {
+    next() {
+      const l = new Float32Array(this.vocab);
+      for (let i = 0; i < l.length; i++) l[i] = Math.sin(i * 12.9898 + this.step * 78.233) * 2;
+      this.step++;
+      return l;
+    }
+  }
+  const engine = await loadEngine({ pipe: new NoisyPipeline([]) });
+  const ask = (seed) => engine.chat.completions.create({ ...user("Hi"), temperature: 1, seed, max_tokens: 12 });
+  const [a, b, c] = [await ask(7), await ask(7), await ask(8)];
+  assert.equal(a.choices[0].message.content, b.choices[0].message.content);
+  assert.notEqual(a.choices[0].message.content, c.choices[0].message.content);
+});
+
+test("interrupt() ends the running generation with finish_reason abort", async () => {
+  class SlowPipeline extends ScriptedPipeline {
+    async decode(id) {
+      await new Promise((r) => setTimeout(r, 2));
+      return super.decode(id);
+    }
+  }
+  const engine = await loadEngine({
+    pipe: new SlowPipeline(tok.encode(" more".repeat(40)), { contextWindowSize: 64 }),
+  });
+  const stream = await engine.chat.completions.create({ ...user("Hi"), stream: true });
+  let finish;
+  let n = 0;
+  for await (const c of stream) {
+    if (++n === 3) engine.interrupt();
+    finish = c.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(finish, "abort");
+  assert.ok(n < 20);
+});
+
+test("forwardTokens returns the logits after the prompt and after each decoded token", async () => {
+  const engine = await loadEngine({ script: [5, 6, 7] });
+  const out = await engine.forwardTokens([10, 11, 12], [20, 21]);
+  assert.equal(out.length, 3);
+  assert.deepEqual(
+    out.map((l) => l.indexOf(10)),
+    [5, 6, 7],
+  );
+  assert.deepEqual(pipeline.fed, [10, 11, 12, 20, 21]);
+  await assert.rejects(engine.forwardTokens([]), errors.InvalidRequestError);
+  await assert.rejects(
+    engine.forwardTokens([1, 400]),
+    (err) => err.code === "invalid_request" && /400/.test(err.message),
+  );
+  await assert.rejects(engine.completions.create({ prompt: [5, 9999] }), (err) => err.param === "prompt");
+  assert.ok(engine.getModelInfo(), "a bad request does not unload the model");
+});
+
+test("requests before reload, or naming another model, are refused with typed errors", async () => {
+  const fresh = new Engine({ detectGpu: async () => ({}), loadPipeline: async () => ({}) });
+  await assert.rejects(fresh.chat.completions.create(user("Hi")), errors.ModelNotLoadedError);
+  const engine = await loadEngine();
+  await assert.rejects(engine.chat.completions.create({ ...user("Hi"), model: "other" }), errors.ModelNotFoundError);
+  await assert.rejects(engine.chat.completions.create({ ...user("Hi"), temperature: 9 }), errors.InvalidRequestError);
+});
+
+test("a runtime failure drops the model so the next call asks for a reload", async () => {
+  class BrokenPipeline extends ScriptedPipeline {
+    async decode() {
+      throw new Error("[TVM] Check failed: kv cache");
+    }
+  }
+  const engine = await loadEngine({ pipe: new BrokenPipeline(tok.encode(REPLY)) });
+  await assert.rejects(engine.chat.completions.create(user("Hi")), (err) => {
+    assert.equal(err.constructor, errors.WebbuildError);
+    assert.match(err.message, /Check failed/);
+    return true;
+  });
+  assert.ok(pipeline.disposed);
+  await assert.rejects(engine.chat.completions.create(user("Hi")), errors.ModelNotLoadedError);
+});
+
+test("requests run one at a time, in order", async () => {
+  const engine = await loadEngine();
+  const results = await Promise.all(
+    [1, 2, 3].map(() => engine.chat.completions.create({ ...user("Hi"), max_tokens: 3 })),
+  );
+  assert.ok(results.every((r) => r.choices[0].message.content === tok.decode(tok.encode(REPLY).slice(0, 3))));
+  assert.equal(pipeline.resets, 3); // each request starts from an empty KV cache
+});

@@ -1,0 +1,34 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { fixture } from "./helpers.js";
+
+await import("./vendor_hook.js");
+const { TextTokenizer, IncrementalDecoder } = await import("../tokenizer.js");
+
+// fixtures/tokenizer.json: a 400-token byte-level BPE made with the Python `tokenizers` library;
+// "Hello world! END" -> [282, 367, 314, 3, 357, 38] there.
+const tok = new TextTokenizer(fixture("tokenizer.json"), fixture("tokenizer_config.json"));
+
+test("encodes like the Python tokenizers library and decodes back", () => {
+  assert.deepEqual(tok.encode("Hello world! END"), [282, 367, 314, 3, 357, 38]);
+  assert.equal(tok.decode([282, 367, 314, 3, 357, 38]), "Hello world! END");
+  assert.equal(tok.tokenId("<|im_end|>"), 2);
+  assert.equal(tok.eosToken, "<|im_end|>");
+});
+
+test("special tokens in a rendered prompt become single ids and are skipped when decoding", () => {
+  const ids = tok.encode("<|im_start|>user\nhi<|im_end|>\n");
+  assert.equal(ids[0], 1);
+  assert.ok(ids.includes(2));
+  assert.equal(tok.decode(ids), "user\nhi\n");
+});
+
+test("incremental decoding emits the same text as decoding everything, and never half a character", () => {
+  const text = "café 東京 😀 ok";
+  const ids = tok.encode(text);
+  const dec = new IncrementalDecoder(tok);
+  const pieces = ids.map((id) => dec.push(id));
+  pieces.push(dec.flush());
+  assert.equal(pieces.join(""), text);
+  for (const p of pieces) assert.ok(!p.includes("\uFFFD"), JSON.stringify(p));
+});
