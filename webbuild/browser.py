@@ -1,0 +1,163 @@
+"""Finds and launches headless Chromium with WebGPU on, for verify, bench, doctor and the browser tests.
+
+Debian's ``/usr/lib/chromium/chromium`` is launched directly (its ``/usr/bin/chromium`` wrapper prints a
+harmless shell error). Without ``--enable-unsafe-webgpu`` headless Chromium returns no adapter; with it,
+on a machine without a GPU, the adapter is SwiftShader (CPU), which lacks ``shader-f16``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .errors import ToolchainError
+
+ENV_VAR = "WEBBUILD_CHROMIUM"
+DEFAULT_PATHS = ("/usr/lib/chromium/chromium",)
+_PATH_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_TIP = f"sudo apt-get install chromium (or run scripts/setup.sh), or set {ENV_VAR}=/path/to/chrome"
+PLAYWRIGHT_TIP = "pip install playwright (the browser itself comes from apt: chromium)"
+
+# Every launch also gets a fresh profile: Playwright makes one itself; chromium_args() adds one when asked.
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--enable-unsafe-webgpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+)
+
+# Limits worth reporting: what tvmjs asks for and what bounds the model's buffers and kernels.
+_LIMITS = (
+    "maxBufferSize",
+    "maxStorageBufferBindingSize",
+    "maxStorageBuffersPerShaderStage",
+    "maxComputeWorkgroupStorageSize",
+    "maxComputeInvocationsPerWorkgroup",
+    "maxComputeWorkgroupSizeX",
+    "maxComputeWorkgroupsPerDimension",
+)
+
+
+def find_chromium() -> Path:
+    """The Chromium executable: ``$WEBBUILD_CHROMIUM`` if set, else Debian's, else one on PATH."""
+    override = os.environ.get(ENV_VAR)
+    if override:
+        path = Path(override)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ToolchainError(f"{ENV_VAR}={override} is not an executable file", tip=CHROMIUM_TIP)
+        return path
+    for candidate in DEFAULT_PATHS:
+        if os.access(candidate, os.X_OK):
+            return Path(candidate)
+    for name in _PATH_NAMES:
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    raise ToolchainError("Chromium is not installed; it runs the WebGPU checks", tip=CHROMIUM_TIP)
+
+
+def chromium_version(path: Path | None = None) -> str:
+    """``chromium --version`` output, e.g. ``"Chromium 156.0.7559.58 built on Debian ..."``."""
+    exe = path or find_chromium()
+    try:
+        proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolchainError(f"{exe} --version failed: {exc}", tip=CHROMIUM_TIP) from exc
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise ToolchainError(f"{exe} --version failed: {proc.stderr.strip()[-300:]}", tip=CHROMIUM_TIP)
+    return proc.stdout.strip().splitlines()[0]
+
+
+def chromium_args(user_data_dir: Path | None = None) -> list[str]:
+    """Command-line flags for a headless WebGPU Chromium; pass a fresh ``user_data_dir`` when launching it
+    yourself (Playwright refuses that flag and makes a fresh profile on its own)."""
+    args = list(CHROMIUM_FLAGS)
+    if user_data_dir is not None:
+        args.append(f"--user-data-dir={user_data_dir}")
+    return args
+
+
+def launch_options() -> dict[str, Any]:
+    """Keyword arguments for Playwright's ``chromium.launch`` (and pytest-playwright's
+    ``browser_type_launch_args`` fixture). ``headless`` stays False because the flags already ask for
+    ``--headless=new``; Playwright's own headless switch would add its older flag set."""
+    return {"executable_path": str(find_chromium()), "headless": False, "args": chromium_args()}
+
+
+_PROBE_URL = "https://webbuild.invalid/probe.html"
+_PROBE_PAGE = "<!doctype html><title>webbuild WebGPU probe</title>"
+
+# Runs in the page: everything the probe reports, as plain JSON.
+_PROBE_JS = """
+async () => {
+  if (!('gpu' in navigator)) return {available: false, reason: 'navigator.gpu is missing'};
+  const adapter = await navigator.gpu.requestAdapter();
+  if (!adapter) return {available: false, reason: 'requestAdapter() returned null'};
+  const info = adapter.info || {};
+  const limits = {};
+  for (const key of LIMITS) limits[key] = adapter.limits[key];
+  return {
+    available: true,
+    vendor: info.vendor || '',
+    architecture: info.architecture || '',
+    device: info.device || '',
+    description: info.description || '',
+    is_fallback: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter),
+    features: Array.from(adapter.features).sort(),
+    limits,
+  };
+}
+"""
+
+
+def probe_webgpu(*, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Launches headless Chromium and reports its WebGPU adapter.
+
+    Returns ``{"available", "vendor", "architecture", "device", "description", "is_fallback", "features",
+    "shader_f16", "limits", "chromium", "browser_version"}``; when no adapter is found, ``available`` is False and ``reason``
+    says why. Raises ToolchainError when Chromium or Playwright is missing or the browser fails to start.
+    """
+    exe = find_chromium()
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        raise ToolchainError("Playwright is not installed; it drives headless Chromium", tip=PLAYWRIGHT_TIP) from exc
+    options = launch_options() | {"executable_path": str(exe), "timeout": timeout_s * 1000}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(**options)
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(timeout_s * 1000)
+                # navigator.gpu exists only in secure contexts (not about:blank or data: URLs), so serve an
+                # empty page at an https URL from Playwright's router: no server, no network.
+                page.route(_PROBE_URL, lambda route: route.fulfill(body=_PROBE_PAGE, content_type="text/html"))
+                page.goto(_PROBE_URL)
+                result: dict[str, Any] = page.evaluate(_PROBE_JS.replace("LIMITS", repr(list(_LIMITS))))
+                result["browser_version"] = browser.version
+            finally:
+                browser.close()
+    except PlaywrightError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ToolchainError(f"headless Chromium ({exe}) failed: {message}", tip=CHROMIUM_TIP) from exc
+    result.setdefault("features", [])
+    result["shader_f16"] = "shader-f16" in result["features"]
+    result["chromium"] = str(exe)
+    return result
+
+
+def describe_adapter(info: dict[str, Any]) -> str:
+    """One line for humans: ``google swiftshader (fallback), shader-f16: no``."""
+    if not info.get("available"):
+        return f"no WebGPU adapter ({info.get('reason', 'unknown reason')})"
+    name = " ".join(x for x in (info.get("vendor"), info.get("architecture"), info.get("device")) if x) or "unnamed"
+    fallback = " (fallback)" if info.get("is_fallback") else ""
+    return f"{name}{fallback}, shader-f16: {'yes' if info.get('shader_f16') else 'no'}"
