@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
+from webbuild.source import ModelSource
+
 
 @pytest.fixture
 def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -111,6 +113,18 @@ class TinyLlama:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
         tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
         return tok
+
+    def source(self, **defaults: Any) -> ModelSource:
+        """As ``load_source`` would return it, with small context defaults for fast engines."""
+        return ModelSource(
+            model_id="tiny-llama",
+            config=self.config,
+            tokenizer_json=self.tokenizer().to_str(),
+            tokenizer_config=self.tokenizer_config(),
+            tensors=self.tensors,
+            origin="tiny random Llama (test)",
+            defaults={"context_window_size": 128, "prefill_chunk_size": 16} | defaults,
+        )
 
     def tokenizer_config(self) -> dict[str, Any]:
         return {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|im_end|>",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny_llama_model
 from llama_reference import llama_logits
-from tiny_model import tiny_source
 
 from webbuild.engine import Engine
 from webbuild.errors import ContextLengthExceededError, InvalidRequestError
@@ -29,14 +29,14 @@ def _reference_tensors(source, prepared):
 
 @pytest.fixture(scope="module", params=["q0f32", "q4f32_1"])
 def engine_and_ref(request):
-    source = tiny_source(seed=1, tied=request.param == "q4f32_1")
+    source = tiny_llama_model(seed=1, tied=request.param == "q4f32_1").source()
     prepared = prepare_model(source, request.param)
     return Engine(prepared), source, _reference_tensors(source, prepared)
 
 
 def test_prefill_logits_match_numpy_reference(engine_and_ref):
     engine, source, ref_tensors = engine_and_ref
-    ids = [5, 17, 42, 99, 3, 60, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]  # > one prefill chunk
+    ids = [5, 17, 42, 99, 3, 60, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]  # > one prefill chunk
     ours = engine.forward_tokens(ids)
     ref = llama_logits(ref_tensors, source.config, ids)[-1]
     np.testing.assert_allclose(ours, ref, atol=1e-4 * np.abs(ref).max())

@@ -40,6 +40,10 @@ def build_library(cfg: DecoderConfig, scheme: QuantScheme, target: str, dump_ir:
     if path.exists():
         _log.detail(f"{target} library from cache: {path}")
         return path
+    if target == "webgpu":
+        from .link import find_emcc
+
+        find_emcc()  # fail before minutes of compiling, not after
     with _log.timed(f"compiling {cfg.model_type} {scheme.name} for {target} (cached afterwards)"):
         exported = export_model(cfg, scheme, make_target(target))
         executable = compile_module(exported.mod, make_target(target), dump_ir)

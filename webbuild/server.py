@@ -6,10 +6,15 @@ mount that answers everything else.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
@@ -61,3 +66,24 @@ def create_app(site_dir: Path, *, routes: Sequence[BaseRoute] = ()) -> Starlette
             tip="Build one with `webbuild package <model>` and serve its dist/<model> directory.",
         )
     return Starlette(routes=[*routes, Mount("/", app=SiteFiles(directory=site_dir, html=True), name="site")])
+
+
+@contextlib.contextmanager
+def serving(site_dir: Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serves the site from a background thread on a free port while the block runs; yields its URL."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(site_dir), host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the server for {site_dir} did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from llama_reference import random_llama
+from conftest import tiny_llama_model
 
 from webbuild.arch import get_architecture
 from webbuild.errors import UnsupportedError
@@ -14,7 +14,8 @@ from webbuild.quantize import QUANTIZATIONS, param_layout
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("quant", sorted(QUANTIZATIONS))
 def test_weight_map_covers_every_parameter(tied, quant):
-    config, tensors = random_llama(tied=tied)
+    model = tiny_llama_model(tied=tied)
+    config, tensors = model.config, model.tensors
     arch = get_architecture("llama")
     cfg = arch.config_from_hf(config, 128, 16)
     scheme = QUANTIZATIONS[quant]
