@@ -19,3 +19,8 @@ def test_top_p_keeps_only_the_nucleus():
     logits = np.log(np.array([0.6, 0.3, 0.05, 0.05]))
     picks = {Sampler(i).sample(logits, top_p=0.8) for i in range(200)}
     assert picks == {0, 1}
+
+
+def test_negative_seed_is_accepted_and_deterministic():
+    logits = np.zeros(10)
+    assert Sampler(-5).sample(logits) == Sampler(-5).sample(logits)

@@ -172,7 +172,12 @@ class Engine:
 
     def create(self, request: Request) -> dict[str, Any] | Iterator[dict[str, Any]]:
         chat = request.messages is not None
-        prompt_ids = self.encode_messages(request.messages) if chat else self.encode_prompt(request.prompt or "")
+        if chat:
+            prompt_ids = self.encode_messages(request.messages)
+        elif isinstance(request.prompt, list):
+            prompt_ids = request.prompt
+        else:
+            prompt_ids = self.encode_prompt(request.prompt or "")
         builder = ResponseBuilder(model=self.model_name, chat=chat)
         deltas = self.generate(prompt_ids, request.sampling)
         if request.stream:

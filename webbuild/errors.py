@@ -74,3 +74,9 @@ class ContextLengthExceededError(InvalidRequestError):
     """The prompt plus requested tokens do not fit the model's context window."""
 
     code = "context_length_exceeded"
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    """A valid OpenAI field or value this engine does not implement (n > 1, tools, logprobs, images)."""
+
+    code = "unsupported_parameter"

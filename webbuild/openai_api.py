@@ -5,14 +5,32 @@ The browser runtime (web_runtime/openai.js) applies the same field set, defaults
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, UnsupportedParameterError
 
-ROLES = ("system", "user", "assistant", "tool")
+_COMMON_FIELDS = frozenset(
+    {
+        "model", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "max_tokens", "n",
+        "seed", "stop", "stream", "stream_options", "temperature", "top_p", "user",
+    }
+)  # fmt: skip
+CHAT_FIELDS = _COMMON_FIELDS | {
+    "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
+    "response_format",
+}  # fmt: skip
+COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt", "echo", "suffix", "best_of"}
+ROLES = ("system", "developer", "user", "assistant", "tool")
+# The one place roles are renamed: "developer" is OpenAI's newer "system", which chat templates know.
+ROLE_ALIASES = {"developer": "system"}
+# OpenAI's default for text completions; chat runs until a stop or the context window ends.
+COMPLETION_DEFAULT_MAX_TOKENS = 16
+# The browser parses JSON into doubles and refuses integers past this; refusing them here keeps both sides equal.
+_MAX_SAFE_INTEGER = 2**53 - 1
 
 
 @dataclass
@@ -22,6 +40,10 @@ class SamplingParams:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # Validated like the browser does, but the Python engine does not apply these yet (issue 3 will).
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] | None = None
 
 
 @dataclass
@@ -30,103 +52,226 @@ class Request:
 
     sampling: SamplingParams
     messages: list[dict[str, str]] | None = None
-    prompt: str | None = None
+    prompt: str | list[int] | None = None  # text, or token ids
     model: str | None = None
     stream: bool = False
     include_usage: bool = False
+    echo: bool = False  # completions only; the Python engine does not apply it yet (issue 3 will)
 
 
-def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequestError(f"'{name}' must be a number", param=name)
-    if not lo <= value <= hi:
-        raise InvalidRequestError(f"'{name}' must be between {lo} and {hi}, got {value}", param=name)
-    return float(value)
+def _invalid(param: str | None, message: str) -> InvalidRequestError:
+    return InvalidRequestError(message, param=param)
 
 
-def _optional_int(body: dict[str, Any], name: str, lo: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequestError(f"'{name}' must be an integer", param=name)
-    if value < lo:
-        raise InvalidRequestError(f"'{name}' must be at least {lo}, got {value}", param=name)
-    return value
+def _unsupported(param: str, message: str) -> UnsupportedParameterError:
+    return UnsupportedParameterError(message, param=param)
 
 
-def _stop(body: dict[str, Any]) -> list[str]:
-    stop = body.get("stop")
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        return [stop]
-    if isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4:
-        return list(stop)
-    raise InvalidRequestError("'stop' must be a string or a list of at most 4 strings", param="stop")
+def _same(a: Any, b: Any) -> bool:
+    """JavaScript's ``===`` on JSON scalars: unlike Python, ``True`` is not ``1``."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
-def _sampling(body: dict[str, Any], defaults: dict[str, Any]) -> SamplingParams:
-    return SamplingParams(
-        max_tokens=_optional_int(body, "max_tokens", 1),
-        temperature=_number(body, "temperature", defaults.get("temperature", 1.0), 0.0, 2.0),
-        top_p=_number(body, "top_p", defaults.get("top_p", 1.0), 0.0, 1.0) or 1e-9,
-        stop=_stop(body),
-        seed=_optional_int(body, "seed", -(2**63)),
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and (
+        isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
     )
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
-    messages = body.get("messages")
+def _is_integer(value: Any) -> bool:
+    """JSON ``2.0`` is the integer 2 to the browser, so it is here too."""
+    return _is_number(value) and (isinstance(value, int) or value.is_integer())
+
+
+def _object(value: Any, param: str | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _invalid(param, f"{param or 'The request body'} must be a JSON object.")
+    return value
+
+
+def _bool(obj: dict[str, Any], key: str, param: str | None = None) -> bool:
+    value = obj.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise _invalid(param or key, f"{param or key} must be a boolean.")
+    return bool(value)
+
+
+def _number(value: Any, param: str, lo: float, hi: float) -> float:
+    if not _is_number(value):
+        raise _invalid(param, f"{param} must be a number.")
+    if not lo <= value <= hi:
+        raise _invalid(param, f"{param} must be between {lo} and {hi}, got {value}.")
+    return float(value)
+
+
+def _integer(value: Any, param: str, lo: int) -> int:
+    if not _is_integer(value) or abs(value) > _MAX_SAFE_INTEGER:
+        raise _invalid(param, f"{param} must be an integer.")
+    if value < lo:
+        raise _invalid(param, f"{param} must be at least {lo}, got {value}.")
+    return int(value)
+
+
+def _check_fields(req: dict[str, Any], allowed: frozenset[str]) -> None:
+    for key in req:
+        if key not in allowed:
+            raise _invalid(key, f"Unrecognized request argument supplied: {key}")
+
+
+def _content(content: Any, role: str, param: str) -> str:
+    if content is None:
+        if role != "assistant":
+            raise _invalid(f"{param}.content", f"{param}.content is required.")
+        return ""
+    if isinstance(content, list):  # OpenAI content parts; only text ones exist for a text model
+        for j, part in enumerate(content):
+            part = _object(part, f"{param}.content[{j}]")
+            if part.get("type") != "text":
+                raise _unsupported(
+                    f"{param}.content[{j}].type", f"Content parts of type {part.get('type')!r} are not supported."
+                )
+            if not isinstance(part.get("text"), str):
+                raise _invalid(f"{param}.content[{j}].text", "A text part needs a text string.")
+        return "".join(part["text"] for part in content)
+    if not isinstance(content, str):
+        raise _invalid(f"{param}.content", f"{param}.content must be a string or an array of text parts.")
+    return content
+
+
+def _messages(messages: Any) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequestError("'messages' must be a non-empty list", param="messages")
+        raise _invalid("messages", "messages must be a non-empty array.")
     out = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise InvalidRequestError(f"messages[{i}].role must be one of {', '.join(ROLES)}", param="messages")
-        content = m.get("content")
-        if isinstance(content, list):  # OpenAI content parts: only text is meaningful here
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        if not isinstance(content, str):
-            raise InvalidRequestError(f"messages[{i}].content must be a string", param="messages")
-        out.append({"role": m["role"], "content": content})
+        param = f"messages[{i}]"
+        msg = _object(m, param)
+        role = msg.get("role")
+        if role not in ROLES:
+            raise _invalid(f"{param}.role", f"{param}.role must be one of {', '.join(ROLES)}.")
+        if msg.get("tool_calls") is not None:
+            raise _unsupported(f"{param}.tool_calls", "Tool calls are not supported yet.")
+        parsed = {"role": ROLE_ALIASES.get(role, role), "content": _content(msg.get("content"), role, param)}
+        if isinstance(msg.get("name"), str):
+            parsed["name"] = msg["name"]
+        out.append(parsed)
     return out
 
 
-def _common(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidRequestError("the request body must be a JSON object")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise InvalidRequestError("'stream' must be a boolean", param="stream")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise InvalidRequestError("'stream_options' must be an object", param="stream_options")
-    n = body.get("n", 1)
-    if n != 1:
-        raise InvalidRequestError("only n=1 is supported", param="n")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise InvalidRequestError("'model' must be a string", param="model")
-    return {"model": model, "stream": stream, "include_usage": bool(options.get("include_usage", False))}
+def _prompt(prompt: Any) -> str | list[int]:
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt and all(_is_integer(t) and t >= 0 for t in prompt):
+        return [int(t) for t in prompt]
+    if isinstance(prompt, list) and len(prompt) > 1 and all(isinstance(p, str | list) for p in prompt):
+        raise _unsupported("prompt", "Only one prompt per request is supported.")
+    raise _invalid("prompt", "prompt must be a string or a non-empty array of token ids.")
+
+
+def _stop(stop: Any) -> list[str]:
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise _invalid("stop", "stop must be a string or an array of strings.")
+    if len(stops) > 4:
+        raise _invalid("stop", "stop takes at most 4 sequences.")
+    return [s for s in stops if s]
+
+
+def _logit_bias(bias: Any) -> dict[int, float] | None:
+    if bias is None:
+        return None
+    out = {}
+    for key, value in _object(bias, "logit_bias").items():
+        if not (key.isascii() and key.isdigit()):
+            raise _invalid("logit_bias", f"logit_bias keys must be token ids, got {key!r}.")
+        out[int(key)] = _number(value, f"logit_bias.{key}", -100, 100)
+    return out
+
+
+def _common(req: dict[str, Any], defaults: dict[str, Any], max_field: str, default_max: int | None) -> Request:
+    """The fields chat and text completions share, checked in the browser's order so both report one error."""
+    if req.get("model") is not None and not isinstance(req["model"], str):
+        raise _invalid("model", "model must be a string.")
+    if req.get("user") is not None and not isinstance(req["user"], str):  # accepted; it only labels the request
+        raise _invalid("user", "user must be a string.")
+    n = req.get("n")
+    if n is not None and not _same(n, 1):
+        if not _is_integer(n) or n < 1:
+            raise _invalid("n", "n must be a positive integer.")
+        raise _unsupported("n", "Only n = 1 is supported.")
+    logprobs = req.get("logprobs")
+    if logprobs is not None and not (_same(logprobs, False) or _same(logprobs, 0)):
+        raise _unsupported("logprobs", "logprobs are not supported yet.")
+    stream = _bool(req, "stream")
+    include_usage = False
+    if req.get("stream_options") is not None:
+        if not stream:
+            raise _invalid("stream_options", "stream_options is only allowed when stream is true.")
+        options = _object(req["stream_options"], "stream_options")
+        include_usage = _bool(options, "include_usage", "stream_options.include_usage")
+
+    def number(name: str, fallback: float, lo: float, hi: float) -> float:
+        return _number(_first(req.get(name), defaults.get(name), fallback), name, lo, hi)
+
+    sampling = SamplingParams(
+        max_tokens=default_max if req.get(max_field) is None else _integer(req[max_field], max_field, 1),
+        temperature=number("temperature", 1.0, 0, 2),
+        top_p=number("top_p", 1.0, 0, 1),
+        presence_penalty=number("presence_penalty", 0.0, -2, 2),
+        frequency_penalty=number("frequency_penalty", 0.0, -2, 2),
+        logit_bias=_logit_bias(req.get("logit_bias")),
+        stop=_stop(req.get("stop")),
+        seed=None if req.get("seed") is None else _integer(req["seed"], "seed", -_MAX_SAFE_INTEGER),
+    )
+    return Request(sampling=sampling, model=req.get("model"), stream=stream, include_usage=include_usage)
 
 
 def parse_chat_request(body: Any, defaults: dict[str, Any] | None = None) -> Request:
-    common = _common(body)
-    return Request(sampling=_sampling(body, defaults or {}), messages=_messages(body), **common)
+    """Validates a chat completion body; ``defaults`` (the model's temperature/top_p...) fill absent fields."""
+    req = _object(body)
+    _check_fields(req, CHAT_FIELDS)
+    messages = _messages(req.get("messages"))
+    if req.get("tools") not in (None, []):
+        raise _unsupported("tools", "Tool calls are not supported by this engine yet.")
+    if req.get("tool_choice") not in (None, "none", "auto"):
+        raise _unsupported("tool_choice", "Tool calls are not supported by this engine yet.")
+    # parallel_tool_calls is accepted and means nothing without tools.
+    if req.get("response_format") is not None:
+        kind = _object(req["response_format"], "response_format").get("type")
+        if kind != "text":
+            raise _unsupported("response_format", f"response_format type {kind!r} is not supported yet; use 'text'.")
+    if req.get("top_logprobs") is not None:
+        raise _unsupported("top_logprobs", "logprobs are not supported yet.")
+    max_tokens, max_completion = req.get("max_tokens"), req.get("max_completion_tokens")
+    if max_tokens is not None and max_completion is not None and not _same(max_tokens, max_completion):
+        raise _invalid("max_completion_tokens", "Give max_tokens or max_completion_tokens, not two different values.")
+    max_field = "max_tokens" if max_completion is None else "max_completion_tokens"
+    request = _common(req, defaults or {}, max_field, None)
+    request.messages = messages
+    return request
 
 
 def parse_completion_request(body: Any, defaults: dict[str, Any] | None = None) -> Request:
-    common = _common(body)
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str) or not prompt:
-        raise InvalidRequestError("'prompt' must be a non-empty string", param="prompt")
-    return Request(sampling=_sampling(body, defaults or {}), prompt=prompt, **common)
+    """Validates a text completion body; ``prompt`` is one string or one list of token ids."""
+    req = _object(body)
+    _check_fields(req, COMPLETION_FIELDS)
+    prompt = _prompt(req.get("prompt"))
+    if req.get("suffix") not in (None, ""):
+        raise _unsupported("suffix", "suffix (insertion) is not supported.")
+    if req.get("best_of") is not None and not _same(req["best_of"], 1):
+        raise _unsupported("best_of", "best_of must be 1.")
+    if req.get("echo") is not None and not isinstance(req["echo"], bool):
+        raise _invalid("echo", "echo must be a boolean.")
+    request = _common(req, defaults or {}, "max_tokens", COMPLETION_DEFAULT_MAX_TOKENS)
+    request.prompt, request.echo = prompt, req.get("echo") is True
+    return request
 
 
 def new_id(prefix: str) -> str:

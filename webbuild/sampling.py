@@ -9,7 +9,7 @@ class Sampler:
     """Seeded per request, so the same seed and request give the same tokens."""
 
     def __init__(self, seed: int | None = None) -> None:
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(None if seed is None else seed % 2**64)  # OpenAI seeds may be negative
 
     def sample(self, logits: np.ndarray, temperature: float = 1.0, top_p: float = 1.0) -> int:
         if temperature <= 0:
