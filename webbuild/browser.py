@@ -121,8 +121,9 @@ def probe_webgpu(*, timeout_s: float = 60.0) -> dict[str, Any]:
     """Launches headless Chromium and reports its WebGPU adapter.
 
     Returns ``{"available", "vendor", "architecture", "device", "description", "is_fallback", "features",
-    "shader_f16", "limits", "chromium", "browser_version"}``; when no adapter is found, ``available`` is False and ``reason``
-    says why. Raises ToolchainError when Chromium or Playwright is missing or the browser fails to start.
+    "shader_f16", "limits", "chromium", "browser_version"}``; when no adapter is found, ``available`` is
+    False and ``reason`` says why. Raises ToolchainError when Chromium or Playwright is missing or the
+    browser fails to start.
     """
     exe = find_chromium()
     try:
@@ -146,7 +147,10 @@ def probe_webgpu(*, timeout_s: float = 60.0) -> dict[str, Any]:
             finally:
                 browser.close()
     except PlaywrightError as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # The first line says what failed; the browser's own stderr lines ("[pid=N][err] ...") say why.
+        lines = [line.strip().removeprefix("- ") for line in str(exc).splitlines() if line.strip()]
+        stderr = list(dict.fromkeys(line for line in lines if "[err]" in line))[:3]
+        message = " | ".join(lines[:1] + stderr)[:600]
         raise ToolchainError(f"headless Chromium ({exe}) failed: {message}", tip=CHROMIUM_TIP) from exc
     result.setdefault("features", [])
     result["shader_f16"] = "shader-f16" in result["features"]

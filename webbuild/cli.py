@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .commands.doctor import doctor, format_report
 
-    checks = doctor()
+    checks = doctor(build_runtime=args.build_runtime)
     print(format_report(checks))
     return 0 if all(c.ok for c in checks) else 3
 
@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the toolchain",
         description="Report TVM, emcc, the wasm runtime, node/npm, Chromium and its WebGPU adapter, "
         "each with how to fix it when missing. Exits 3 when something is missing.",
+    )
+    p.add_argument(
+        "--build-runtime", action="store_true", help="also build TVM's wasm runtime now (~2 min once; cached)"
     )
     p.set_defaults(func=cmd_doctor)
 

@@ -1,0 +1,1 @@
+"""One module per CLI command; each takes typed arguments and returns data, ``cli.py`` parses and prints."""
