@@ -245,18 +245,6 @@ def test_a_directory_that_is_not_a_site_is_never_replaced(tmp_path: Path, models
 
 # ---- the assembled site in a real browser (headless Chromium, SwiftShader WebGPU: no shader-f16) ---------
 
-CHROMIUM = Path("/usr/lib/chromium/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--enable-unsafe-webgpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-
 # A worker that uses the vendored modules directly: tokenizer, chat template, tvmjs.
 CHECK_WORKER = """
 import { TextTokenizer } from "../runtime/tokenizer.js";
@@ -369,17 +357,12 @@ STREAM_CHAT = """async (reply) => {
 
 @pytest.fixture(scope="module")
 def served_site(tmp_path_factory: pytest.TempPathFactory):
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed")
     import shutil
-    import threading
-    import time
 
-    import uvicorn
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from webbuild.server import create_app
+    from webbuild.server import create_app, serving
 
     root = tmp_path_factory.mktemp("browser")
     models = [
@@ -397,25 +380,19 @@ def served_site(tmp_path_factory: pytest.TempPathFactory):
     (ui_site / "runtime" / "worker.js").rename(ui_site / "runtime" / "real_worker.js")
     (ui_site / "runtime" / "worker.js").write_text(fake_engine_worker("./", "./real_worker.js"))
     app = Starlette(routes=[Mount("/demo/chat", app=create_app(ui_site)), Mount("/", app=create_app(site))])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield site, f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with serving(app) as url:
+        yield site, url
 
 
 @pytest.fixture(scope="module")
 def browser_page(served_site):
     from playwright.sync_api import sync_playwright
 
+    from webbuild.browser import launch_options
+
     site, base = served_site
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(**launch_options())
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))

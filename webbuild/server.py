@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import ASGIApp, Scope
 
 from webbuild.errors import InputError
 
@@ -69,18 +69,20 @@ def create_app(site_dir: Path, *, routes: Sequence[BaseRoute] = ()) -> Starlette
 
 
 @contextlib.contextmanager
-def serving(site_dir: Path, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serves the site from a background thread on a free port while the block runs; yields its URL."""
+def serving(site: Path | ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serves a site folder (or any ASGI app) from a background thread on a free port while the block runs;
+    yields its URL. For tests and benchmarks: ``webbuild serve`` runs uvicorn in the foreground."""
+    app = create_app(site) if isinstance(site, Path) else site
     with socket.socket() as s:
         s.bind((host, 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(site_dir), host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the server for {site_dir} did not start")
+            raise RuntimeError(f"the server for {site} did not start")
         time.sleep(0.05)
     try:
         yield f"http://{host}:{port}/"
