@@ -46,13 +46,7 @@ def test_chat_message_streams_a_reply(page: Page, site_url: str) -> None:
 
 def test_browser_greedy_tokens_and_logits_match_cpu_engine(page: Page, site_url: str, smollm2_cpu) -> None:
     prompt = smollm2_cpu.encode_messages([{"role": "user", "content": QUESTION}])
-    runner = smollm2_cpu.runner
-    runner.reset()
-    cpu_logits = [runner.prefill(prompt)]
-    cpu_tokens = [int(np.argmax(cpu_logits[0]))]
-    for _ in range(GREEDY_TOKENS - 1):
-        cpu_logits.append(runner.decode(cpu_tokens[-1]))
-        cpu_tokens.append(int(np.argmax(cpu_logits[-1])))
+    cpu_tokens, cpu_logits = smollm2_cpu.greedy(prompt, GREEDY_TOKENS)
 
     _open(page, site_url)
     browser_logits = page.evaluate(

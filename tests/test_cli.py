@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import tiny_llama_model, write_gguf, write_hf_dir
+from tiny_llama import tiny_llama_model, write_gguf, write_hf_dir
 
 from webbuild.cli import main
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_llama_model
 from llama_reference import llama_logits
+from tiny_llama import tiny_llama_model
 
 from webbuild.engine import Engine
 from webbuild.errors import ContextLengthExceededError, InvalidRequestError
@@ -37,7 +37,7 @@ def engine_and_ref(request):
 def test_prefill_logits_match_numpy_reference(engine_and_ref):
     engine, source, ref_tensors = engine_and_ref
     ids = [5, 17, 42, 99, 3, 60, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]  # > one prefill chunk
-    ours = engine.forward_tokens(ids)
+    ours = engine.score(ids)[0]
     ref = llama_logits(ref_tensors, source.config, ids)[-1]
     np.testing.assert_allclose(ours, ref, atol=1e-4 * np.abs(ref).max())
 
@@ -45,14 +45,10 @@ def test_prefill_logits_match_numpy_reference(engine_and_ref):
 def test_greedy_tokens_equal_reference(engine_and_ref):
     engine, source, ref_tensors = engine_and_ref
     prompt = [5, 17, 42, 99]
-    engine.runner.reset()
-    logits = engine.runner.prefill(prompt)
-    ours, ref_ids = [], list(prompt)
+    ref_ids = list(prompt)
     for _ in range(8):
-        token = int(np.argmax(logits))
-        ours.append(token)
-        logits = engine.runner.decode(token)
         ref_ids.append(int(np.argmax(llama_logits(ref_tensors, source.config, ref_ids)[-1])))
+    ours = [int(np.argmax(logits)) for logits in engine.score(prompt, ref_ids[len(prompt) : -1])]
     assert ours == ref_ids[len(prompt) :]
 
 
@@ -96,3 +92,36 @@ def test_bad_request_fields_are_refused(engine_and_ref):
         engine.chat.completions.create(messages=[{"role": "user", "content": "x"}], temperature=5)
     with pytest.raises(InvalidRequestError, match="role"):
         engine.chat.completions.create(messages=[{"role": "wizard", "content": "x"}])
+
+
+def test_concurrent_greedy_requests_equal_sequential_ones(engine_and_ref):
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine, _, _ = engine_and_ref
+    prompts = [f"{word} " * (i + 1) for i, word in enumerate(["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op"])]
+
+    def run(prompt: str) -> str:
+        return engine.completions.create(prompt=prompt, max_tokens=12, temperature=0)["choices"][0]["text"]
+
+    sequential = [run(p) for p in prompts]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        concurrent = list(pool.map(run, prompts))
+    assert concurrent == sequential
+
+
+def test_closing_a_stream_aborts_it_and_frees_its_kv_pages(engine_and_ref):
+    import time
+
+    engine, _, _ = engine_and_ref
+    stream = engine.completions.create(prompt="abc", max_tokens=100, temperature=0, stream=True)
+    next(stream)
+    stream.close()
+    deadline = time.monotonic() + 10
+    while engine.metrics()["running"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.metrics() | {"kv_cache_capacity_tokens": 0} == {
+        "running": 0,
+        "waiting": 0,
+        "kv_cache_used_tokens": 0,
+        "kv_cache_capacity_tokens": 0,
+    }

@@ -8,7 +8,7 @@ import gguf
 import jinja2.sandbox
 import numpy as np
 import pytest
-from conftest import write_gguf, write_hf_dir
+from tiny_llama import write_gguf, write_hf_dir
 from tokenizers import Tokenizer
 
 from webbuild import _log, presets
@@ -79,7 +79,7 @@ def test_a_preset_brings_its_license_and_defaults(tmp_path, tiny_llama, file_ser
 
 def test_each_stage_is_reported(tmp_path, tiny_llama, capsys):
     path = write_gguf(tmp_path / "m.gguf", tiny_llama)
-    with _log.reporting(_log.Reporter(enabled=True)):
+    with _log.reporting(_log.Reporter(enabled=True, bars=True)):
         load_source(str(path))
     err = capsys.readouterr().err
     assert "* Reading GGUF m.gguf" in err

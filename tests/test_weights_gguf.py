@@ -3,7 +3,7 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-from conftest import SPECIAL_TOKENS, llama_cpp_permute, tiny_llama_model, write_gguf
+from tiny_llama import SPECIAL_TOKENS, llama_cpp_permute, tiny_llama_model, write_gguf
 from tokenizers import Tokenizer
 
 from webbuild.errors import CorruptFileError, UnsupportedError

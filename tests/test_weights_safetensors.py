@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_llama_model, write_hf_dir
 from safetensors.numpy import save_file
+from tiny_llama import tiny_llama_model, write_hf_dir
 
 from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 from webbuild.weights.safetensors import load_hf_dir

@@ -18,6 +18,7 @@ class Reporter:
 
     enabled: bool = False
     verbose: bool = False
+    bars: bool | None = None  # progress bars; default: only when stderr is a terminal (keeps CI logs clean)
     started: float = field(default_factory=time.monotonic)
 
     def step(self, message: str) -> None:
@@ -35,7 +36,7 @@ class Reporter:
             unit=unit,
             unit_scale=unit_scale,
             unit_divisor=1024 if unit == "B" else 1000,
-            disable=not self.enabled or not sys.stderr.isatty(),
+            disable=not self.enabled or not (sys.stderr.isatty() if self.bars is None else self.bars),
             file=sys.stderr,
             leave=False,
             dynamic_ncols=True,

@@ -1,14 +1,13 @@
 """The Python engine: ``Engine(model, device="cpu").chat.completions.create(...)`` with OpenAI's shapes.
 
 It runs the ``llvm`` (or ``cuda``) build of the same model definition the browser runs, with the same
-weights, chat template and tokenizer, so it is the reference the browser is checked against.
+weights, chat template and tokenizer, so it is the reference the browser is checked against. Concurrent
+requests share decode steps (see scheduler.py); every method may be called from any thread.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,21 +18,37 @@ from tokenizers import Tokenizer
 
 from . import _log
 from .chat_template import ChatTemplate
-from .errors import ContextLengthExceededError, InputError
+from .errors import ContextLengthExceededError, InputError, UnsupportedError
 from .library import build_library
 from .model_runner import ModelRunner
-from .openai_api import (
-    Request,
-    ResponseBuilder,
-    SamplingParams,
-    parse_chat_request,
-    parse_completion_request,
-    usage,
-)
+from .openai_api import Request, ResponseBuilder, parse_chat_request, parse_completion_request, usage
 from .prepare import PreparedModel, prepare_model, read_model_files
-from .sampling import Sampler
+from .scheduler import Generation, Scheduler
 from .source import load_source
-from .text_stream import TextStream
+
+# mode -> (max concurrent sequences, KV cache size in context windows), as the seed system's modes:
+# one user at a time, a few local apps, or a server.
+MODES: dict[str, tuple[int, int]] = {"interactive": (1, 1), "local": (4, 1), "server": (16, 8)}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Batching limits; unset ones come from ``mode``."""
+
+    mode: str = "local"
+    max_num_sequence: int | None = None
+    max_total_sequence_length: int | None = None
+
+    def limits(self, context_window_size: int) -> tuple[int, int]:
+        if self.mode not in MODES:
+            raise UnsupportedError(f"unknown engine mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        sequences, windows = MODES[self.mode]
+        total = self.max_total_sequence_length or windows * context_window_size
+        if total < context_window_size:
+            raise UnsupportedError(
+                f"max_total_sequence_length {total} is smaller than the context window {context_window_size}"
+            )
+        return self.max_num_sequence or sequences, total
 
 
 def load_prepared(model: str | Path, quantization: str | None = None) -> PreparedModel:
@@ -55,57 +70,46 @@ def load_prepared(model: str | Path, quantization: str | None = None) -> Prepare
         return prepare_model(load_source(str(model)), quantization)
 
 
-@dataclass
-class Generation:
-    """Counters of one request, reported as usage."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    finish_reason: str = "length"
-
-    def stats(self) -> dict[str, float]:
-        decode_steps = max(self.completion_tokens - 1, 0)
-        return {
-            "prefill_tokens_per_s": round(self.prompt_tokens / self.prefill_seconds, 2)
-            if self.prefill_seconds
-            else 0.0,
-            "decode_tokens_per_s": round(decode_steps / self.decode_seconds, 2) if self.decode_seconds else 0.0,
-            "time_to_first_token_s": round(self.prefill_seconds, 4),
-        }
-
-
 class Engine:
-    """One model on one device; requests run one at a time."""
+    """One model on one device serving any number of concurrent requests."""
 
-    def __init__(self, model: str | Path | PreparedModel, device: str = "cpu", quantization: str | None = None):
+    def __init__(
+        self,
+        model: str | Path | PreparedModel,
+        device: str = "cpu",
+        quantization: str | None = None,
+        config: EngineConfig = EngineConfig(),
+    ):
         self.model = model if isinstance(model, PreparedModel) else load_prepared(model, quantization)
         self.model_name = self.model.variant_id
-        library = build_library(self.model.cfg, self.model.scheme, device)
-        self.runner = ModelRunner(
-            library,
+        cfg = self.model.cfg
+        max_num_sequence, max_total = config.limits(cfg.context_window_size)
+        runner = ModelRunner(
+            build_library(cfg, self.model.scheme, device),
             self.model.params,
             list(self.model.params),
-            context_window_size=self.model.cfg.context_window_size,
-            prefill_chunk_size=self.model.cfg.prefill_chunk_size,
+            context_window_size=cfg.context_window_size,
+            prefill_chunk_size=cfg.prefill_chunk_size,
+            max_num_sequence=max_num_sequence,
+            max_total_sequence_length=max_total,
             device=device,
         )
         self.tokenizer = Tokenizer.from_str(self.model.tokenizer_json)
-        self.template = (
-            ChatTemplate(self.model.tokenizer_config) if self.model.tokenizer_config.get("chat_template") else None
-        )
+        has_template = bool(self.model.tokenizer_config.get("chat_template"))
+        self.template = ChatTemplate(self.model.tokenizer_config) if has_template else None
         conv = self.model.chat_config.get("conv_template", {})
         eos = self.model.chat_config.get("eos_token_id")
-        self.stop_token_ids = set(conv.get("stop_token_ids") or []) | set(
-            eos if isinstance(eos, list) else [eos] if eos is not None else []
-        )
-        self.chat = _Namespace(completions=_Creator(self, chat=True))
+        eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        self.stop_token_ids = set(conv.get("stop_token_ids") or []) | set(eos_ids)
+        self.scheduler = Scheduler(runner, self.stop_token_ids, self.decode)
+        self.chat = _Chat(_Creator(self, chat=True))
         self.completions = _Creator(self, chat=False)
-        self._lock = threading.Lock()
-        self.last: Generation | None = None
 
-    # -- tokens -------------------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, int]:
+        """Gauges for /metrics: requests running and waiting, KV cache tokens used and available."""
+        return self.scheduler.metrics()
+
+    # -- tokens ---------------------------------------------------------------------------------------------
     def encode_messages(self, messages: list[dict[str, str]]) -> list[int]:
         if self.template is None:
             raise InputError("this model has no chat template; use completions.create(prompt=...)")
@@ -117,60 +121,41 @@ class Engine:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def forward_tokens(self, token_ids: list[int]) -> np.ndarray:
-        """Logits after feeding ``token_ids`` to a fresh sequence (prefill); the reference for ``verify``."""
-        with self._lock:
-            self.runner.reset()
-            return self.runner.prefill(token_ids)
+    def score(self, prompt: list[int], forced: list[int] = ()) -> list[np.ndarray]:
+        """Teacher forcing through ``prefill`` then one ``decode`` per forced token, as the browser's
+        ``engine.forwardTokens`` does: logits after the prompt, then after each forced token."""
+        return self._single_sequence(prompt, lambda step, logits: forced[step] if step < len(forced) else None)
 
-    # -- generation ---------------------------------------------------------------------------------------
-    def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Iterator[str]:
-        """Checks the request now, then returns an iterator of text deltas.
+    def greedy(self, prompt: list[int], max_tokens: int) -> tuple[list[int], list[np.ndarray]]:
+        """The greedy continuation (no stop tokens) and the logits each token was chosen from."""
+        tokens: list[int] = []
 
-        ``self.last`` holds the counters and finish reason once the iterator is exhausted.
-        """
-        window = self.model.cfg.context_window_size
-        if len(prompt_ids) >= window:
-            raise ContextLengthExceededError(
-                f"the prompt has {len(prompt_ids)} tokens; this model's context window is {window}",
-                param="messages",
-            )
-        budget = window - len(prompt_ids)
-        return self._generate(prompt_ids, sampling, min(sampling.max_tokens or budget, budget))
+        def choose(step: int, logits: np.ndarray) -> int | None:
+            tokens.append(int(np.argmax(logits)))
+            return tokens[-1] if step + 1 < max_tokens else None
 
-    def _generate(self, prompt_ids: list[int], sampling: SamplingParams, max_tokens: int) -> Iterator[str]:
-        sampler = Sampler(sampling.seed)
-        stream = TextStream(self.decode, sampling.stop)
-        gen = Generation(prompt_tokens=len(prompt_ids))
-        self.last = gen
-        with self._lock:
-            self.runner.reset()
-            t0 = time.perf_counter()
-            logits = self.runner.prefill(prompt_ids)
-            gen.prefill_seconds = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            while True:
-                token = sampler.sample(logits, sampling.temperature, sampling.top_p)
-                if token in self.stop_token_ids:
-                    gen.finish_reason = "stop"
-                    break
-                gen.completion_tokens += 1
-                delta = stream.push(token)
-                if delta:
-                    yield delta
-                if stream.stopped:
-                    gen.finish_reason = "stop"
-                    break
-                if gen.completion_tokens >= max_tokens:
-                    gen.finish_reason = "length"
-                    break
-                logits = self.runner.decode(token)
-            gen.decode_seconds = time.perf_counter() - t1
-            tail = stream.flush()
-            if tail:
-                yield tail
+        return tokens, self._single_sequence(prompt, choose)
 
+    def _single_sequence(self, prompt: list[int], next_token: Any) -> list[np.ndarray]:
+        """Runs on the scheduler thread: prefill, then decode ``next_token(step, logits)`` until it is None."""
+
+        def run(runner: ModelRunner) -> list[np.ndarray]:
+            seq_id = -1  # never handed out by the scheduler
+            runner.add_sequence(seq_id)
+            try:
+                out = [runner.prefill(seq_id, prompt)]
+                while (token := next_token(len(out) - 1, out[-1])) is not None:
+                    out.append(runner.decode(seq_id, token))
+                return out
+            finally:
+                runner.remove_sequence(seq_id)
+
+        return self.scheduler.call(run)
+
+    # -- generation -----------------------------------------------------------------------------------------
     def create(self, request: Request) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """Checks the request now (errors raise here), then runs it: a completion dict, or with ``stream`` an
+        iterator of chunks whose ``close()`` aborts the request."""
         chat = request.messages is not None
         if chat:
             prompt_ids = self.encode_messages(request.messages)
@@ -178,25 +163,46 @@ class Engine:
             prompt_ids = request.prompt
         else:
             prompt_ids = self.encode_prompt(request.prompt or "")
+        window = self.model.cfg.context_window_size
+        if len(prompt_ids) >= window:
+            raise ContextLengthExceededError(
+                f"the prompt has {len(prompt_ids)} tokens; this model's context window is {window}",
+                param="messages" if chat else "prompt",
+            )
+        budget = window - len(prompt_ids)
+        seq = self.scheduler.submit(prompt_ids, request.sampling, min(request.sampling.max_tokens or budget, budget))
         builder = ResponseBuilder(model=self.model_name, chat=chat)
-        deltas = self.generate(prompt_ids, request.sampling)
         if request.stream:
-            return self._stream(builder, deltas, request.include_usage)
-        text = "".join(deltas)
-        gen = self.last
-        assert gen is not None
-        return builder.complete(text, gen.finish_reason, usage(gen.prompt_tokens, gen.completion_tokens, gen.stats()))
+            return self._stream(seq, builder, request.include_usage)
+        try:
+            text = []
+            for kind, value in self.scheduler.events(seq):
+                if kind == "error":
+                    raise value
+                if kind == "delta":
+                    text.append(value)
+        finally:
+            self.scheduler.abort(seq)  # no-op once finished; frees the sequence if the caller was interrupted
+        gen: Generation = value
+        return builder.complete(
+            "".join(text), gen.finish_reason, usage(gen.prompt_tokens, gen.completion_tokens, gen.stats())
+        )
 
-    def _stream(self, builder: ResponseBuilder, deltas: Iterator[str], include_usage: bool) -> Iterator[dict]:
-        if builder.chat:
-            yield builder.chunk(None, role=True)
-        for delta in deltas:
-            yield builder.chunk(delta)
-        gen = self.last
-        assert gen is not None
-        yield builder.chunk(None if builder.chat else "", finish_reason=gen.finish_reason)
-        if include_usage:
-            yield builder.usage_chunk(usage(gen.prompt_tokens, gen.completion_tokens, gen.stats()))
+    def _stream(self, seq: Any, builder: ResponseBuilder, include_usage: bool) -> Iterator[dict[str, Any]]:
+        try:
+            if builder.chat:
+                yield builder.chunk(None, role=True)
+            for kind, value in self.scheduler.events(seq):
+                if kind == "error":
+                    raise value
+                if kind == "delta":
+                    yield builder.chunk(value)
+            gen: Generation = value
+            yield builder.chunk(None if builder.chat else "", finish_reason=gen.finish_reason)
+            if include_usage:
+                yield builder.usage_chunk(usage(gen.prompt_tokens, gen.completion_tokens, gen.stats()))
+        finally:
+            self.scheduler.abort(seq)
 
 
 class _Creator:
@@ -209,5 +215,5 @@ class _Creator:
 
 
 @dataclass
-class _Namespace:
+class _Chat:
     completions: _Creator

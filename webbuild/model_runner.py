@@ -1,7 +1,8 @@
-"""Runs a compiled model library on one device: token ids in, next-token logits out, KV cache kept inside.
+"""Runs a compiled model library on one device: token ids in, logits out, KV cache kept inside.
 
-This is the lowest layer of the Python engine and mirrors what web_runtime/engine.js does with tvmjs, so a
-difference between the two is a bug in one of them, not a modelling difference.
+This is the lowest layer of the Python engine and mirrors what web_runtime/pipeline.js does with tvmjs, so a
+difference between the two is a bug in one of them, not a modelling difference. Not thread-safe: one thread
+(the engine's scheduler) drives it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _device(name: str) -> tvm.runtime.Device:
 
 
 class ModelRunner:
-    """One sequence (id 0) through ``embed``/``prefill``/``decode`` with TVM's paged KV cache."""
+    """Sequences (integer ids) through ``embed`` + ``prefill``/``decode``/``batch_*`` with TVM's paged KV cache."""
 
     def __init__(
         self,
@@ -32,6 +33,8 @@ class ModelRunner:
         *,
         context_window_size: int,
         prefill_chunk_size: int,
+        max_num_sequence: int = 1,
+        max_total_sequence_length: int | None = None,
         device: str = "cpu",
     ) -> None:
         self.device = _device(device)
@@ -39,46 +42,83 @@ class ModelRunner:
         self.params = [tvm.runtime.tensor(params[name], self.device) for name in param_names]
         self.context_window_size = context_window_size
         self.prefill_chunk_size = prefill_chunk_size
-        self._builtin = {
+        self.max_num_sequence = max_num_sequence
+        self.max_total_sequence_length = max_total_sequence_length or context_window_size
+        self._kv = {
             name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
-            for name in ("add_sequence", "begin_forward", "end_forward", "clear")
+            for name in ("add_sequence", "remove_sequence", "begin_forward", "end_forward", "clear")
         }
         self.kv_cache = self.vm["create_tir_paged_kv_cache"](
-            ShapeTuple([1]),
-            ShapeTuple([context_window_size]),
+            ShapeTuple([max_num_sequence]),
+            ShapeTuple([self.max_total_sequence_length]),
             ShapeTuple([prefill_chunk_size]),
             ShapeTuple([PAGE_SIZE]),
             ShapeTuple([0]),
         )
-        self.length = 0
-        self.reset()
+        self.lengths: dict[int, int] = {}  # tokens in the cache, per live sequence
 
-    def reset(self) -> None:
-        """Forget the sequence so the next call starts a new one at position 0."""
-        self._builtin["clear"](self.kv_cache)
-        self._builtin["add_sequence"](self.kv_cache, 0)
-        self.length = 0
+    # -- sequences ------------------------------------------------------------------------------------------
+    def add_sequence(self, seq_id: int) -> None:
+        self._kv["add_sequence"](self.kv_cache, seq_id)
+        self.lengths[seq_id] = 0
 
-    def _forward(self, fn: str, token_ids: Sequence[int]) -> np.ndarray:
+    def remove_sequence(self, seq_id: int) -> None:
+        """Frees the sequence's KV pages."""
+        if self.lengths.pop(seq_id, None) is not None:
+            self._kv["remove_sequence"](self.kv_cache, seq_id)
+
+    @property
+    def used_tokens(self) -> int:
+        return sum(self.lengths.values())
+
+    # -- forward passes -------------------------------------------------------------------------------------
+    def _embed(self, token_ids: Sequence[int], shape: Sequence[int]) -> tvm.runtime.Tensor:
         ids = tvm.runtime.tensor(np.asarray(token_ids, dtype="int32"), self.device)
         embeds = self.vm["embed"](ids, self.params)
-        embeds = embeds._create_view(ShapeTuple([1, len(token_ids), embeds.shape[-1]]))
-        self._builtin["begin_forward"](self.kv_cache, ShapeTuple([0]), ShapeTuple([len(token_ids)]))
-        logits, self.kv_cache = self.vm[fn](embeds, self.kv_cache, self.params)
-        self._builtin["end_forward"](self.kv_cache)
-        self.length += len(token_ids)
-        return logits.numpy().reshape(-1)
+        return embeds._create_view(ShapeTuple([*shape, embeds.shape[-1]]))
 
-    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
-        """Appends tokens (in chunks of ``prefill_chunk_size``) and returns the last position's logits."""
-        if self.length + len(token_ids) > self.context_window_size:
-            raise ValueError("sequence longer than the context window")
+    def _run(self, fn: str, seq_ids: Sequence[int], lengths: Sequence[int], *args: object) -> np.ndarray:
+        for seq_id, n in zip(seq_ids, lengths, strict=True):
+            if self.lengths[seq_id] + n > self.context_window_size:
+                raise ValueError(f"sequence {seq_id} would exceed the context window of {self.context_window_size}")
+        self._kv["begin_forward"](self.kv_cache, ShapeTuple(list(seq_ids)), ShapeTuple(list(lengths)))
+        logits, self.kv_cache = self.vm[fn](*args, self.kv_cache, self.params)
+        self._kv["end_forward"](self.kv_cache)
+        for seq_id, n in zip(seq_ids, lengths, strict=True):
+            self.lengths[seq_id] += n
+        return logits.numpy()
+
+    def prefill_batch(self, chunks: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:
+        """New tokens for several sequences in one pass (at most ``prefill_chunk_size`` in all);
+        returns [len(chunks), vocab]: the logits after each chunk's last token."""
+        ids = [t for _, chunk in chunks for t in chunk]
+        ends = np.cumsum([len(chunk) for _, chunk in chunks]) - 1
+        positions = tvm.runtime.tensor(ends.astype("int32"), self.device)
+        seq_ids, lengths = [s for s, _ in chunks], [len(c) for _, c in chunks]
+        return self._run("batch_prefill", seq_ids, lengths, self._embed(ids, [1, len(ids)]), positions)[0]
+
+    def decode_batch(self, steps: Sequence[tuple[int, int]]) -> np.ndarray:
+        """One token for each of several sequences; returns [len(steps), vocab]."""
+        seq_ids, ids = [s for s, _ in steps], [t for _, t in steps]
+        return self._run("batch_decode", seq_ids, [1] * len(ids), self._embed(ids, [len(ids), 1]))[:, 0]
+
+    def verify(self, seq_id: int, token_ids: Sequence[int]) -> np.ndarray:
+        """Logits after every one of ``token_ids`` appended to ``seq_id``: [len(token_ids), vocab]."""
+        return self._run("batch_verify", [seq_id], [len(token_ids)], self._embed(token_ids, [1, len(token_ids)]))[0]
+
+    # -- one sequence through the single-sequence functions the browser uses ---------------------------------
+    def reset(self) -> None:
+        """Forget every sequence (frees all KV pages)."""
+        self._kv["clear"](self.kv_cache)
+        self.lengths.clear()
+
+    def prefill(self, seq_id: int, token_ids: Sequence[int]) -> np.ndarray:
+        """Appends tokens to ``seq_id`` in chunks of ``prefill_chunk_size``; the last position's logits."""
         logits = np.empty(0, dtype="float32")
         for start in range(0, len(token_ids), self.prefill_chunk_size):
-            logits = self._forward("prefill", token_ids[start : start + self.prefill_chunk_size])
-        return logits
+            chunk = token_ids[start : start + self.prefill_chunk_size]
+            logits = self._run("prefill", [seq_id], [len(chunk)], self._embed(chunk, [1, len(chunk)]))
+        return logits.reshape(-1)
 
-    def decode(self, token_id: int) -> np.ndarray:
-        if self.length + 1 > self.context_window_size:
-            raise ValueError("sequence longer than the context window")
-        return self._forward("decode", [token_id])
+    def decode(self, seq_id: int, token_id: int) -> np.ndarray:
+        return self._run("decode", [seq_id], [1], self._embed([token_id], [1, 1])).reshape(-1)

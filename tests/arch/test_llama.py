@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_llama_model
+from tiny_llama import tiny_llama_model
 
 from webbuild.arch import get_architecture
 from webbuild.errors import UnsupportedError

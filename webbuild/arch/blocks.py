@@ -178,10 +178,14 @@ class CausalLM(nn.Module):
         if not cfg.tie_word_embeddings:
             self.lm_head = make_linear(cfg.hidden_size, cfg.vocab_size, scheme)
 
-    def _logits(self, hidden: Tensor) -> Tensor:
-        hidden = self.model.norm(_last_position(hidden))
+    def _head(self, hidden: Tensor) -> Tensor:
+        """Final norm + LM head on the positions that need logits; logits are always float32."""
+        hidden = self.model.norm(hidden)
         logits = self.model.embed_tokens(hidden) if self.cfg.tie_word_embeddings else self.lm_head(hidden)
         return logits if logits.dtype == "float32" else op.astype(logits, "float32")
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        return self._head(_last_position(hidden))
 
     def embed(self, input_ids: Tensor) -> Tensor:
         return self.model.embed_tokens.lookup(input_ids)
@@ -191,6 +195,22 @@ class CausalLM(nn.Module):
 
     def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
         return self._logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
+
+    def batch_prefill(
+        self, input_embeds: Tensor, logit_positions: Tensor, paged_kv_cache: PagedKVCache
+    ) -> tuple[Tensor, PagedKVCache]:
+        """Several sequences' new tokens concatenated [1, total, h]; logits at ``logit_positions`` (one per
+        sequence, usually its last new token) -> [1, num_seq, vocab]."""
+        hidden = self.model(input_embeds, paged_kv_cache)
+        return self._head(op.take(hidden, logit_positions, axis=1)), paged_kv_cache
+
+    def batch_decode(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+        """One new token for each of ``batch`` sequences: [batch, 1, h] -> [batch, 1, vocab]."""
+        return self._head(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
+
+    def batch_verify(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+        """Logits at every new position [1, total, vocab]: teacher-forced scoring (``verify``)."""
+        return self._head(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
 
     def create_tir_paged_kv_cache(
         self,
@@ -239,6 +259,22 @@ class CausalLM(nn.Module):
                 "$": packed,
             },
             "decode": {"input_embed": nn.spec.Tensor([1, 1, hidden], dtype), "paged_kv_cache": kv, "$": packed},
+            "batch_prefill": {
+                "input_embeds": nn.spec.Tensor([1, "seq_len", hidden], dtype),
+                "logit_positions": nn.spec.Tensor(["batch_size"], "int32"),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
+            "batch_decode": {
+                "input_embeds": nn.spec.Tensor(["batch_size", 1, hidden], dtype),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
+            "batch_verify": {
+                "input_embeds": nn.spec.Tensor([1, "seq_len", hidden], dtype),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
             "create_tir_paged_kv_cache": {
                 "max_batch_size": int,
                 "max_total_seq_len": int,
