@@ -51,7 +51,8 @@ def main() -> None:
         runs = [bench_cpu(site, max_tokens=args.max_tokens), bench_browser(site, max_tokens=args.max_tokens)]
 
     print(f"## {args.model} (q4f32_1), {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores\n")
-    print(f"| build | seconds |\n|---|---|\n| cold (empty cache) | {cold:.0f} |\n| warm (cached runtime + library) | {warm:.0f} |\n")
+    print("| build | seconds |\n|---|---|")
+    print(f"| cold (empty cache) | {cold:.0f} |\n| warm (cached runtime + library) | {warm:.0f} |\n")
     print("| bundle part | MiB |\n|---|---|")
     for part, size in sorted(parts.items()):
         print(f"| {part} | {size / 2**20:.2f} |")

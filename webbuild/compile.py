@@ -23,7 +23,7 @@ def make_target(name: str) -> Target:
     if name == "cpu":
         return Target({"kind": "llvm"})
     if name == "cuda":
-        return Target({"kind": "cuda", "arch": "sm_90"}, host={"kind": "llvm"})
+        return Target({"kind": "cuda", "arch": "sm_90", "max_shared_memory_per_block": 49152}, host={"kind": "llvm"})
     raise UnsupportedError(f"unknown target {name!r}; choose one of {', '.join(TARGET_NAMES)}")
 
 

@@ -51,8 +51,9 @@ class EngineConfig:
         return self.max_num_sequence or sequences, total
 
 
-def load_prepared(model: str | Path, quantization: str | None = None) -> PreparedModel:
-    """A bundle directory (its default or ``quantization`` variant) or any model spec ``package`` accepts."""
+def load_prepared(model: str | Path, quantization: str | None = None, *, params: bool = True) -> PreparedModel:
+    """A bundle directory (its default or ``quantization`` variant) or any model spec ``package`` accepts;
+    ``params=False`` skips a bundle's weights (configs and tokenizer only)."""
     path = Path(model)
     manifest = path / "manifest.json"
     if manifest.is_file():
@@ -65,7 +66,7 @@ def load_prepared(model: str | Path, quantization: str | None = None) -> Prepare
         )
         if chosen is None:
             raise InputError(f"{path} has no {quantization} build; it has {', '.join(variants)}")
-        return read_model_files(path / chosen["model_url"], info["name"])
+        return read_model_files(path / chosen["model_url"], info["name"], params=params)
     with _log.timed(f"loading {model}"):
         return prepare_model(load_source(str(model)), quantization)
 

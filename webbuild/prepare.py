@@ -114,8 +114,9 @@ def write_model_files(model: PreparedModel, out_dir: Path) -> TensorCacheSummary
     return summary
 
 
-def read_model_files(model_dir: Path, model_id: str) -> PreparedModel:
-    """The inverse of ``write_model_files``, checking integrity of the shards on the way."""
+def read_model_files(model_dir: Path, model_id: str, *, params: bool = True) -> PreparedModel:
+    """The inverse of ``write_model_files``, checking integrity of the shards on the way; ``params=False``
+    reads only the configs and tokenizer (the parameters are left empty)."""
     try:
         chat_config = json.loads((model_dir / "mlc-chat-config.json").read_text())
         tokenizer_json = (model_dir / TOKENIZER_JSON).read_text()
@@ -130,7 +131,7 @@ def read_model_files(model_dir: Path, model_id: str) -> PreparedModel:
         model_id=model_id,
         cfg=cfg,
         scheme=get_scheme(chat_config["quantization"]),
-        params=read_tensor_cache(model_dir),
+        params=read_tensor_cache(model_dir) if params else {},
         tokenizer_json=tokenizer_json,
         tokenizer_config=tokenizer_config,
         chat_config=chat_config,

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the CUDA checks and figures on a GPU machine that has python3.12 + nvcc but no package registry.
+# Everything it needs is carried in .carry/ (see scripts/make_gpu_carry.sh, run where pip works):
+#   .carry/a/libtvm_compiler.so.xz   (first call: stashed in /tmp/webbuild-carry, too big to travel with the rest)
+#   .carry/b/tvm_rest.tar.xz, .carry/b/whl/*.whl, .carry/b/site/ (a site's configs + tokenizer, no weights)
+# Usage: bash scripts/gpu_machine.sh stash   |   bash scripts/gpu_machine.sh run
+set -euo pipefail
+stash=/tmp/webbuild-carry
+site=/tmp/webbuild-site
+case "${1:-run}" in
+  stash)
+    mkdir -p "$stash" && cp .carry/a/libtvm_compiler.so.xz "$stash/"
+    nvidia-smi -L
+    ;;
+  run)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .carry/b/whl/*.whl
+    tar -C "$site" -xJf .carry/b/tvm_rest.tar.xz
+    xz -dc "$stash/libtvm_compiler.so.xz" > "$site/tvm/lib/libtvm_compiler.so"
+    export PYTHONPATH="$site:$PWD" WEBBUILD_CACHE=/tmp/webbuild-cache PYTHONUNBUFFERED=1
+    python3 -c "import tvm; print('tvm', tvm.__version__, 'cuda', tvm.cuda(0).exist)"
+    python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_engine_cuda.py tests/test_engine.py 2>&1 | tail -15
+    python3 benchmarks/engine_throughput.py .carry/b/site --device cuda --random-weights --concurrency 1,4,16
+    ;;
+esac

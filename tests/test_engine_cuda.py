@@ -1,0 +1,45 @@
+"""The CUDA build of the same definition: skipped where there is no CUDA GPU (CI), run on the GPU machine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from llama_reference import llama_logits
+from tiny_llama import tiny_llama_model
+
+from webbuild.engine import Engine
+from webbuild.prepare import prepare_model
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not tvm.cuda(0).exist, reason="no CUDA GPU on this machine"),
+]
+
+
+@pytest.fixture(scope="module")
+def cuda_engine():
+    source = tiny_llama_model(seed=2).source()
+    return Engine(prepare_model(source, "q0f32"), device="cuda"), source
+
+
+def test_cuda_logits_match_numpy_reference(cuda_engine):
+    engine, source = cuda_engine
+    ids = [5, 17, 42, 99, 3, 60, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21]
+    ours = engine.score(ids)[0]
+    ref = llama_logits(source.tensors, source.config, ids)[-1]
+    np.testing.assert_allclose(ours, ref, atol=1e-3 * np.abs(ref).max())
+
+
+def test_cuda_concurrent_greedy_equals_sequential(cuda_engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine, _ = cuda_engine
+    prompts = [f"{w} " * (i + 1) for i, w in enumerate(["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op"])]
+
+    def run(prompt: str) -> str:
+        return engine.completions.create(prompt=prompt, max_tokens=12, temperature=0)["choices"][0]["text"]
+
+    sequential = [run(p) for p in prompts]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        assert list(pool.map(run, prompts)) == sequential
