@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   webbuild package smollm2-135m-instruct          build dist/smollm2-135m-instruct/ (a static site)
   webbuild package ./model.gguf -q q4f32_1 -q q4f16_1
   webbuild serve dist/smollm2-135m-instruct       serve it on http://127.0.0.1:8000/
+  webbuild chat smollm2-135m-instruct             chat with it in the terminal (Python engine)
   webbuild doctor                                 check the toolchain
 """
 
@@ -48,9 +49,24 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .commands.serve import serve
+    import os
 
-    serve(args.site, host=args.host, port=args.port)
+    from .commands.serve import ServeOptions, serve
+
+    serve(
+        ServeOptions(
+            model=args.model,
+            device=args.device,
+            host=args.host,
+            port=args.port,
+            api=not args.no_api,
+            api_key=args.api_key or os.environ.get("WEBBUILD_API_KEY") or None,
+            allow_origins=[o for group in args.allow_origins or [] for o in group.split(",") if o],
+            cross_origin_isolation=args.cross_origin_isolation,
+            quantization=args.quantization,
+            log_level="info" if args.verbose else "warning",
+        )
+    )
     return 0
 
 
@@ -81,6 +97,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"{r.where:<30} {r.load_s:>7.1f} {r.prompt_tokens:>6} {r.time_to_first_token_s:>8.2f} "
             f"{r.prefill_tokens_per_s:>13.2f} {r.decode_tokens_per_s:>12.3f}"
         )
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .commands.chat import ChatOptions, Settings, chat
+
+    settings = Settings(
+        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed, stop=args.stop
+    )
+    chat(ChatOptions(args.model, args.device, args.quantization, settings, args.system))
     return 0
 
 
@@ -123,12 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "serve",
-        help="serve a built site",
-        description="Serve a site built by `webbuild package` over HTTP (correct MIME types for .wasm etc.).",
+        help="serve a built site and an OpenAI-compatible REST API",
+        description="Serve a site built by `webbuild package` (static files with caching, ranges, gzip) and "
+        "the OpenAI REST API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics) on the "
+        "Python engine. Given a model spec instead of a site, serve the API only.",
     )
-    p.add_argument("site", type=Path, help="the folder `webbuild package` wrote")
+    p.add_argument(
+        "model", help="the folder `webbuild package` wrote, or a preset name / .gguf file / Hugging Face directory"
+    )
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the engine runs (default cpu)")
+    p.add_argument("-q", "--quantization", metavar="SCHEME", help="which build of a site, or how to quantize a model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--api-key", metavar="KEY", help="require `Authorization: Bearer KEY` on /v1 (default: $WEBBUILD_API_KEY)"
+    )
+    p.add_argument(
+        "--allow-origins",
+        nargs="+",
+        metavar="ORIGIN",
+        help="origins whose pages may call the server (CORS), e.g. https://example.com, or '*'; default: same origin",
+    )
+    p.add_argument(
+        "--cross-origin-isolation",
+        action="store_true",
+        help="send COOP/COEP headers with the site (needed for SharedArrayBuffer / threaded wasm)",
+    )
+    p.add_argument("--no-api", action="store_true", help="serve the site's files only, without loading the engine")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser(
@@ -157,6 +204,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "chat",
+        help="chat with a model in the terminal (Python engine, CPU or CUDA)",
+        description="Load a model on the Python engine and chat with it in the terminal; replies stream as "
+        "they are generated. Type /help in the chat for its commands: /stats (prefill and decode tokens/s of "
+        "the last reply), /reset, /set temperature=0.5;top_p=0.9;max_tokens=100;stop=a,b, /exit (or Ctrl-D). "
+        'End a line with \\ to continue it, or put a multi-line message between """ lines. Ctrl-C stops '
+        "a reply and keeps the chat. The first load of a model compiles it for the device (cached).",
+    )
+    p.add_argument(
+        "model",
+        help="a folder `webbuild package` wrote, a preset name (e.g. smollm2-135m-instruct), a .gguf file or a "
+        "Hugging Face directory",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
+    p.add_argument(
+        "-q",
+        "--quantization",
+        metavar="SCHEME",
+        help="q4f32_1, q4f16_1, q0f32 or q0f16 (default: the site's default build, or q4f32_1 for a model)",
+    )
+    p.add_argument(
+        "--temperature", type=float, metavar="T", help="sampling temperature, 0-2; 0 is greedy (default: the model's)"
+    )
+    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling mass, 0-1 (default: the model's)")
+    p.add_argument(
+        "--max-tokens", type=int, metavar="N", help="most tokens per reply (default: up to the context window)"
+    )
+    p.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable replies")
+    p.add_argument(
+        "--stop", action="append", default=[], metavar="TEXT", help="end a reply at TEXT (repeat for up to 4)"
+    )
+    p.add_argument("--system", metavar="TEXT", help="a system prompt; /reset keeps it")
+    p.set_defaults(func=cmd_chat)
     return parser
 
 
