@@ -20,7 +20,7 @@ from pathlib import Path
 
 from webbuild.cache import cache_dir
 from webbuild.commands.bench import bench_browser, bench_cpu
-from webbuild.commands.package import _size_by_part
+from webbuild.commands.package import size_by_part
 
 
 def timed_package(model: str, out: Path, cache: Path) -> float:
@@ -46,7 +46,7 @@ def main() -> None:
         site = Path(tmp, "site")
         cold = timed_package(args.model, site, cache)
         warm = timed_package(args.model, site, cache)
-        parts = _size_by_part(site)
+        parts = size_by_part(site)
         os.environ["WEBBUILD_CACHE"] = str(cache)
         runs = [bench_cpu(site, max_tokens=args.max_tokens), bench_browser(site, max_tokens=args.max_tokens)]
 

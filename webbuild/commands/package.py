@@ -32,7 +32,7 @@ class PackageResult:
     parts: dict[str, int]  # bytes by part of the bundle
 
 
-def _size_by_part(site: Path) -> dict[str, int]:
+def size_by_part(site: Path) -> dict[str, int]:
     parts: dict[str, int] = {}
     for f in site.rglob("*"):
         if f.is_file():
@@ -73,4 +73,4 @@ def package(opts: PackageOptions) -> PackageResult:
             del prepared
         with _log.timed(f"assembling the site in {out}"):
             assemble_site(out, name=source.model_id, models=models)
-    return PackageResult(site=out, seconds=time.monotonic() - t0, parts=_size_by_part(out))
+    return PackageResult(site=out, seconds=time.monotonic() - t0, parts=size_by_part(out))
