@@ -125,3 +125,26 @@ def test_closing_a_stream_aborts_it_and_frees_its_kv_pages(engine_and_ref):
         "kv_cache_used_tokens": 0,
         "kv_cache_capacity_tokens": 0,
     }
+
+
+def test_score_positions_gives_every_positions_logits_in_one_pass(engine_and_ref):
+    """Teacher forcing through batch_verify, chunked by prefill_chunk_size, equals prefill + decode step by step."""
+    engine, _, _ = engine_and_ref
+    ids = [5, 17, 42, 99, 3, 60, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23]  # > one chunk
+    every = engine.score_positions(ids)
+    assert every.shape == (len(ids), engine.model.cfg.vocab_size)
+    stepwise = np.stack(engine.score(ids[:4], ids[4:]))
+    np.testing.assert_allclose(every[3:], stepwise, atol=1e-4 * np.abs(stepwise).max())
+    assert engine.metrics()["kv_cache_used_tokens"] == 0  # its sequence is freed
+    with pytest.raises(ContextLengthExceededError):
+        engine.score_positions([1] * (engine.model.cfg.context_window_size + 1))
+
+
+def test_prompts_the_model_cannot_take_are_refused(engine_and_ref):
+    engine, _, _ = engine_and_ref
+    with pytest.raises(InvalidRequestError, match="empty"):
+        engine.completions.create(prompt="")
+    with pytest.raises(InvalidRequestError, match="outside the vocabulary"):
+        engine.completions.create(prompt=[1, 2, 10**6])
+    with pytest.raises(InvalidRequestError, match="outside the vocabulary"):
+        engine.score([-1])

@@ -1,4 +1,4 @@
-"""webbuild.server: the static site app (MIME types, index, traversal refused, 404, room for /v1)."""
+"""webbuild.server: one app for the static site and the API (MIME types, index, traversal refused, 404)."""
 
 from __future__ import annotations
 
@@ -91,3 +91,24 @@ def test_routes_given_to_create_app_come_before_the_static_site(site: Path) -> N
 def test_a_directory_without_index_html_is_not_a_site(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a built site"):
         create_app(tmp_path)
+
+
+def test_a_site_and_the_api_in_one_app(site: Path) -> None:
+    from fake_engine import FakeEngine
+
+    client = TestClient(create_app(site, engine=FakeEngine()))
+    assert client.get("/").text.startswith("<!doctype html>")
+    assert client.get("/v1/models").json()["data"][0]["id"] == "fake-model-q4f32_1"
+    assert client.get("/health").status_code == 200
+    assert client.get("/runtime/index.js").status_code == 200
+
+
+def test_an_app_needs_something_to_serve() -> None:
+    with pytest.raises(InputError, match="Nothing to serve"):
+        create_app()
+
+
+def test_errors_of_the_static_site_use_the_api_envelope(client: TestClient) -> None:
+    body = client.get("/models/nope/tensor-cache.json").json()
+    assert body == {"error": {"message": "Not found.", "type": "invalid_request_error", "param": None,
+                              "code": "not_found"}}  # fmt: skip

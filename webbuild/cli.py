@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   webbuild package ./model.gguf -q q4f32_1 -q q4f16_1
   webbuild serve dist/smollm2-135m-instruct       serve it on http://127.0.0.1:8000/
   webbuild chat smollm2-135m-instruct             chat with it in the terminal (Python engine)
+  webbuild verify dist/smollm2-135m-instruct      check the browser build against CPU / HF references
   webbuild doctor                                 check the toolchain
 """
 
@@ -110,6 +111,31 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from .commands.verify import VerifyOptions, verify
+    from .verify_metrics import Thresholds
+    from .verify_report import as_json, format_text, write_html
+
+    result = verify(
+        VerifyOptions(
+            site=args.site,
+            prompts=args.prompts,
+            references=[r for r in args.reference.split(",") if r],
+            tokens=args.tokens,
+            source=args.source,
+            quantization=args.quantization,
+            thresholds=Thresholds(args.min_top1, args.max_kl, args.max_abs_logit),
+            load_timeout_s=args.timeout,
+        )
+    )
+    if args.html:
+        print(f"HTML report: {write_html(result, args.html)}", file=sys.stderr)
+    print(json.dumps(as_json(result), indent=2) if args.json else format_text(result))
+    return 0 if result.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webbuild",
@@ -166,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--allow-origins",
-        nargs="+",
-        metavar="ORIGIN",
-        help="origins whose pages may call the server (CORS), e.g. https://example.com, or '*'; default: same origin",
+        action="append",
+        metavar="ORIGINS",
+        help="comma-separated origins whose pages may call the server (CORS), e.g. https://example.com, or '*'; "
+        "repeatable; default: same origin only",
     )
     p.add_argument(
         "--cross-origin-isolation",
@@ -239,6 +266,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--system", metavar="TEXT", help="a system prompt; /reset keeps it")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser(
+        "verify",
+        help="check the browser (WebGPU) build against CPU, CUDA and Hugging Face references",
+        description="Run prompts through the site's own runtime in headless Chromium and through reference "
+        "engines, and compare the logits at every position. Each prompt is extended by the CPU reference's "
+        "greedy continuation and scored in one teacher-forced pass by every engine, so positions align. "
+        "References: cpu (llvm build of the same quantization, weights quantized afresh from the source "
+        "model), cuda (the same on a GPU, when present), hf (transformers on the unquantized weights, when "
+        "torch is installed: quantization loss). Reports top-1 agreement, mean KL(reference || browser), "
+        "max and mean |logit difference| and the identical greedy continuation, per prompt and overall. "
+        "Exits 1 when the browser crosses a threshold against the same-quantization references. The built-in "
+        "prompts score about 900 tokens: seconds on a GPU, 15 minutes or more on a software WebGPU adapter.",
+    )
+    p.add_argument("site", type=Path, help="the folder `webbuild package` wrote")
+    p.add_argument(
+        "--prompts",
+        type=Path,
+        metavar="FILE",
+        help="prompts to run instead of the built-in set: one per line, or JSON / JSON lines of strings or "
+        '{"name", "text", "chat": true|false} objects',
+    )
+    p.add_argument(
+        "--reference",
+        default="cpu,cuda,hf",
+        metavar="LIST",
+        help="comma-separated references among cpu, cuda, hf (default cpu,cuda,hf; unavailable ones are skipped)",
+    )
+    p.add_argument("--tokens", type=int, default=16, metavar="N", help="greedy continuation tokens per prompt (16)")
+    p.add_argument(
+        "--source",
+        metavar="MODEL",
+        help="the unquantized model the site was built from (preset, .gguf or HF directory); default: the "
+        "manifest's model name when it is a preset",
+    )
+    p.add_argument("-q", "--quantization", metavar="SCHEME", help="which build of the site (default: the page's)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report with charts")
+    p.add_argument("--min-top1", type=float, default=99.0, metavar="PCT", help="least top-1 agreement, %% (default 99)")
+    p.add_argument(
+        "--max-kl", type=float, default=1e-3, metavar="X", help="largest mean KL divergence, nats (default 1e-3)"
+    )
+    p.add_argument(
+        "--max-abs-logit", type=float, default=0.05, metavar="X", help="largest |logit difference| (default 0.05)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=1800, metavar="S", help="seconds to wait for the page to load the model"
+    )
+    p.set_defaults(func=cmd_verify)
     return parser
 
 

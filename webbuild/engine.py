@@ -8,7 +8,7 @@ requests share decode steps (see scheduler.py); every method may be called from 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 
 from . import _log
 from .chat_template import ChatTemplate
-from .errors import ContextLengthExceededError, InputError, UnsupportedError
+from .errors import ContextLengthExceededError, InputError, InvalidRequestError, UnsupportedError
 from .library import build_library
 from .model_runner import ModelRunner
 from .openai_api import Request, ResponseBuilder, parse_chat_request, parse_completion_request, usage
@@ -122,13 +122,24 @@ class Engine:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def _check_token_ids(self, ids: list[int], param: str) -> None:
+        """An id outside the vocabulary would index past the embedding table inside a kernel."""
+        if not ids:
+            raise InvalidRequestError("the prompt is empty: it encodes to no tokens", param=param)
+        vocab = self.model.cfg.vocab_size
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise InvalidRequestError(f"token id {bad} is outside the vocabulary (0..{vocab - 1})", param=param)
+
     def score(self, prompt: list[int], forced: list[int] = ()) -> list[np.ndarray]:
         """Teacher forcing through ``prefill`` then one ``decode`` per forced token, as the browser's
         ``engine.forwardTokens`` does: logits after the prompt, then after each forced token."""
+        self._check_token_ids([*prompt, *forced], "prompt")
         return self._single_sequence(prompt, lambda step, logits: forced[step] if step < len(forced) else None)
 
     def greedy(self, prompt: list[int], max_tokens: int) -> tuple[list[int], list[np.ndarray]]:
         """The greedy continuation (no stop tokens) and the logits each token was chosen from."""
+        self._check_token_ids(prompt, "prompt")
         tokens: list[int] = []
 
         def choose(step: int, logits: np.ndarray) -> int | None:
@@ -136,6 +147,27 @@ class Engine:
             return tokens[-1] if step + 1 < max_tokens else None
 
         return tokens, self._single_sequence(prompt, choose)
+
+    def score_positions(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Teacher-forced logits at every position, [len(token_ids), vocab] float32 (row i predicts token
+        i + 1), through ``batch_verify`` one prefill chunk at a time, as the browser's ``scoreTokens``."""
+        if not token_ids:
+            raise InputError("score_positions needs at least one token")
+        window = self.model.cfg.context_window_size
+        if len(token_ids) > window:
+            raise ContextLengthExceededError(f"{len(token_ids)} tokens exceed the context window of {window}")
+
+        def run(runner: ModelRunner) -> np.ndarray:
+            seq_id = -1  # never handed out by the scheduler
+            runner.add_sequence(seq_id)
+            try:
+                size = runner.prefill_chunk_size
+                chunks = [token_ids[i : i + size] for i in range(0, len(token_ids), size)]
+                return np.concatenate([runner.verify(seq_id, list(chunk)) for chunk in chunks])
+            finally:
+                runner.remove_sequence(seq_id)
+
+        return self.scheduler.call(run)
 
     def _single_sequence(self, prompt: list[int], next_token: Any) -> list[np.ndarray]:
         """Runs on the scheduler thread: prefill, then decode ``next_token(step, logits)`` until it is None."""
@@ -164,11 +196,13 @@ class Engine:
             prompt_ids = request.prompt
         else:
             prompt_ids = self.encode_prompt(request.prompt or "")
+        param = "messages" if chat else "prompt"
+        self._check_token_ids(prompt_ids, param)
         window = self.model.cfg.context_window_size
         if len(prompt_ids) >= window:
             raise ContextLengthExceededError(
                 f"the prompt has {len(prompt_ids)} tokens; this model's context window is {window}",
-                param="messages" if chat else "prompt",
+                param=param,
             )
         budget = window - len(prompt_ids)
         seq = self.scheduler.submit(prompt_ids, request.sampling, min(request.sampling.max_tokens or budget, budget))

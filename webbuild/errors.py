@@ -80,3 +80,24 @@ class UnsupportedParameterError(InvalidRequestError):
     """A valid OpenAI field or value this engine does not implement (n > 1, tools, logprobs, images)."""
 
     code = "unsupported_parameter"
+
+
+class ModelNotFoundError(InvalidRequestError):
+    """``model`` names a model this server does not serve (OpenAI answers 404 ``model_not_found``)."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class AuthenticationError(WebbuildError):
+    """The server was started with ``--api-key`` and the request has no or another bearer token."""
+
+    status = 401
+    code = "invalid_api_key"
+
+
+class RequestTooLargeError(InvalidRequestError):
+    """The request body is larger than the server accepts."""
+
+    status = 413
+    code = "request_too_large"

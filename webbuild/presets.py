@@ -9,12 +9,11 @@ as a wheel, and ``package``/``version`` when it comes from PyPI) and a ``[defaul
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
-
-import tomllib
 
 from webbuild.cache import cache_dir
 from webbuild.download import download, extract_member, is_cached

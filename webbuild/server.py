@@ -1,71 +1,87 @@
-"""Serve a built site: static files with the MIME types browsers insist on, and room for the /v1 REST API.
+"""The HTTP app: a built site's static files and, given an engine, the OpenAI REST API beside them.
 
-Routes are matched in order, so API routes passed to ``create_app`` (``/v1/...``) come before the static
-mount that answers everything else.
+Routes are matched in order: the API (``/v1/...``, ``/health``, ``/metrics``, ``/openapi.json``) and any
+``routes`` passed in come before the static mount that answers everything else. Every error, from the API or
+the static files, leaves in OpenAI's envelope through one handler (``http_errors.error_response``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.responses import Response
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount
-from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Scope
+from starlette.types import ASGIApp
 
-from webbuild.errors import InputError
+from .errors import InputError, WebbuildError
+from .http_errors import error_response
+from .static import MEDIA_TYPES, SiteFiles
 
-# Set explicitly rather than trusting the platform's mimetypes table: module workers refuse scripts that
-# are not JavaScript, and WebAssembly.instantiateStreaming refuses wasm that is not application/wasm.
-MEDIA_TYPES: dict[str, str] = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".wasm": "application/wasm",
-    ".bin": "application/octet-stream",
-    ".txt": "text/plain; charset=utf-8",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-}
+if TYPE_CHECKING:
+    from .api import EngineLike
+
+__all__ = ["MEDIA_TYPES", "SiteFiles", "create_app", "serving"]
 
 
-class SiteFiles(StaticFiles):
-    """StaticFiles (path-traversal guard, ETag/304, index.html for directories) with fixed MIME types.
-
-    Every response says ``Cache-Control: no-cache``: browsers may keep files but revalidate them (cheap,
-    with ETags), so a rebuilt site is never mixed with stale runtime or model files.
-    """
-
-    def file_response(
-        self, full_path: str | os.PathLike[str], stat_result: os.stat_result, scope: Scope, status_code: int = 200
-    ) -> Response:
-        response = super().file_response(full_path, stat_result, scope, status_code)
-        media_type = MEDIA_TYPES.get(Path(full_path).suffix.lower())
-        if media_type and "content-type" in response.headers:
-            response.headers["content-type"] = media_type
-        response.headers["cache-control"] = "no-cache"
-        return response
-
-
-def create_app(site_dir: Path, *, routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """The ASGI app serving ``site_dir`` at ``/``; ``routes`` (e.g. the ``/v1`` API) take precedence."""
+def _check_site(site_dir: Path) -> Path:
     site_dir = Path(site_dir)
     if not (site_dir / "index.html").is_file():
         raise InputError(
             f"{site_dir} is not a built site (no index.html).",
             tip="Build one with `webbuild package <model>` and serve its dist/<model> directory.",
         )
-    return Starlette(routes=[*routes, Mount("/", app=SiteFiles(directory=site_dir, html=True), name="site")])
+    return site_dir
+
+
+def create_app(
+    site_dir: Path | None = None,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    engine: EngineLike | None = None,
+    api_key: str | None = None,
+    allow_origins: Sequence[str] = (),
+    cross_origin_isolation: bool = False,
+) -> Starlette:
+    """The ASGI app serving ``site_dir`` at ``/`` and, with ``engine``, the REST API.
+
+    ``api_key`` protects ``/v1`` (the site, ``/health`` and ``/metrics`` stay public). ``allow_origins``
+    lists the origins whose pages may call the server (``*`` for any); by default browsers allow only
+    same-origin pages. ``cross_origin_isolation`` adds COOP/COEP to the site's files.
+    """
+    if site_dir is None and engine is None and not routes:
+        raise InputError("Nothing to serve: give a site folder, an engine, or both.")
+    all_routes = list(routes)
+    if engine is not None:
+        from .api import Api
+
+        all_routes += Api(engine, api_key=api_key).routes()
+    if site_dir is not None:
+        site = SiteFiles(_check_site(site_dir), cross_origin_isolation=cross_origin_isolation)
+        all_routes.append(Mount("/", app=site, name="site"))
+    middleware = []
+    if allow_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(allow_origins),
+                allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Range", "OpenAI-Organization", "OpenAI-Project"],
+                expose_headers=["Content-Length", "Content-Range", "ETag"],
+                max_age=600,
+            )
+        )
+    handlers = {WebbuildError: error_response, HTTPException: error_response, Exception: error_response}
+    return Starlette(routes=all_routes, middleware=middleware, exception_handlers=handlers)
 
 
 @contextlib.contextmanager
@@ -76,7 +92,8 @@ def serving(site: Path | ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
     with socket.socket() as s:
         s.bind((host, 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
