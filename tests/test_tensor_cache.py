@@ -47,7 +47,9 @@ def test_json_layout(tmp_path: Path) -> None:
     assert summary.param_count == params and summary.param_bytes == total and summary.tensor_count == 5
     (shard,) = doc["records"]
     assert set(shard) == {"dataPath", "format", "nbytes", "md5sum", "records"}
-    assert shard["dataPath"] == "params_shard_0.bin" and shard["format"] == "raw-shard"
+    content = b"".join(a.tobytes() for a in src.values())
+    assert shard["dataPath"] == f"params_shard_0.{hashlib.sha256(content).hexdigest()[:16]}.bin"
+    assert shard["format"] == "raw-shard"
     assert shard["nbytes"] == total
     offset = 0
     for rec, (name, arr) in zip(shard["records"], src.items(), strict=True):
@@ -60,7 +62,7 @@ def test_json_layout(tmp_path: Path) -> None:
             "byteOffset": offset,
         }
         offset += arr.nbytes
-    assert (tmp_path / "params_shard_0.bin").read_bytes() == b"".join(a.tobytes() for a in src.values())
+    assert (tmp_path / shard["dataPath"]).read_bytes() == content
 
 
 def test_md5_and_summary_hashes_match_files(tmp_path: Path) -> None:
@@ -90,7 +92,7 @@ def test_shard_split_rule(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "tensor-cache.json").read_text())
     layout = [[r["name"] for r in shard["records"]] for shard in doc["records"]]
     assert layout == [["s0", "s1"], ["s2"], ["big"], ["s3"], ["huge"]]
-    assert [s["dataPath"] for s in doc["records"]] == [f"params_shard_{i}.bin" for i in range(5)]
+    assert [s["dataPath"].split(".")[0] for s in doc["records"]] == [f"params_shard_{i}" for i in range(5)]
     assert all(s["nbytes"] <= cap for s in doc["records"][:-1])
     assert doc["records"][-1]["nbytes"] == 4000
     back = read_tensor_cache(tmp_path)
@@ -108,12 +110,12 @@ def test_rewrite_removes_stale_shards(tmp_path: Path) -> None:
     write_tensor_cache({f"t{i}": np.zeros(300, np.float32) for i in range(4)}, tmp_path, shard_cap=KIB)
     assert len(list(tmp_path.glob("params_shard_*.bin"))) == 4
     write_tensor_cache({"t": np.zeros(3, np.float32)}, tmp_path, shard_cap=KIB)
-    assert [p.name for p in tmp_path.glob("params_shard_*.bin")] == ["params_shard_0.bin"]
+    assert [p.name.split(".")[0] for p in tmp_path.glob("params_shard_*.bin")] == ["params_shard_0"]
 
 
 def test_corrupt_shard_fails_md5(tmp_path: Path) -> None:
     write_tensor_cache(_mixed(), tmp_path)
-    shard = tmp_path / "params_shard_0.bin"
+    (shard,) = tmp_path.glob("params_shard_0.*.bin")
     data = bytearray(shard.read_bytes())
     data[0] ^= 0xFF
     shard.write_bytes(bytes(data))
@@ -124,7 +126,7 @@ def test_corrupt_shard_fails_md5(tmp_path: Path) -> None:
 
 def test_truncated_shard_is_reported(tmp_path: Path) -> None:
     write_tensor_cache(_mixed(), tmp_path)
-    shard = tmp_path / "params_shard_0.bin"
+    (shard,) = tmp_path.glob("params_shard_0.*.bin")
     shard.write_bytes(shard.read_bytes()[:-4])
     with pytest.raises(CorruptFileError, match="bytes"):
         read_tensor_cache(tmp_path)
@@ -171,3 +173,12 @@ def test_tvm_reader_agrees(tmp_path: Path) -> None:
     assert list(loaded) == list(src)
     for name, arr in src.items():
         assert loaded[name].numpy().tobytes() == arr.tobytes()
+
+
+def test_shard_names_carry_their_content_hash_so_they_can_be_cached_forever(tmp_path: Path) -> None:
+    write_tensor_cache({"t": np.zeros(300, np.float32)}, tmp_path / "a")
+    write_tensor_cache({"t": np.ones(300, np.float32)}, tmp_path / "b")
+    (a,) = (tmp_path / "a").glob("params_shard_0.*.bin")
+    (b,) = (tmp_path / "b").glob("params_shard_0.*.bin")
+    assert a.name != b.name
+    assert a.name.split(".")[1] == hashlib.sha256(a.read_bytes()).hexdigest()[:16]

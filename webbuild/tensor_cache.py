@@ -20,6 +20,7 @@ from webbuild.errors import CorruptFileError, InputError
 
 CACHE_JSON = "tensor-cache.json"
 SHARD_PREFIX = "params_shard_"
+SHARD_HASH_DIGITS = 16
 SHARD_CAP = 32 * 1024 * 1024
 
 
@@ -121,10 +122,10 @@ def write_tensor_cache(
     plan = _plan_shards(sizes, shard_cap)
     with _log.bar(sum(sizes), "write weights", unit="B", unit_scale=True) as bar:
         for shard_idx, members in enumerate(plan):
-            data_path = f"{SHARD_PREFIX}{shard_idx}.bin"
+            writing = f"{SHARD_PREFIX}{shard_idx}.partial"
             md5, sha = hashlib.md5(), hashlib.sha256()
             records, offset = [], 0
-            with open(out / data_path, "wb") as f:
+            with open(out / writing, "wb") as f:
                 for i in members:
                     arr = arrays[i]
                     # Viewed as bytes: the buffer protocol rejects some dtypes (ml_dtypes' bfloat16).
@@ -144,6 +145,10 @@ def write_tensor_cache(
                     )
                     offset += sizes[i]
                     bar.update(sizes[i])
+            # The name carries the content hash, so a CDN or browser may cache a shard forever: new weights
+            # get new URLs (tvmjs fetches whatever dataPath names).
+            data_path = f"{SHARD_PREFIX}{shard_idx}.{sha.hexdigest()[:SHARD_HASH_DIGITS]}.bin"
+            (out / writing).replace(out / data_path)
             shard_records.append(
                 {
                     "dataPath": data_path,
