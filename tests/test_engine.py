@@ -148,3 +148,17 @@ def test_prompts_the_model_cannot_take_are_refused(engine_and_ref):
         engine.completions.create(prompt=[1, 2, 10**6])
     with pytest.raises(InvalidRequestError, match="outside the vocabulary"):
         engine.score([-1])
+
+
+def test_logit_bias_steers_generation(engine_and_ref):
+    engine, _, _ = engine_and_ref
+    target = engine.tokenizer.token_to_id("a") if engine.tokenizer.token_to_id("a") is not None else 40
+    out = engine.completions.create(prompt=[5, 6], max_tokens=3, temperature=0, logit_bias={str(target): 100})
+    assert out["choices"][0]["text"] == engine.decode([target] * 3)
+
+
+def test_frequency_penalty_changes_a_repetitive_greedy_output(engine_and_ref):
+    engine, _, _ = engine_and_ref
+    plain = engine.completions.create(prompt=[5, 6], max_tokens=12, temperature=0)["choices"][0]["text"]
+    penalized = engine.completions.create(prompt=[5, 6], max_tokens=12, temperature=0, frequency_penalty=2)
+    assert penalized["choices"][0]["text"] != plain

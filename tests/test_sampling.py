@@ -24,3 +24,20 @@ def test_top_p_keeps_only_the_nucleus():
 def test_negative_seed_is_accepted_and_deterministic():
     logits = np.zeros(10)
     assert Sampler(-5).sample(logits) == Sampler(-5).sample(logits)
+
+
+def test_logit_bias_can_force_or_forbid_a_token():
+    from webbuild.sampling import apply_penalties
+
+    logits = np.array([5.0, 1.0, 0.0])
+    assert Sampler().sample(apply_penalties(logits, {}, {2: 100.0}), temperature=0) == 2
+    assert Sampler().sample(apply_penalties(logits, {}, {0: -100.0}), temperature=0) == 1
+
+
+def test_presence_and_frequency_penalties_lower_generated_tokens():
+    from webbuild.sampling import apply_penalties
+
+    logits = np.array([3.0, 2.5, 0.0])
+    out = apply_penalties(logits, {0: 2}, presence_penalty=0.5, frequency_penalty=0.25)
+    assert out.tolist() == [2.0, 2.5, 0.0]  # 3 - (0.5 + 0.25 * 2)
+    assert logits.tolist() == [3.0, 2.5, 0.0]  # the input is left alone

@@ -40,7 +40,7 @@ class SamplingParams:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
-    # Validated like the browser does, but the Python engine does not apply these yet (issue 3 will).
+    # Applied by both engines to generated tokens (webbuild/sampling.py, web_runtime/sampler.js).
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] | None = None

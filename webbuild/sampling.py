@@ -1,8 +1,30 @@
-"""Next-token choice from logits: greedy at temperature 0, else temperature + nucleus (top_p) sampling."""
+"""Next-token choice from logits: OpenAI's logit_bias and presence/frequency penalties, then greedy at
+temperature 0, else temperature + nucleus (top_p) sampling. web_runtime/sampler.js applies the same rules."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+
+
+def apply_penalties(
+    logits: np.ndarray,
+    counts: Mapping[int, int],
+    logit_bias: Mapping[int, float] | None = None,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+) -> np.ndarray:
+    """A copy of ``logits`` with the bias added and, for every token generated so far (``counts``: id -> times),
+    ``presence_penalty + frequency_penalty * count`` subtracted."""
+    out = np.array(logits, dtype=np.float32)
+    for token, bias in (logit_bias or {}).items():
+        if 0 <= token < out.size:
+            out[token] += bias
+    if presence_penalty or frequency_penalty:
+        for token, count in counts.items():
+            out[token] -= presence_penalty + frequency_penalty * count
+    return out
 
 
 class Sampler:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .model_runner import ModelRunner
 from .openai_api import SamplingParams
-from .sampling import Sampler
+from .sampling import Sampler, apply_penalties
 from .text_stream import TextStream
 
 
@@ -61,6 +61,7 @@ class _Sequence:
     events: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
     prefilled: int = 0
     next_token: int | None = None  # sampled, to be fed by the next decode step
+    counts: dict[int, int] = field(default_factory=dict)  # generated token id -> times, for the penalties
     aborted: bool = False
 
     @property
@@ -193,7 +194,13 @@ class Scheduler:
     def _emit(self, seq: _Sequence, logits: np.ndarray) -> None:
         """Samples the next token of ``seq`` and reports it; finishes the sequence when it is done."""
         seq.next_token = None
-        token = seq.sampler.sample(logits, seq.sampling.temperature, seq.sampling.top_p)
+        sampling = seq.sampling
+        if sampling.logit_bias or sampling.presence_penalty or sampling.frequency_penalty:
+            logits = apply_penalties(
+                logits, seq.counts, sampling.logit_bias, sampling.presence_penalty, sampling.frequency_penalty
+            )
+        token = seq.sampler.sample(logits, sampling.temperature, sampling.top_p)
+        seq.counts[token] = seq.counts.get(token, 0) + 1
         gen = seq.gen
         if gen.first_token is None:
             gen.first_token = time.perf_counter()
