@@ -25,6 +25,10 @@ import { resolveModel, fetchJson, generationDefaults, stopTokenIds, chatStopStri
 import { TextTokenizer } from "./tokenizer.js";
 import { ChatTemplate } from "./chat_template.js";
 import { generateText } from "./generation.js";
+import { addRows, createScores } from "./scoring.js";
+
+/** Most candidates per position scoreTokens returns. */
+const MAX_TOP_K = 64;
 
 /**
  * What the engine needs of a model on a device; pipeline.js implements it with tvmjs, tests with fakes.
@@ -33,6 +37,8 @@ import { generateText } from "./generation.js";
  * @property {number} prefillChunkSize
  * @property {(ids: number[]) => Promise<Float32Array>} prefill  appends tokens, returns last logits
  * @property {(id: number) => Promise<Float32Array>} decode
+ * @property {(ids: number[], onChunk: (logits: Float32Array, start: number, count: number) => void) => Promise<void>}
+ *   [verify]  appends tokens, handing over the logits at every position chunk by chunk (batch_verify)
  * @property {() => void} reset  empties the KV cache
  * @property {() => void} dispose
  * @property {boolean} [lost]
@@ -252,6 +258,55 @@ export class Engine {
         const out = [await pipeline.prefill(promptIds)];
         for (const id of decodeIds) out.push(await pipeline.decode(id));
         return out;
+      }),
+    );
+  }
+
+  /**
+   * Teacher-forced scoring of a whole token sequence: the KV cache is emptied and `tokenIds` run through
+   * the model with batch_verify, which yields the logits at every position in one pass per chunk (the
+   * same kernels as prefill). Row i is the model's prediction for token i + 1. Use it to check the browser
+   * build against a reference (`webbuild verify`), or to compute log-likelihoods and perplexity.
+   * @param {number[]} tokenIds
+   * @param {{topK?: number, fullLogits?: boolean}} [options]  candidates per position (default 5, at most
+   *   64); `fullLogits` also returns every logit (positions x vocab float32: 196 KB a position for a
+   *   49152-token vocabulary)
+   * @returns {Promise<import("./scoring.js").TokenScores>}
+   */
+  async scoreTokens(tokenIds, { topK = 5, fullLogits = false } = {}) {
+    const { pipeline } = this.requireModel();
+    if (!Array.isArray(tokenIds) || tokenIds.length === 0) {
+      throw new InvalidRequestError("scoreTokens needs a non-empty list of token ids.", { param: "tokenIds" });
+    }
+    if (!Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) {
+      throw new InvalidRequestError(`topK must be an integer from 1 to ${MAX_TOP_K}; got ${topK}.`, {
+        param: "topK",
+      });
+    }
+    this.checkTokenIds(tokenIds, "tokenIds");
+    if (tokenIds.length > pipeline.contextWindowSize) {
+      throw new ContextLengthExceededError(
+        `${tokenIds.length} tokens exceed the context window of ${pipeline.contextWindowSize}.`,
+        { param: "tokenIds" },
+      );
+    }
+    if (typeof pipeline.verify !== "function") {
+      throw new InvalidRequestError("This model pipeline cannot score tokens (no batch_verify).", {
+        param: "tokenIds",
+      });
+    }
+    const verify = pipeline.verify.bind(pipeline);
+    return this.exclusive(() =>
+      this.guard(async () => {
+        pipeline.reset();
+        /** @type {import("./scoring.js").TokenScores | null} */
+        let scores = null;
+        await verify(tokenIds, (logits, start, count) => {
+          scores ??= createScores(tokenIds.length, logits.length / count, { topK, fullLogits });
+          addRows(scores, logits, start, count, tokenIds);
+        });
+        pipeline.reset(); // the sequence is not a conversation to continue
+        return /** @type {import("./scoring.js").TokenScores} */ (scores);
       }),
     );
   }

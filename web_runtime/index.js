@@ -8,6 +8,13 @@
 //     { initProgressCallback: ({ phase, loaded, total, text }) => ... },
 //   );
 //   for await (const chunk of await engine.chat.completions.create({ messages, stream: true })) ...
+//
+// Scoring (teacher forcing): the model's prediction at every position of a token sequence, in one pass:
+//
+//   const ids = await engine.tokenize("The capital of France is Paris.", { addSpecialTokens: true });
+//   const s = await engine.scoreTokens(ids, { topK: 5 });     // s.topIds[i * s.topK] = argmax after token i
+//   const logLikelihood = s.nextLogprobs.slice(0, -1).reduce((a, b) => a + b, 0);
+//   // { fullLogits: true } adds s.logits (positions x vocab float32), as `webbuild verify` uses
 
 import { ENGINE_METHODS, ProtocolClient } from "./protocol.js";
 
@@ -38,9 +45,14 @@ export { ENGINE_METHODS } from "./protocol.js";
 
 /**
  * The engine in a dedicated Worker, seen from the page. Every ENGINE_METHODS kind is a method returning
- * a promise (reload, chatCompletion, completion, forwardTokens, tokenize, applyChatTemplate, interrupt,
- * resetChat, runtimeStats, getModelInfo, unload); `chat.completions.create` and `completions.create`
- * follow OpenAI's client. Errors arrive as the runtime's own classes (see errors.js).
+ * a promise (reload, chatCompletion, completion, forwardTokens, scoreTokens, tokenize, applyChatTemplate,
+ * interrupt, resetChat, runtimeStats, getModelInfo, unload); `chat.completions.create` and
+ * `completions.create` follow OpenAI's client. Errors arrive as the runtime's own classes (see errors.js).
+ *
+ * `scoreTokens(tokenIds, {topK = 5, fullLogits = false})` resolves to a TokenScores (scoring.js): for every
+ * position i, the top-k next-token ids and logits, `logsumexp[i]` (log-probability = logit - logsumexp) and
+ * `nextLogprobs[i]` (of the given token i + 1), plus all logits when `fullLogits` is set. It runs the
+ * library's batch_verify, chunk by chunk, on an emptied KV cache.
  */
 export class WebWorkerEngine {
   /** @param {Worker} worker  a module worker running worker.js */

@@ -1,7 +1,7 @@
 // The model on the GPU, through the TVM JS runtime (tvmjs): instantiate the model library, load weights
 // from tensor-cache.json, create the paged KV cache, and run prefill/decode with the VM functions the
-// library exports (embed, prefill, decode, create_tir_paged_kv_cache, _metadata). Logits come back to the
-// CPU as Float32Array; sampling happens in the engine.
+// library exports (embed, prefill, decode, batch_verify, create_tir_paged_kv_cache, _metadata). Logits come
+// back to the CPU as Float32Array; sampling happens in the engine.
 //
 // Memory discipline: every tvmjs object returned inside beginScope()/endScope() is freed at endScope()
 // unless detached. Long-lived objects (VM, functions, params, KV cache, the CPU logits buffer) are detached
@@ -13,6 +13,9 @@ import { errorText } from "./config.js";
 import { VerifiedCache } from "./cache.js";
 
 const PAGE_SIZE = 16;
+// Tokens per batch_verify call when scoring: its logits ([n, vocab] float32) pass through a CPU buffer in
+// wasm memory, so chunks stay well below prefill_chunk_size (49152-token vocab: 25 MB for 128 rows).
+const VERIFY_CHUNK = 128;
 
 /**
  * @typedef {object} GpuInfo
@@ -161,6 +164,8 @@ export class ModelPipeline {
     this.prefillChunkSize = 0;
     this.vocabSize = 0;
     /** @type {Record<string, any>} */ this.metadata = {};
+    /** @type {any} batch_verify, looked up on first use (libraries built before scoring existed lack it) */
+    this.fVerify = undefined;
   }
 
   /** @param {import("./config.js").ModelRecord} record */
@@ -211,6 +216,21 @@ export class ModelPipeline {
     this.reset();
   }
 
+  /**
+   * A VM function the library may lack, detached; null when absent.
+   * @param {string} name
+   */
+  optionalFunction(name) {
+    this.tvm.beginScope();
+    try {
+      return this.tvm.detachFromCurrentScope(this.vm.getFunction(name));
+    } catch {
+      return null;
+    } finally {
+      this.tvm.endScope();
+    }
+  }
+
   /** Empties the KV cache and opens sequence 0 (the only one). */
   reset() {
     this.tvm.beginScope();
@@ -247,6 +267,70 @@ export class ModelPipeline {
   }
 
   /**
+   * Teacher-forced scoring: appends `ids` to the sequence with batch_verify, which returns the logits at
+   * every position in one pass, in chunks of at most prefill_chunk_size tokens (the KV cache's limit per
+   * call). Each chunk's logits reach `onChunk` as `count` rows of vocab_size floats, row r being the
+   * prediction after token `start + r`.
+   * @param {ArrayLike<number>} ids
+   * @param {(logits: Float32Array, start: number, count: number) => void} onChunk
+   */
+  async verify(ids, onChunk) {
+    if (this.fVerify === undefined) this.fVerify = this.optionalFunction("batch_verify");
+    if (!this.fVerify) {
+      throw new ModelLoadError("This model library has no batch_verify function, so it cannot score tokens.", {
+        tip: "Rebuild the site with a current `webbuild package`.",
+      });
+    }
+    const size = Math.min(this.prefillChunkSize, VERIFY_CHUNK);
+    for (let start = 0; start < ids.length; start += size) {
+      const chunk = Array.prototype.slice.call(ids, start, start + size);
+      const onCPU = this.verifyChunk(chunk);
+      try {
+        await this.device.sync();
+        if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
+        onChunk(/** @type {Float32Array} */ (onCPU.toArray()), start, chunk.length);
+      } finally {
+        onCPU.dispose();
+      }
+    }
+  }
+
+  /**
+   * batch_verify on one chunk; returns a detached CPU tensor [1, n, vocab] that holds the logits once the
+   * device has synced (the caller disposes it).
+   * @param {number[]} ids
+   */
+  verifyChunk(ids) {
+    const tvm = this.tvm;
+    tvm.beginScope();
+    try {
+      const logits = this.run(this.fVerify, ids).get(0);
+      return tvm.detachFromCurrentScope(tvm.empty(logits.shape, logits.dtype, tvm.cpu())).copyFrom(logits);
+    } finally {
+      tvm.endScope();
+    }
+  }
+
+  /**
+   * Embeds the ids and runs `fn` (prefill, decode or batch_verify) on the KV cache; call inside a scope.
+   * @param {any} fn
+   * @param {number[]} ids
+   * @returns {any} the VM's (logits, kv_cache) tuple
+   */
+  run(fn, ids) {
+    if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
+    const tvm = this.tvm;
+    const input = tvm.empty([ids.length], "int32", this.device).copyFrom(Int32Array.from(ids));
+    const embed = this.fEmbed(input, this.params);
+    const hidden = embed.shape[embed.shape.length - 1];
+    const embeds = embed.view([1, ids.length, hidden]);
+    this.fKvBegin(this.kvCache, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
+    const out = fn(embeds, this.kvCache, this.params);
+    this.fKvEnd(this.kvCache);
+    return out;
+  }
+
+  /**
    * One VM call: embed the ids, run prefill or decode on the KV cache, and (for the last call) queue a copy
    * of the logits into the CPU buffer. All temporaries die at endScope().
    * @param {any} fn
@@ -254,17 +338,10 @@ export class ModelPipeline {
    * @param {boolean} keepLogits
    */
   forward(fn, ids, keepLogits) {
-    if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
     const tvm = this.tvm;
     tvm.beginScope();
     try {
-      const input = tvm.empty([ids.length], "int32", this.device).copyFrom(Int32Array.from(ids));
-      const embed = this.fEmbed(input, this.params);
-      const hidden = embed.shape[embed.shape.length - 1];
-      const embeds = embed.view([1, ids.length, hidden]);
-      this.fKvBegin(this.kvCache, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
-      const out = fn(embeds, this.kvCache, this.params);
-      this.fKvEnd(this.kvCache);
+      const out = this.run(fn, ids);
       if (keepLogits) {
         const logits = out.get(0);
         if (this.logitsOnCPU === null) {
@@ -293,6 +370,7 @@ export class ModelPipeline {
       this.fEmbed,
       this.fPrefill,
       this.fDecode,
+      this.fVerify,
       this.fKvClear,
       this.fKvAddSeq,
       this.fKvBegin,

@@ -15,6 +15,7 @@ export const ENGINE_METHODS = Object.freeze({
   chatCompletion: "(ChatCompletionRequest) -> ChatCompletion | stream of ChatCompletionChunk",
   completion: "(CompletionRequest) -> Completion | stream of Completion chunks",
   forwardTokens: "(promptIds, decodeIds?) -> Float32Array[] of last-position logits (prefill, then each decode)",
+  scoreTokens: "(tokenIds, {topK?, fullLogits?}) -> TokenScores: top-k, logsumexp (and logits) at every position",
   tokenize: "(text, {addSpecialTokens?}) -> number[]",
   applyChatTemplate: "(messages, {addGenerationPrompt?}) -> string",
   interrupt: "() -> void: stop the running generation (it finishes with what it has)",

@@ -18,6 +18,7 @@ export function createHandlers(engine) {
     chatCompletion: ([request], ctx) => engine.chatCompletion(request, { signal: ctx.signal }),
     completion: ([request], ctx) => engine.completion(request, { signal: ctx.signal }),
     forwardTokens: ([promptIds, decodeIds]) => engine.forwardTokens(promptIds, decodeIds),
+    scoreTokens: ([tokenIds, options]) => engine.scoreTokens(tokenIds, options),
     tokenize: ([text, options]) => engine.tokenize(text, options),
     applyChatTemplate: ([messages, options]) => engine.applyChatTemplate(messages, options),
     interrupt: () => engine.interrupt(),

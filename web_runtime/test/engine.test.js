@@ -272,3 +272,50 @@ test("requests run one at a time, in order", async () => {
   assert.ok(results.every((r) => r.choices[0].message.content === tok.decode(tok.encode(REPLY).slice(0, 3))));
   assert.equal(pipeline.resets, 3); // each request starts from an empty KV cache
 });
+
+/** A pipeline whose logits at position i favour token (ids[i] + 1) % vocab; verify works in chunks of 3. */
+class CountingPipeline extends ScriptedPipeline {
+  constructor() {
+    super([], { vocab: 400 });
+    this.chunks = [];
+  }
+  async verify(ids, onChunk) {
+    for (let start = 0; start < ids.length; start += 3) {
+      const chunk = ids.slice(start, start + 3);
+      this.chunks.push(chunk.length);
+      const logits = new Float32Array(chunk.length * this.vocab);
+      chunk.forEach((id, r) => logits.set(this.logitsFor((id + 1) % this.vocab), r * this.vocab));
+      onChunk(logits, start, chunk.length);
+    }
+  }
+}
+
+test("scoreTokens scores every position in one pass per chunk, from an empty KV cache", async () => {
+  const engine = await loadEngine({ pipe: new CountingPipeline() });
+  const ids = [10, 11, 50, 12, 13, 399, 7];
+  const scores = await engine.scoreTokens(ids, { topK: 2 });
+  assert.equal(scores.positions, 7);
+  assert.equal(scores.vocabSize, 400);
+  assert.deepEqual(pipeline.chunks, [3, 3, 1]);
+  assert.ok(pipeline.resets >= 1);
+  const top1 = ids.map((_, i) => scores.topIds[i * 2]);
+  assert.deepEqual(top1, [11, 12, 51, 13, 14, 0, 8]);
+  // Token 11 follows 10 and is the favourite: nearly all the probability mass.
+  assert.ok(scores.nextLogprobs[0] > -1e-3 && scores.nextLogprobs[0] <= 0);
+  assert.ok(scores.nextLogprobs[1] < -10); // 50 follows 11, which expected 12
+  assert.equal(scores.logits, null);
+  const full = await engine.scoreTokens(ids.slice(0, 2), { fullLogits: true });
+  assert.equal(full.logits.length, 2 * 400);
+  assert.equal(full.logits[11], 10);
+});
+
+test("scoreTokens refuses bad input with typed errors and keeps the model", async () => {
+  const engine = await loadEngine({ pipe: new CountingPipeline() });
+  await assert.rejects(engine.scoreTokens([]), errors.InvalidRequestError);
+  await assert.rejects(engine.scoreTokens([1, 400]), (err) => err.param === "tokenIds");
+  await assert.rejects(engine.scoreTokens([1], { topK: 0 }), (err) => err.param === "topK");
+  await assert.rejects(engine.scoreTokens(new Array(65).fill(1)), errors.ContextLengthExceededError);
+  assert.ok(engine.getModelInfo());
+  const plain = await loadEngine(); // a pipeline without verify
+  await assert.rejects(plain.scoreTokens([1, 2]), /cannot score/);
+});

@@ -1,0 +1,31 @@
+"""``webbuild verify`` on the real SmolLM2 q4f32_1 site: the browser (SwiftShader WebGPU, ~1 token/s of
+scoring) agrees with the CPU build of the same quantization. One short raw prompt keeps it to ~10 positions;
+the failing case (weights altered after the build) runs on a tiny model in tests/test_verify.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from webbuild import cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.toolchain]
+
+
+def test_verify_passes_against_the_cpu_build(smollm2_site: Path, tmp_path: Path, capsys) -> None:
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"name": "capital", "text": "The capital of France is", "chat": False}]))
+    html = tmp_path / "report.html"
+    args = ["--prompts", prompts, "--tokens", "4", "--reference", "cpu,hf", "--json", "--html", html]
+    code = cli.main(["--quiet", "verify", str(smollm2_site), *map(str, args)])
+    report = json.loads(capsys.readouterr().out)
+    print(json.dumps(report["overall"], indent=1))  # the figures, in the test log
+    assert code == 0, report["failures"]
+    assert report["weights"]["differing"] == [] and report["weights"]["compared"] > 200
+    ours = report["overall"]["browser vs cpu"]
+    assert ours["top1_pct"] == 100.0
+    assert ours["greedy"] == ours["greedy_of"] == 4
+    assert report["prompts"][0]["continuation_tokens"] == 4
+    assert "PASS" in html.read_text()
