@@ -46,7 +46,7 @@ class ModelRunner:
         self.max_total_sequence_length = max_total_sequence_length or context_window_size
         self._kv = {
             name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
-            for name in ("add_sequence", "remove_sequence", "begin_forward", "end_forward", "clear")
+            for name in ("add_sequence", "remove_sequence", "begin_forward", "end_forward")
         }
         self.kv_cache = self.vm["create_tir_paged_kv_cache"](
             ShapeTuple([max_num_sequence]),
@@ -107,11 +107,6 @@ class ModelRunner:
         return self._run("batch_verify", [seq_id], [len(token_ids)], self._embed(token_ids, [1, len(token_ids)]))[0]
 
     # -- one sequence through the single-sequence functions the browser uses ---------------------------------
-    def reset(self) -> None:
-        """Forget every sequence (frees all KV pages)."""
-        self._kv["clear"](self.kv_cache)
-        self.lengths.clear()
-
     def prefill(self, seq_id: int, token_ids: Sequence[int]) -> np.ndarray:
         """Appends tokens to ``seq_id`` in chunks of ``prefill_chunk_size``; the last position's logits."""
         logits = np.empty(0, dtype="float32")

@@ -26,7 +26,9 @@ GGUF_MAGIC = b"GGUF"
 
 @dataclass
 class ModelSource:
-    """A model ready to quantize: see notes/contract.md for the fields' exact meaning."""
+    """A model ready to quantize: HF config.json fields, tokenizer.json text, tokenizer_config (with the chat
+    template), float32 tensors under their HF names and layout, and the preset's defaults (quantization, sampling,
+    context sizes)."""
 
     model_id: str
     config: dict[str, Any]
