@@ -208,12 +208,12 @@ def wide_head_model(head_dim: int = 64):
 
 
 @pytest.mark.toolchain
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug found by verify: on WebGPU, attention over an existing KV cache (every prefill or scoring "
-    "chunk after the first) is wrong for head_dim 64; head_dim 16 and the CPU/CUDA builds are right",
-)
 def test_chunks_after_the_first_agree_for_head_dim_64(tmp_path: Path, capsys) -> None:
+    """Chunks after the first merge attention over the cached prefix with attention over themselves.
+
+    TVM's own GPU merge kernel races on the log-sum-exp at head size 64 on the software adapter (verify found it:
+    top-1 66 % from position 128 on); webbuild/arch/attention_merge.py replaces it.
+    """
     from webbuild.commands.package import PackageOptions, package
 
     source = write_hf_dir(tmp_path / "wide-hf", wide_head_model())

@@ -10,6 +10,7 @@ import tvm
 from tvm import IRModule, relax
 from tvm.target import Target
 
+from .arch.attention_merge import replace_merge_kernel
 from .arch.blocks import CausalLM, DecoderConfig
 from .quantize import QuantScheme
 
@@ -32,6 +33,7 @@ def export_model(cfg: DecoderConfig, scheme: QuantScheme, target: Target) -> Exp
     """The KV-cache kernels depend on the target, so each target gets its own export."""
     model = CausalLM(cfg, scheme, target)
     mod, named_params = model.export_tvm(spec=model.export_spec())
+    mod = replace_merge_kernel(mod, cfg.num_attention_heads, scheme.model_dtype, target)
     params = [ParamSpec(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in named_params]
     metadata = {
         "model_type": cfg.model_type,

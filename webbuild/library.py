@@ -20,7 +20,7 @@ from .compile import compile_module, make_target
 from .export import export_model
 from .quantize import QuantScheme
 
-_DEFINITION_FILES = ("arch/blocks.py", "export.py", "compile.py", "link.py")
+_DEFINITION_FILES = ("arch/blocks.py", "arch/attention_merge.py", "export.py", "compile.py", "link.py")
 
 
 def _definition_digest() -> str:

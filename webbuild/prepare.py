@@ -23,7 +23,7 @@ from .source import ModelSource
 from .tensor_cache import TensorCacheSummary, read_tensor_cache, write_tensor_cache
 
 DEFAULT_CONTEXT_WINDOW = 2048
-DEFAULT_PREFILL_CHUNK = DEFAULT_CONTEXT_WINDOW  # one chunk per prompt: see models/smollm2-135m-instruct.toml
+DEFAULT_PREFILL_CHUNK = 512
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG_JSON = "tokenizer_config.json"
 
