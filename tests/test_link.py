@@ -1,8 +1,7 @@
 """webbuild.link: TVM's wasm runtime built with our headers, model libraries linked with emcc and loadable by tvmjs.
 
 Toolchain tests rely on the cached runtime objects (~2 min to build the first time) and link two tiny
-libraries with ``fast=True`` (seconds, not the ~1.5 min of Binaryen -O3): a WebGPU one, and a CPU-only one
-that Node can run. The shipping (-O3) link is exercised by the package tests.
+libraries: a WebGPU one, and a CPU-only one that Node can run.
 """
 
 from __future__ import annotations
@@ -229,8 +228,8 @@ def tiny_libs(tmp_path_factory: pytest.TempPathFactory, runtime_objects: list[Pa
     webgpu = tvm.compile(mod, target=tvm.target.Target("webgpu", host=host))
     cpu = tvm.compile(mod, target=tvm.target.Target(host))
     return {
-        "webgpu": link_model_library(webgpu, out / "tiny-webgpu.wasm", fast=True),
-        "cpu": link_model_library(cpu, out / "tiny-cpu.wasm", fast=True),
+        "webgpu": link_model_library(webgpu, out / "tiny-webgpu.wasm"),
+        "cpu": link_model_library(cpu, out / "tiny-cpu.wasm"),
     }
 
 

@@ -51,7 +51,7 @@ def build_library(cfg: DecoderConfig, scheme: QuantScheme, target: str, dump_ir:
         from .link import link_model_library
 
         with _log.timed("linking the WebGPU model library with emscripten"):
-            return link_model_library(executable, path, fast=True)
+            return link_model_library(executable, path)
     fd, tmp = tempfile.mkstemp(suffix=suffix, dir=path.parent)
     os.close(fd)
     try:

@@ -40,8 +40,10 @@ _INCLUDE_ROOTS = (
     "3rdparty/tvm-ffi/3rdparty/dlpack/include",
     "3rdparty/compiler-rt",
 )
+# -O1: emcc then runs no Binaryen pass (its -O3 one takes a minute and saves ~1 MB of 5, 0.2 MB gzipped);
+# we run a quick ``wasm-opt -O1`` after it instead.
 LINK_FLAGS = (
-    "-O3", "-std=c++17", "--no-entry",
+    "-O1", "-std=c++17", "--no-entry",
     "-s", "WASM_BIGINT=1",
     "-s", "ERROR_ON_UNDEFINED_SYMBOLS=0",
     "-s", "STANDALONE_WASM=1",
@@ -269,22 +271,16 @@ class _EmccLinker:
     """The ``fcompile`` for ``export_library``: links TVM's host objects with the runtime objects.
 
     ``object_format = "o"`` makes TVM write wasm object files rather than LLVM-22 bitcode.
-    ``fast`` links without Binaryen's -O3 pass (about a minute) and runs its -O1 instead (seconds);
-    the library comes out a few percent larger.
     """
 
     object_format = "o"
 
-    def __init__(self, emcc: str, runtime_objects: Sequence[Path], fast: bool) -> None:
+    def __init__(self, emcc: str, runtime_objects: Sequence[Path]) -> None:
         self.emcc = emcc
         self.runtime_objects = [str(p) for p in runtime_objects]
-        self.fast = fast
 
     def __call__(self, output: str, objects: Sequence[str], options: Sequence[str] | None = None, **_: Any) -> None:
-        flags = list(LINK_FLAGS)
-        if self.fast:
-            flags[0] = "-O1"  # emcc runs no wasm-opt at -O1; we run a quick one below
-        cmd = [self.emcc, *flags, "-o", output, *self.runtime_objects, *objects, *(options or [])]
+        cmd = [self.emcc, *LINK_FLAGS, "-o", output, *self.runtime_objects, *objects, *(options or [])]
         proc = _run(cmd)
         if proc.returncode != 0:
             raise BuildError(
@@ -292,18 +288,18 @@ class _EmccLinker:
                 tip="re-run with -v to see the emcc command",
             )
         wasm_opt = shutil.which("wasm-opt")
-        if self.fast and wasm_opt:
+        if wasm_opt:
             proc = _run([wasm_opt, "-O1", "--strip-debug", "--strip-producers", output, "-o", output])
             if proc.returncode != 0:
                 raise BuildError(f"wasm-opt failed on {Path(output).name}:\n{_tail(proc.stderr)}")
 
 
-def link_model_library(executable: Any, out_path: Path, *, fast: bool = False) -> Path:
+def link_model_library(executable: Any, out_path: Path) -> Path:
     """Links ``executable`` (``tvm.compile`` for ``webgpu`` with a wasm32 llvm host) into ``out_path``.
 
     The runtime objects are built first if they are not cached. The library is written to a temp file next
     to ``out_path`` and renamed only when emcc succeeded and its imports are ones tvmjs provides, so a
-    failure never leaves a partial file. ``fast`` trades ~8% size for a ~10x quicker link (tests, dev).
+    failure never leaves a partial file.
     """
     out_path = Path(out_path)
     emcc = find_emcc()
@@ -316,7 +312,7 @@ def link_model_library(executable: Any, out_path: Path, *, fast: bool = False) -
     try:
         with tempfile.TemporaryDirectory(prefix="webbuild-link-") as work:
             t0 = time.monotonic()
-            executable.export_library(str(tmp), fcompile=_EmccLinker(emcc, runtime_objects, fast), workspace_dir=work)
+            executable.export_library(str(tmp), fcompile=_EmccLinker(emcc, runtime_objects), workspace_dir=work)
             _log.detail(f"linked {out_path.name} in {time.monotonic() - t0:.0f}s ({tmp.stat().st_size:,} bytes)")
         check_imports(tmp, name=out_path.name)
         os.replace(tmp, out_path)
