@@ -126,12 +126,13 @@ class FakeExecutable:
 
 
 def fake_emcc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
-    """Puts an ``emcc`` shell script first on PATH and skips the runtime build."""
+    """Puts an ``emcc`` shell script (and a ``wasm-opt`` that leaves its output alone) first on PATH and skips the
+    runtime build."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    emcc = bin_dir / "emcc"
-    emcc.write_text("#!/bin/sh\n" + script)
-    emcc.chmod(0o755)
+    for name, body in (("emcc", script), ("wasm-opt", "exit 0\n")):
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     monkeypatch.setattr(link, "build_runtime", lambda: [tmp_path / "runtime.o"])
 
