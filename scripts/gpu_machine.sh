@@ -19,6 +19,8 @@ case "${1:-run}" in
     export PYTHONPATH="$site:$PWD" WEBBUILD_CACHE=/tmp/webbuild-cache PYTHONUNBUFFERED=1
     python3 -c "import tvm; print('tvm', tvm.__version__, 'cuda', tvm.cuda(0).exist)"
     python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/test_engine_cuda.py tests/test_engine.py 2>&1 | tail -15
+    # The REST API suite (real uvicorn + the openai client) on the CUDA engine.
+    python3 -m pytest -q -p no:cacheprovider -o addopts="" --engine-device cuda -m "not slow" tests/test_api_openai.py 2>&1 | tail -15
     python3 benchmarks/engine_throughput.py .carry/b/site --device cuda --random-weights --concurrency 1,4,16
     ;;
 esac

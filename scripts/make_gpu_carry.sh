@@ -12,7 +12,9 @@ tar -C "$sp" -cJf .carry/b/tvm_rest.tar.xz --exclude=tvm/lib/libtvm_compiler.so 
 .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .carry/b/whl \
   "apache-tvm-ffi==$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("apache-tvm-ffi"))')" \
-  gguf tqdm ml_dtypes pytest pluggy iniconfig jinja2 markupsafe
+  gguf tqdm ml_dtypes pytest pluggy iniconfig jinja2 markupsafe \
+  starlette uvicorn click h11 anyio sniffio idna httpx httpcore certifi prometheus_client tokenizers safetensors \
+  openai pydantic pydantic_core annotated_types typing_extensions typing_inspection distro jiter
 model="$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["default_model"])' "$site/manifest.json")"
 mkdir -p ".carry/b/site/models/$model"
 cp "$site/manifest.json" .carry/b/site/

@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated cache, a loopback file server, a tiny random Llama."""
+"""Shared fixtures: an isolated cache, a loopback file server, a tiny random Llama, the engine device."""
 
 from __future__ import annotations
 
@@ -11,6 +11,26 @@ from typing import Any
 
 import pytest
 from tiny_llama import TinyLlama, tiny_llama_model
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine-device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="device of the Python engine behind the REST API tests (cuda: run them on a GPU machine)",
+    )
+
+
+@pytest.fixture(scope="session")
+def engine_device(request: pytest.FixtureRequest) -> str:
+    device = request.config.getoption("--engine-device")
+    if device == "cuda":
+        import tvm
+
+        if not tvm.cuda(0).exist:
+            pytest.fail("--engine-device cuda needs a CUDA GPU")
+    return device
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from webbuild.openai_api import Request, ResponseBuilder, usage
+from webbuild.openai_api import Choice, Request, ResponseBuilder, usage
 
 WORDS = ["Paris", " is", " the", " capital", " of", " France", "."]
 
@@ -33,7 +33,8 @@ class FakeStream:
 @dataclass
 class FakeEngine:
     """Replies with ``WORDS`` (cut by max_tokens); ``delay`` seconds per chunk; ``fail_after`` chunks then
-    ``failure`` is raised; ``endless`` streams until closed; ``create_error`` is raised by ``create``."""
+    ``failure`` is raised; ``endless`` streams until closed, and a non-streamed request waits until aborted;
+    ``create_error`` is raised by ``create``."""
 
     model_name: str = "fake-model-q4f32_1"
     delay: float = 0.0
@@ -64,7 +65,9 @@ class FakeEngine:
     def metrics(self) -> dict[str, int]:
         return {"running": 1, "waiting": 2, "kv_cache_used_tokens": 48, "kv_cache_capacity_tokens": 128}
 
-    def create(self, request: Request) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    def create(
+        self, request: Request, abort: threading.Event | None = None
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         self.requests.append(request)
         if self.create_error is not None:
             raise self.create_error
@@ -73,7 +76,11 @@ class FakeEngine:
         finish = "length" if len(words) < len(WORDS) else "stop"
         used = usage(5, len(words), {"time_to_first_token_s": 0.01})
         if not request.stream:
-            return builder.complete("".join(words), finish, used)
+            if self.endless:
+                assert abort is not None and abort.wait(30), "the request was never aborted"
+                self.closed.set()
+                words, finish = [], "abort"
+            return builder.complete([Choice("".join(words), finish)], used)
         return FakeStream(self, self._chunks(builder, words, finish, used, request.include_usage))
 
     def _chunks(self, builder: ResponseBuilder, words: list[str], finish: str, used: dict, with_usage: bool):

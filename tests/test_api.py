@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -152,7 +153,8 @@ BAD_REQUESTS = [
     (json.dumps({"messages": HI, "logit_bias": {"abc": 1}}).encode(), "invalid_request", "logit_bias"),
     (json.dumps({"messages": HI, "logit_bias": {"100": 1}}).encode(), "invalid_request", "logit_bias"),
     (json.dumps({"messages": HI, "frobnicate": 1}).encode(), "invalid_request", "frobnicate"),
-    (json.dumps({"messages": HI, "n": 2}).encode(), "unsupported_parameter", "n"),
+    (json.dumps({"messages": HI, "n": 17}).encode(), "invalid_request", "n"),
+    (json.dumps({"messages": HI, "top_logprobs": 2}).encode(), "invalid_request", "top_logprobs"),
     (json.dumps({"messages": HI, "tools": [{"type": "function"}]}).encode(), "unsupported_parameter", "tools"),
     (json.dumps({"messages": HI, "model": 42}).encode(), "invalid_request", "model"),
 ]  # fmt: skip
@@ -174,6 +176,7 @@ def test_bad_chat_requests_get_400_in_the_envelope(client: TestClient, body: byt
         ({"prompt": [1, -2]}, "prompt"),
         ({"prompt": [1, 100]}, "prompt"),  # past the vocabulary: would read out of bounds in the model
         ({"prompt": "x", "echo": "yes"}, "echo"),
+        ({"prompt": "x", "logprobs": 6}, "logprobs"),
         ({"prompt": "x", "messages": HI}, "messages"),
     ],
 )
@@ -379,7 +382,31 @@ def test_a_client_that_disconnects_aborts_its_stream() -> None:
         # The server is still fine.
         assert httpx.get(url + "health").status_code == 200
         metrics = httpx.get(url + "metrics").text
-        assert "webbuild_aborted_streams_total 1.0" in metrics
+        assert "webbuild_aborted_requests_total 1.0" in metrics
+
+
+def test_a_client_that_disconnects_aborts_its_non_streamed_request() -> None:
+    """The engine gets an ``abort`` event with every non-streamed request and the API sets it when the client
+    leaves; the fake engine's request waits for exactly that."""
+    engine = FakeEngine(endless=True)
+    with serving(create_app(engine=engine)) as url:
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+        body = json.dumps({"messages": HI}).encode()
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            deadline = time.monotonic() + 5
+            while not engine.requests and time.monotonic() < deadline:  # the request reached the engine
+                time.sleep(0.01)
+        assert engine.closed.wait(5), "the engine was not told to abort after the client left"
+        counted = 'webbuild_requests_total{endpoint="/v1/chat/completions",status="499"} 1.0'
+        deadline = time.monotonic() + 5
+        while counted not in (metrics := httpx.get(url + "metrics").text) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the API counts the request once the engine call has returned
+        assert counted in metrics and "webbuild_aborted_requests_total 1.0" in metrics
 
 
 def test_concurrent_streams_do_not_block_each_other() -> None:

@@ -1,10 +1,17 @@
-"""The REST API through the official ``openai`` client, against uvicorn on loopback, on the tiny CPU engine."""
+"""The REST API through the official ``openai`` client, against uvicorn on loopback, on the tiny engine.
+
+The engine runs on the CPU; ``pytest --engine-device cuda`` runs the same suite on the CUDA build (GPU machine).
+"""
 
 from __future__ import annotations
 
 import concurrent.futures
+import json
+import socket
+import time
 from collections.abc import Iterator
 
+import httpx
 import openai
 import pytest
 from tiny_llama import tiny_llama_model
@@ -17,11 +24,11 @@ HI = [{"role": "user", "content": "Say something."}]
 
 
 @pytest.fixture(scope="module")
-def engine():
+def engine(engine_device: str):
     from webbuild.engine import Engine
     from webbuild.prepare import prepare_model
 
-    return Engine(prepare_model(tiny_llama_model().source(), "q0f32"))
+    return Engine(prepare_model(tiny_llama_model().source(), "q0f32"), device=engine_device)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +49,12 @@ def model(engine) -> str:
 
 def greedy_chat(client: openai.OpenAI, model: str, **kw) -> openai.types.chat.ChatCompletion:
     return client.chat.completions.create(model=model, messages=HI, temperature=0, **kw)
+
+
+def aborted_requests(url: str) -> float:
+    """The server's count of requests aborted by their client leaving."""
+    metrics = httpx.get(url + "metrics").text.splitlines()
+    return float(next(line for line in metrics if line.startswith("webbuild_aborted_requests_total")).split()[-1])
 
 
 def test_models(client: openai.OpenAI, model: str) -> None:
@@ -67,6 +80,12 @@ def test_streamed_chat_equals_the_non_streamed_one(client: openai.OpenAI, model:
     assert text == full.choices[0].message.content
     assert chunks[-1].choices[0].finish_reason == full.choices[0].finish_reason
     assert all(c.usage is None for c in chunks)
+
+
+def test_finished_streams_are_not_counted_as_aborted(client: openai.OpenAI, model: str, url: str) -> None:
+    aborted = aborted_requests(url)
+    assert list(greedy_chat(client, model, max_tokens=3, stream=True))
+    assert aborted_requests(url) == aborted
 
 
 def test_include_usage(client: openai.OpenAI, model: str) -> None:
@@ -128,6 +147,73 @@ def test_concurrent_requests_all_complete(client: openai.OpenAI, model: str) -> 
     assert len(set(results)) == 1  # greedy: batched requests equal each other
 
 
+def test_logprobs_and_n_parse_in_the_client(client: openai.OpenAI, model: str) -> None:
+    out = greedy_chat(client, model, max_tokens=6, n=2, logprobs=True, top_logprobs=3)
+    assert [c.index for c in out.choices] == [0, 1]
+    assert out.choices[0].message.content == out.choices[1].message.content  # greedy
+    content = out.choices[0].logprobs.content
+    assert content == out.choices[1].logprobs.content
+    for entry in content:
+        assert entry.bytes == list(entry.token.encode()) and entry.logprob <= 0
+        assert len(entry.top_logprobs) == 3 and entry.top_logprobs[0].logprob == entry.logprob
+    single = greedy_chat(client, model, max_tokens=6)
+    assert single.choices[0].logprobs is None
+    assert out.usage.prompt_tokens == single.usage.prompt_tokens
+    assert out.usage.completion_tokens == 2 * single.usage.completion_tokens
+
+    text = client.completions.create(model=model, prompt=[5, 17, 42], max_tokens=5, temperature=0, logprobs=2, n=2)
+    logprobs = text.choices[1].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs)
+    assert len(logprobs.text_offset) == len(logprobs.tokens)
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs)
+
+
+def test_streamed_choices_through_the_client(client: openai.OpenAI, model: str) -> None:
+    stream = client.chat.completions.create(
+        model=model, messages=HI, max_tokens=5, n=3, seed=5, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 3
+    finished = [c.choices[0].index for c in chunks[:-1] if c.choices[0].finish_reason]
+    assert sorted(finished) == [0, 1, 2]
+    full = client.chat.completions.create(model=model, messages=HI, max_tokens=5, n=3, seed=5)
+    for choice in full.choices:
+        text = "".join(c.choices[0].delta.content or "" for c in chunks[:-1] if c.choices[0].index == choice.index)
+        assert text == choice.message.content
+
+
+def test_a_client_that_leaves_aborts_its_non_streamed_request(url: str, engine, monkeypatch) -> None:
+    """The request's sequence is removed and its KV cache pages freed once the connection closes."""
+    aborted = aborted_requests(url)
+    runner = engine.scheduler.runner
+    real_decode = runner.decode_batch
+
+    def slow_decode(steps):  # a long reply: about 5 s for 100 tokens
+        time.sleep(0.05)
+        return real_decode(steps)
+
+    monkeypatch.setattr(runner, "decode_batch", slow_decode)
+    host, port = url.removeprefix("http://").rstrip("/").split(":")
+    no_stop = {str(t): -100 for t in engine.stop_token_ids}  # so the reply runs to max_tokens
+    body = json.dumps({"prompt": [5, 17, 42], "max_tokens": 100, "temperature": 0, "logit_bias": no_stop})
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+        )
+        deadline = time.monotonic() + 10
+        while not engine.metrics()["running"]:
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.01)
+    deadline = time.monotonic() + 2  # far less than the reply would take
+    while engine.metrics()["running"] or engine.metrics()["kv_cache_used_tokens"]:
+        assert time.monotonic() < deadline, f"still running after the client left: {engine.metrics()}"
+        time.sleep(0.01)
+    while aborted_requests(url) != aborted + 1:  # counted once the engine call has returned
+        assert time.monotonic() < deadline + 5
+        time.sleep(0.01)
+
+
 # ---- errors through the client ---------------------------------------------------------------------------
 
 
@@ -153,7 +239,8 @@ def test_prompt_longer_than_the_context_window(client: openai.OpenAI, model: str
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
         ({"messages": HI, "temperature": 3}, "temperature"),
-        ({"messages": HI, "n": 3}, "n"),
+        ({"messages": HI, "n": 17}, "n"),
+        ({"messages": HI, "top_logprobs": 3}, "top_logprobs"),
     ],
 )
 def test_bad_requests_raise_bad_request_error(client: openai.OpenAI, model: str, kwargs: dict, param: str) -> None:

@@ -43,3 +43,19 @@ def test_cuda_concurrent_greedy_equals_sequential(cuda_engine):
     sequential = [run(p) for p in prompts]
     with ThreadPoolExecutor(len(prompts)) as pool:
         assert list(pool.map(run, prompts)) == sequential
+
+
+def test_cuda_choices_fork_the_prompt_and_equal_a_single_request(cuda_engine):
+    """n > 1 forks the prompt's KV cache, so decoding attends over several page levels (the cascade attention
+    and its merge kernel); greedy choices must equal the single request, logprobs included."""
+    engine, _ = cuda_engine
+    ascii_only = {str(t): -100 for t in range(engine.model.cfg.vocab_size) if not engine.decode([t]).isascii()}
+    body = {"prompt": list(range(5, 25)), "max_tokens": 24, "temperature": 0, "logprobs": 3, "logit_bias": ascii_only}
+    single = engine.completions.create(**body)["choices"][0]
+    assert single["logprobs"]["tokens"]
+    for choice in engine.completions.create(**body, n=3)["choices"]:
+        assert choice["text"] == single["text"]
+        np.testing.assert_allclose(
+            choice["logprobs"]["token_logprobs"], single["logprobs"]["token_logprobs"], atol=1e-4
+        )
+    assert engine.metrics()["kv_cache_used_tokens"] == 0

@@ -1,6 +1,7 @@
 // The engine behind the OpenAI-style API, wherever it is hosted (in the page, or in a Worker via worker.js):
 // loads a model (configs, tokenizer, chat template, then the GPU pipeline), turns requests into prompts,
-// runs one generation at a time (generation.js), and builds OpenAI responses and chunks.
+// runs one generation at a time (generation.js: a request's n choices one after another), and builds OpenAI
+// responses and chunks.
 
 import {
   ContextLengthExceededError,
@@ -15,6 +16,7 @@ import {
   parseCompletionRequest,
   chatChunk,
   chatCompletion,
+  textChunk,
   textCompletion,
   usageChunk,
   makeUsage,
@@ -24,7 +26,7 @@ import {
 import { resolveModel, fetchJson, generationDefaults, stopTokenIds, chatStopStrings, errorText } from "./config.js";
 import { TextTokenizer } from "./tokenizer.js";
 import { ChatTemplate } from "./chat_template.js";
-import { generateText } from "./generation.js";
+import { generateChoices } from "./generation.js";
 import { addRows, createScores } from "./scoring.js";
 
 /** Most candidates per position scoreTokens returns. */
@@ -40,6 +42,8 @@ const MAX_TOP_K = 64;
  * @property {(ids: number[], onChunk: (logits: Float32Array, start: number, count: number) => void) => Promise<void>}
  *   [verify]  appends tokens, handing over the logits at every position chunk by chunk (batch_verify)
  * @property {() => void} reset  empties the KV cache
+ * @property {(n: number) => void | Promise<void>} [popN]  drops the last n tokens from the KV cache, so a
+ *   request's next choice reuses the prompt's (without it, the prompt is prefilled again)
  * @property {() => void} dispose
  * @property {boolean} [lost]
  */
@@ -155,11 +159,18 @@ export class Engine {
   /**
    * OpenAI chat completion. Validation and context checks throw here; with `stream: true` the result is
    * an async iterator of `chat.completion.chunk` objects.
+   *
+   * `n` (1..16) asks for that many choices: independent samples of the same prompt, generated one after
+   * another (with `seed`, choice i always draws from the same stream; greedy choices are identical).
+   * `logprobs: true` gives each choice `logprobs: {content: [{token, logprob, bytes, top_logprobs}]}`, one
+   * entry per token of its content, with `top_logprobs` (0..20) alternatives each. Streamed, each choice
+   * has its own role chunk, content chunks (carrying the logprobs of their tokens) and finish chunk, under
+   * its `index`; the usage chunk comes last.
    * @param {Record<string, any>} request
    * @param {{signal?: AbortSignal}} [options]
    */
   async chatCompletion(request, { signal } = {}) {
-    const { tokenizer } = this.requireModel();
+    const { tokenizer, info } = this.requireModel();
     const params = parseChatRequest(request, this.defaults);
     this.checkModelName(params.model);
     if (!this.template) {
@@ -169,31 +180,37 @@ export class Engine {
     }
     const promptIds = tokenizer.encode(this.template.render(params.messages));
     this.checkContext(promptIds.length, params.max_tokens);
-    const head = { id: newCompletionId("chatcmpl"), created: nowSeconds(), model: this.requireModel().info.id };
+    const head = { id: newCompletionId("chatcmpl"), created: nowSeconds(), model: info.id };
     const stops = [...params.stop, ...this.chatStops];
     const include = params.include_usage;
 
     if (params.stream) {
       const self = this;
       return (async function* chatStream() {
-        yield chatChunk(head, { role: "assistant", content: "" }, null, include);
-        const run = await self.run(promptIds, params, stops, signal, (text) =>
-          chatChunk(head, { content: text }, null, include),
-        );
-        for await (const chunk of run.chunks) yield chunk;
-        yield chatChunk(head, {}, run.result.finishReason, include);
+        const role = (/** @type {number} */ index) =>
+          chatChunk(head, { role: "assistant", content: "" }, null, include, { index });
+        yield role(0); // before waiting for the lock: the reply visibly starts at once
+        const run = await self.run(promptIds, params, stops, signal);
+        let current = 0;
+        for await (const d of run.deltas) {
+          if (d.index !== current) yield role((current = d.index));
+          yield d.finishReason
+            ? chatChunk(head, {}, d.finishReason, include, { index: d.index })
+            : chatChunk(head, { content: d.text }, null, include, { index: d.index, logprobs: d.logprobs });
+        }
         if (include) yield usageChunk(head, run.result.usage, "chat.completion.chunk");
       })();
     }
-    const run = await this.run(promptIds, params, stops, signal, (text) => text);
-    let content = "";
-    for await (const text of run.chunks) content += text;
-    return chatCompletion(head, content, run.result.finishReason, run.result.usage);
+    const run = await this.run(promptIds, params, stops, signal);
+    const choices = await collectChoices(run.deltas, params, "");
+    return chatCompletion(head, choices, run.result.usage);
   }
 
   /**
    * OpenAI (legacy) text completion over a raw prompt: no chat template; the tokenizer adds BOS if its
-   * post-processor says so. `prompt` may also be token ids.
+   * post-processor says so. `prompt` may also be token ids. `n` as for chat; `logprobs` (0..5) gives each
+   * choice `logprobs: {tokens, token_logprobs, top_logprobs, text_offset}` with that many alternatives per
+   * token (not with `echo`: the prompt's own log-probabilities are not computed).
    * @param {Record<string, any>} request
    * @param {{signal?: AbortSignal}} [options]
    */
@@ -216,19 +233,21 @@ export class Engine {
     if (params.stream) {
       const self = this;
       return (async function* completionStream() {
-        if (echo) yield textCompletion(head, echo, null, include ? null : undefined);
-        const run = await self.run(promptIds, params, params.stop, signal, (text) =>
-          textCompletion(head, text, null, include ? null : undefined),
-        );
-        for await (const chunk of run.chunks) yield chunk;
-        yield textCompletion(head, "", run.result.finishReason, include ? null : undefined);
+        const start = (/** @type {number} */ index) => textChunk(head, echo, null, include, { index });
+        if (echo) yield start(0);
+        const run = await self.run(promptIds, params, params.stop, signal);
+        let current = 0;
+        for await (const d of run.deltas) {
+          if (d.index !== current && echo) yield start(d.index);
+          current = d.index;
+          yield textChunk(head, d.text, d.finishReason, include, { index: d.index, logprobs: d.logprobs });
+        }
         if (include) yield usageChunk(head, run.result.usage, "text_completion");
       })();
     }
-    const run = await this.run(promptIds, params, params.stop, signal, (text) => text);
-    let text = echo;
-    for await (const piece of run.chunks) text += piece;
-    return textCompletion(head, text, run.result.finishReason, run.result.usage);
+    const run = await this.run(promptIds, params, params.stop, signal);
+    const choices = await collectChoices(run.deltas, params, echo);
+    return textCompletion(head, choices, run.result.usage);
   }
 
   /**
@@ -329,7 +348,10 @@ export class Engine {
     return this.template.render(messages, options);
   }
 
-  /** Stops the running generation after the current token; it finishes with finish_reason "abort". */
+  /**
+   * Stops the running generation after the current token: its choice finishes with finish_reason "abort",
+   * and so do the request's choices not started yet (empty).
+   */
   interrupt() {
     this.interrupted = true;
   }
@@ -461,27 +483,26 @@ export class Engine {
   }
 
   /**
-   * Starts one generation under the lock. `chunks` yields what `wrap` makes of each text delta; `result`
-   * is filled in when `chunks` ends.
-   * @template T
+   * Starts one generation under the lock. `deltas` yields each choice's text deltas and finish (see
+   * generation.js); `result.usage` is filled in when `deltas` ends.
    * @param {number[]} promptIds
    * @param {import("./openai.js").GenerationParams} params
    * @param {string[]} stops
    * @param {AbortSignal | undefined} signal
-   * @param {(text: string) => T} wrap
    */
-  async run(promptIds, params, stops, signal, wrap) {
-    const result = { finishReason: "stop", usage: makeUsage(promptIds.length, 0) };
+  async run(promptIds, params, stops, signal) {
+    /** @type {import("./generation.js").GenerationResult} */
+    const result = { usage: makeUsage(promptIds.length, 0) };
     const self = this;
     const release = await this.acquire();
-    async function* chunks() {
+    async function* deltas() {
       try {
-        for await (const text of self.generate(promptIds, params, stops, signal, result)) yield wrap(text);
+        yield* self.generate(promptIds, params, stops, signal, result);
       } finally {
         release();
       }
     }
-    return { chunks: chunks(), result };
+    return { deltas: deltas(), result };
   }
 
   /**
@@ -491,7 +512,7 @@ export class Engine {
    * @param {string[]} stops
    * @param {AbortSignal | undefined} signal
    * @param {import("./generation.js").GenerationResult} result
-   * @returns {AsyncGenerator<string>}
+   * @returns {AsyncGenerator<import("./generation.js").ChoiceDelta>}
    */
   async *generate(promptIds, params, stops, signal, result) {
     const { pipeline, tokenizer } = this.requireModel();
@@ -503,9 +524,32 @@ export class Engine {
       interrupted: () => this.interrupted,
       guard: (/** @type {() => Promise<any>} */ fn) => this.guard(fn),
     };
-    yield* generateText(model, promptIds, params, stops, signal, result);
+    yield* generateChoices(model, promptIds, params, stops, signal, result);
     this.lastStats = result.usage.extra ?? {};
   }
+}
+
+/**
+ * Gathers a non-streamed response's choices from the deltas.
+ * @param {AsyncIterable<import("./generation.js").ChoiceDelta>} deltas
+ * @param {import("./openai.js").GenerationParams} params
+ * @param {string} prefix  text every choice starts with (the echoed prompt)
+ * @returns {Promise<import("./openai.js").ChoiceOutput[]>}
+ */
+async function collectChoices(deltas, params, prefix) {
+  /** @type {import("./openai.js").ChoiceOutput[]} */
+  const choices = Array.from({ length: params.n }, () => ({
+    text: prefix,
+    finishReason: "stop",
+    logprobs: params.logprobs ? [] : null,
+  }));
+  for await (const d of deltas) {
+    const choice = choices[d.index];
+    choice.text += d.text;
+    if (d.logprobs) choice.logprobs?.push(...d.logprobs);
+    if (d.finishReason) choice.finishReason = d.finishReason;
+  }
+  return choices;
 }
 
 /**

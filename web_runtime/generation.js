@@ -1,12 +1,16 @@
-// One generation: prefill the prompt, then sample / detokenize / check stops / decode until a stop token,
-// a stop string, max_tokens, the end of the context window, or an interrupt. Yields text deltas; fills in
-// the finish reason and usage (with timings) when done.
+// One request's generation: prefill the prompt, then for each of its n choices sample / detokenize / check
+// stops / decode until a stop token, a stop string, max_tokens, the end of the context window, or an
+// interrupt. Choices run one after another on the KV cache's one sequence: when the pipeline can pop
+// tokens (popN), a choice's tokens are popped and the next choice starts from the prompt's KV and logits;
+// otherwise the prompt is prefilled again. Yields text deltas tagged with their choice (and logprobs when
+// asked for); fills in the usage (with timings) when done.
 
 import { AbortError, WebbuildError } from "./errors.js";
 import { makeUsage } from "./openai.js";
 import { IncrementalDecoder } from "./tokenizer.js";
 import { StopStringFilter } from "./stop.js";
-import { createRng, randomSeed, sampleToken } from "./sampler.js";
+import { LogprobTracker } from "./logprobs.js";
+import { applyPenalties, choiceSeed, createRng, drawToken, randomSeed } from "./sampler.js";
 
 /**
  * @typedef {object} GenerationModel  what one generation needs from the engine
@@ -18,9 +22,28 @@ import { createRng, randomSeed, sampleToken } from "./sampler.js";
  */
 
 /**
+ * @typedef {object} ChoiceDelta  what generateChoices yields, choice after choice
+ * @property {number} index  the choice, 0..n-1
+ * @property {string} text  the choice's new text (may be empty when only logprobs, or the finish, come)
+ * @property {import("./logprobs.js").TokenLogprob[] | null} logprobs  entries of the tokens whose text
+ *   `text` completes; null unless the request asked for logprobs
+ * @property {string | null} finishReason  "stop" | "length" | "abort" on the choice's last delta (with
+ *   empty text), null before
+ */
+
+/**
  * @typedef {object} GenerationResult
- * @property {string} finishReason  "stop" | "length" | "abort"
- * @property {import("./openai.js").Usage} usage
+ * @property {import("./openai.js").Usage} usage  the prompt counted once, the tokens of every choice summed
+ */
+
+/**
+ * @typedef {object} GenerationStats
+ * @property {number} prefillSeconds
+ * @property {number} prefillTokens
+ * @property {number} decodeSeconds
+ * @property {number} decodeSteps
+ * @property {number} firstToken  when the first token was sampled (0 until then)
+ * @property {number} generated  tokens sampled, stop tokens included
  */
 
 /** @returns {number} seconds, monotonic */
@@ -33,27 +56,89 @@ const now = () => performance.now() / 1000;
  * @param {string[]} stops
  * @param {AbortSignal | undefined} signal
  * @param {GenerationResult} result
- * @returns {AsyncGenerator<string>}
+ * @returns {AsyncGenerator<ChoiceDelta>}
  */
-export async function* generateText(model, promptIds, params, stops, signal, result) {
-  const { pipeline, tokenizer } = model;
+export async function* generateChoices(model, promptIds, params, stops, signal, result) {
+  const { pipeline } = model;
+  const n = params.n ?? 1;
   const maxNew = params.max_tokens ?? pipeline.contextWindowSize - promptIds.length;
-  const rng = createRng(params.seed ?? randomSeed());
-  const decoder = new IncrementalDecoder(tokenizer);
-  const filter = new StopStringFilter(stops);
-  /** @type {Map<number, number>} */
-  const counts = new Map();
+  const seed = params.seed ?? randomSeed();
+  const reuse = n > 1 && typeof pipeline.popN === "function";
+  /** @type {GenerationStats} */
+  const stats = { prefillSeconds: 0, prefillTokens: 0, decodeSeconds: 0, decodeSteps: 0, firstToken: 0, generated: 0 };
+  const prefill = async () => {
+    const t = now();
+    const logits = await model.guard(async () => {
+      pipeline.reset();
+      return pipeline.prefill(promptIds);
+    });
+    stats.prefillSeconds += now() - t;
+    stats.prefillTokens += promptIds.length;
+    return logits;
+  };
 
   const t0 = now();
-  let logits = await model.guard(async () => {
-    pipeline.reset();
-    return pipeline.prefill(promptIds);
+  let promptLogits = await prefill();
+  let appended = 0; // tokens the last choice added to the KV cache after the prompt
+  for (let index = 0; index < n; index++) {
+    // After an interrupt the remaining choices finish at once ("abort"), without touching the GPU.
+    if (index > 0 && !model.interrupted()) {
+      if (reuse) {
+        const popped = appended;
+        await model.guard(async () => pipeline.popN?.(popped));
+      } else {
+        promptLogits = await prefill();
+      }
+    }
+    // Sampling adds bias and penalties to the logits in place: a reused prompt's logits are copied.
+    const logits = reuse ? Float32Array.from(promptLogits) : promptLogits;
+    const rng = createRng(choiceSeed(seed, index));
+    appended = yield* generateChoice(model, index, logits, maxNew, params, stops, signal, rng, stats);
+  }
+
+  const extra = {
+    prefill_tokens_per_s: stats.prefillSeconds > 0 ? stats.prefillTokens / stats.prefillSeconds : 0,
+    decode_tokens_per_s: stats.decodeSeconds > 0 ? stats.decodeSteps / stats.decodeSeconds : 0,
+    time_to_first_token_s: stats.firstToken > 0 ? stats.firstToken - t0 : 0,
+    prefill_seconds: stats.prefillSeconds,
+    decode_seconds: stats.decodeSeconds,
+    e2e_seconds: now() - t0,
+  };
+  result.usage = makeUsage(promptIds.length, stats.generated, extra);
+}
+
+/**
+ * One choice, from the logits after the prompt. Returns how many tokens it added to the KV cache.
+ * @param {GenerationModel} model
+ * @param {number} index
+ * @param {Float32Array} logits  modified
+ * @param {number} maxNew
+ * @param {import("./openai.js").GenerationParams} params
+ * @param {string[]} stops
+ * @param {AbortSignal | undefined} signal
+ * @param {() => number} rng
+ * @param {GenerationStats} stats  added to
+ * @returns {AsyncGenerator<ChoiceDelta, number>}
+ */
+async function* generateChoice(model, index, logits, maxNew, params, stops, signal, rng, stats) {
+  const { pipeline, tokenizer } = model;
+  const decoder = new IncrementalDecoder(tokenizer);
+  const filter = new StopStringFilter(stops);
+  const tracker = params.logprobs ? new LogprobTracker(tokenizer, params.top_logprobs ?? 0) : null;
+  /** @type {Map<number, number>} */
+  const counts = new Map();
+  const delta = (
+    /** @type {string} */ text,
+    /** @type {import("./logprobs.js").TokenLogprob[] | null} */ entries,
+  ) => ({
+    index,
+    text,
+    logprobs: entries,
+    finishReason: null,
   });
-  const tPrefill = now();
-  let tFirst = 0;
-  let decodeSeconds = 0;
-  let decodeSteps = 0;
+
   let generated = 0;
+  let appended = 0;
   let finish = "length";
   while (generated < maxNew) {
     if (signal?.aborted) throw signal.reason instanceof WebbuildError ? signal.reason : new AbortError("Aborted.");
@@ -61,16 +146,22 @@ export async function* generateText(model, promptIds, params, stops, signal, res
       finish = "abort";
       break;
     }
-    const token = sampleToken(logits, params, rng, counts);
+    applyPenalties(logits, params, counts);
+    const token = drawToken(logits, params, rng);
     generated++;
-    if (tFirst === 0) tFirst = now();
+    if (stats.firstToken === 0) stats.firstToken = now();
     if (model.stopIds.has(token)) {
       finish = "stop";
       break;
     }
     counts.set(token, (counts.get(token) ?? 0) + 1);
-    const piece = filter.push(decoder.push(token));
-    if (piece.text) yield piece.text;
+    tracker?.add(logits, token);
+    const text = decoder.push(token);
+    tracker?.decodedText(text.length);
+    const piece = filter.push(text);
+    const n = piece.text.length;
+    const entries = tracker ? (piece.stopped ? tracker.finish(n, true) : tracker.release(n)) : null;
+    if (piece.text || entries?.length) yield delta(piece.text, entries);
     if (piece.stopped) {
       finish = "stop";
       break;
@@ -78,24 +169,19 @@ export async function* generateText(model, promptIds, params, stops, signal, res
     if (generated >= maxNew) break;
     const t = now();
     logits = await model.guard(() => pipeline.decode(token));
-    decodeSeconds += now() - t;
-    decodeSteps++;
+    stats.decodeSeconds += now() - t;
+    stats.decodeSteps++;
+    appended++;
   }
   if (!filter.stopped) {
-    const tail = filter.push(decoder.flush()).text + filter.flush();
-    if (tail) yield tail;
+    const flushed = decoder.flush();
+    tracker?.decodedText(flushed.length);
+    const tail = filter.push(flushed).text + filter.flush();
     if (filter.stopped) finish = "stop";
+    const entries = tracker ? tracker.finish(tail.length, filter.stopped) : null;
+    if (tail || entries?.length) yield delta(tail, entries);
   }
-
-  const prefillSeconds = tPrefill - t0;
-  const extra = {
-    prefill_tokens_per_s: prefillSeconds > 0 ? promptIds.length / prefillSeconds : 0,
-    decode_tokens_per_s: decodeSeconds > 0 ? decodeSteps / decodeSeconds : 0,
-    time_to_first_token_s: tFirst > 0 ? tFirst - t0 : 0,
-    prefill_seconds: prefillSeconds,
-    decode_seconds: decodeSeconds,
-    e2e_seconds: now() - t0,
-  };
-  result.finishReason = finish;
-  result.usage = makeUsage(promptIds.length, generated, extra);
+  stats.generated += generated;
+  yield { index, text: "", logprobs: null, finishReason: finish };
+  return appended;
 }

@@ -9,6 +9,11 @@
 //   );
 //   for await (const chunk of await engine.chat.completions.create({ messages, stream: true })) ...
 //
+// Several choices and log-probabilities, as in OpenAI's API:
+//
+//   const res = await engine.chat.completions.create({ messages, n: 3, seed: 1, logprobs: true, top_logprobs: 5 });
+//   res.choices[2].message.content;   res.choices[2].logprobs.content[0];  // {token, logprob, bytes, top_logprobs}
+//
 // Scoring (teacher forcing): the model's prediction at every position of a token sequence, in one pass:
 //
 //   const ids = await engine.tokenize("The capital of France is Paris.", { addSpecialTokens: true });
@@ -48,6 +53,26 @@ export { ENGINE_METHODS } from "./protocol.js";
  * a promise (reload, chatCompletion, completion, forwardTokens, scoreTokens, tokenize, applyChatTemplate,
  * interrupt, resetChat, runtimeStats, getModelInfo, unload); `chat.completions.create` and
  * `completions.create` follow OpenAI's client. Errors arrive as the runtime's own classes (see errors.js).
+ *
+ * Requests take OpenAI's fields (see openai.js for the accepted set and ranges), among them:
+ * - `n` (1..16): that many choices, `choices[i].index === i`, each an independent sample of the prompt,
+ *   generated one after another. With `seed`, the same request gives the same n choices (choice i draws
+ *   from a stream derived from the seed and i; choice 0 from the seed itself); greedy choices are identical.
+ *   `usage` counts the prompt once and the completion tokens of every choice. Streamed, each choice sends its
+ *   own role chunk (chat) or echo chunk (completions), deltas and finish chunk under its `index`, one
+ *   choice after the other; the usage chunk (`stream_options.include_usage`) comes last. `interrupt()` and
+ *   aborting stop every choice.
+ * - chat `logprobs: true` with `top_logprobs` (0..20): `choices[i].logprobs = {content: [{token, logprob,
+ *   bytes, top_logprobs: [{token, logprob, bytes}]}]}` (null when not asked for); each content chunk carries
+ *   the entries of its tokens.
+ * - completions `logprobs` (0..5 alternatives): `choices[i].logprobs = {tokens, token_logprobs,
+ *   top_logprobs: [{text: logprob}], text_offset}`, chunks likewise for their tokens; not with `echo`.
+ * Log-probabilities are natural logs over the whole vocabulary, of the logits after logit_bias and the
+ * presence/frequency penalties and before temperature/top_p. One entry per generated token whose text is in
+ * the output: the end-of-sequence token and tokens of a stop string have none; a streamed chunk carries the
+ * entries of the tokens whose text it completes. `token` is the token decoded alone (a byte of a longer UTF-8
+ * character decodes to U+FFFD), `bytes` its UTF-8 encoding, `text_offset` where its text starts in the
+ * choice's text, in UTF-16 code units (JS string indices).
  *
  * `scoreTokens(tokenIds, {topK = 5, fullLogits = false})` resolves to a TokenScores (scoring.js): for every
  * position i, the top-k next-token ids and logits, `logsumexp[i]` (log-probability = logit - logsumexp) and

@@ -1,5 +1,6 @@
 // OpenAI request validation and response builders. The field set, defaults and error codes match the
-// Python REST API (webbuild/openai_api.py); test/request_cases.json holds the cases both sides must pass.
+// Python REST API (webbuild/openai_api.py); test/fixtures/request_cases.json holds the cases both sides must
+// pass.
 
 import { InvalidRequestError, UnsupportedParameterError } from "./errors.js";
 
@@ -13,6 +14,9 @@ import { InvalidRequestError, UnsupportedParameterError } from "./errors.js";
  * @property {Record<string, number> | null} logit_bias
  * @property {string[]} stop
  * @property {number | null} seed
+ * @property {number} n  choices to generate, 1..16
+ * @property {boolean} logprobs  whether choices carry log-probabilities
+ * @property {number} top_logprobs  alternatives per token, best first (0..20 for chat, 0..5 for completions)
  * @property {boolean} stream
  * @property {boolean} include_usage
  * @property {string | null} model
@@ -56,6 +60,10 @@ const ROLES = new Set(["system", "developer", "user", "assistant", "tool"]);
 
 /** Completions default to 16 tokens in OpenAI's API; chat runs until a stop or the context window ends. */
 export const COMPLETION_DEFAULT_MAX_TOKENS = 16;
+/** Most choices per request (n). */
+export const MAX_CHOICES = 16;
+/** Most alternatives per token: chat's top_logprobs, completions' logprobs (as OpenAI caps them). */
+export const MAX_TOP_LOGPROBS = { chat: 20, completion: 5 };
 
 /**
  * @param {unknown} request
@@ -78,12 +86,17 @@ export function parseChatRequest(request, defaults = {}) {
       throw unsupported("response_format", `response_format type "${fmt.type}" is not supported yet; use "text".`);
     }
   }
-  if (req.top_logprobs != null) throw unsupported("top_logprobs", "logprobs are not supported yet.");
+  const logprobs = optionalBool(req, "logprobs") ?? false;
+  let topLogprobs = 0;
+  if (req.top_logprobs != null) {
+    if (!logprobs) throw invalid("top_logprobs", "top_logprobs needs logprobs: true.");
+    topLogprobs = integer(req.top_logprobs, "top_logprobs", 0, MAX_TOP_LOGPROBS.chat);
+  }
   if (req.max_tokens != null && req.max_completion_tokens != null && req.max_tokens !== req.max_completion_tokens) {
     throw invalid("max_completion_tokens", "Give max_tokens or max_completion_tokens, not two different values.");
   }
   const maxField = req.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
-  return { ...parseCommon(req, defaults, maxField, null), messages };
+  return { ...parseCommon(req, defaults, maxField, null), logprobs, top_logprobs: topLogprobs, messages };
 }
 
 /**
@@ -98,11 +111,20 @@ export function parseCompletionRequest(request, defaults = {}) {
   if (req.suffix != null && req.suffix !== "") throw unsupported("suffix", "suffix (insertion) is not supported.");
   if (req.best_of != null && req.best_of !== 1) throw unsupported("best_of", "best_of must be 1.");
   if (req.echo != null && typeof req.echo !== "boolean") throw invalid("echo", "echo must be a boolean.");
-  return {
+  // Completions take logprobs as a count of alternatives (the chat API's top_logprobs).
+  const topLogprobs = req.logprobs == null ? null : integer(req.logprobs, "logprobs", 0, MAX_TOP_LOGPROBS.completion);
+  const params = {
     ...parseCommon(req, defaults, "max_tokens", COMPLETION_DEFAULT_MAX_TOKENS),
+    logprobs: topLogprobs !== null,
+    top_logprobs: topLogprobs ?? 0,
     prompt,
     echo: req.echo === true,
   };
+  // OpenAI answers echo + logprobs with the prompt's log-probabilities too; this engine does not compute them.
+  if (params.echo && params.logprobs) {
+    throw unsupported("echo", "echo together with logprobs (log-probabilities of the prompt) is not supported.");
+  }
+  return params;
 }
 
 /**
@@ -110,18 +132,12 @@ export function parseCompletionRequest(request, defaults = {}) {
  * @param {ModelDefaults} defaults
  * @param {string} maxField
  * @param {number | null} defaultMax
- * @returns {GenerationParams}
+ * @returns {Omit<GenerationParams, "logprobs" | "top_logprobs">}  logprobs differ per endpoint
  */
 function parseCommon(req, defaults, maxField, defaultMax) {
   if (req.model != null && typeof req.model !== "string") throw invalid("model", "model must be a string.");
   if (req.user != null && typeof req.user !== "string") throw invalid("user", "user must be a string.");
-  if (req.n != null && req.n !== 1) {
-    if (!Number.isInteger(req.n) || req.n < 1) throw invalid("n", "n must be a positive integer.");
-    throw unsupported("n", "Only n = 1 is supported.");
-  }
-  if (req.logprobs != null && req.logprobs !== false && req.logprobs !== 0) {
-    throw unsupported("logprobs", "logprobs are not supported yet.");
-  }
+  const n = req.n == null ? 1 : integer(req.n, "n", 1, MAX_CHOICES);
   const stream = optionalBool(req, "stream") ?? false;
   let includeUsage = false;
   if (req.stream_options != null) {
@@ -140,6 +156,7 @@ function parseCommon(req, defaults, maxField, defaultMax) {
     logit_bias: parseLogitBias(req.logit_bias),
     stop: parseStop(req.stop),
     seed: req.seed == null ? null : integer(req.seed, "seed", Number.MIN_SAFE_INTEGER),
+    n,
     stream,
     include_usage: includeUsage,
   };
@@ -268,10 +285,12 @@ function number(value, param, min, max) {
  * @param {unknown} value
  * @param {string} param
  * @param {number} min
+ * @param {number} [max]
  */
-function integer(value, param, min) {
+function integer(value, param, min, max = Number.MAX_SAFE_INTEGER) {
   if (typeof value !== "number" || !Number.isSafeInteger(value)) throw invalid(param, `${param} must be an integer.`);
   if (value < min) throw invalid(param, `${param} must be at least ${min}, got ${value}.`);
+  if (value > max) throw invalid(param, `${param} must be at most ${max}, got ${value}.`);
   return value;
 }
 
@@ -335,21 +354,30 @@ export function nowSeconds() {
  */
 
 /**
- * One `chat.completion.chunk`. The first carries {role: "assistant", content: ""}, then content deltas,
- * then {} with the finish_reason; with include_usage, every chunk has usage: null except a last one
- * with choices: [] and the usage.
+ * @typedef {object} ChoiceOutput  one finished choice, as the engine collected it
+ * @property {string} text  message content, or completion text (echoed prompt included)
+ * @property {string} finishReason
+ * @property {import("./logprobs.js").TokenLogprob[] | null} logprobs  null when not requested
+ */
+
+/**
+ * One `chat.completion.chunk`. Per choice: the first carries {role: "assistant", content: ""}, then content
+ * deltas, then {} with the finish_reason; with include_usage, every chunk has usage: null except a last
+ * one with choices: [] and the usage. With logprobs, a content chunk carries the entries of the tokens
+ * whose text it completes.
  * @param {ResponseHead} head
  * @param {{role?: string, content?: string}} delta
  * @param {string | null} finishReason
  * @param {boolean} includeUsage
+ * @param {{index?: number, logprobs?: import("./logprobs.js").TokenLogprob[] | null}} [choice]
  */
-export function chatChunk(head, delta, finishReason, includeUsage) {
+export function chatChunk(head, delta, finishReason, includeUsage, { index = 0, logprobs = null } = {}) {
   const chunk = {
     id: head.id,
     object: "chat.completion.chunk",
     created: head.created,
     model: head.model,
-    choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
+    choices: [{ index, delta, logprobs: chatLogprobs(logprobs), finish_reason: finishReason }],
   };
   return includeUsage ? { ...chunk, usage: null } : chunk;
 }
@@ -365,35 +393,107 @@ export function usageChunk(head, usage, object) {
 
 /**
  * @param {ResponseHead} head
- * @param {string} content
- * @param {string} finishReason
+ * @param {ChoiceOutput[]} choices  index i is choice i
  * @param {Usage} usage
  */
-export function chatCompletion(head, content, finishReason, usage) {
+export function chatCompletion(head, choices, usage) {
   return {
     id: head.id,
     object: "chat.completion",
     created: head.created,
     model: head.model,
-    choices: [{ index: 0, message: { role: "assistant", content }, logprobs: null, finish_reason: finishReason }],
+    choices: choices.map((c, index) => ({
+      index,
+      message: { role: "assistant", content: c.text },
+      logprobs: chatLogprobs(c.logprobs),
+      finish_reason: c.finishReason,
+    })),
     usage,
   };
 }
 
 /**
- * A `text_completion` (streamed chunks have the same object name and shape).
+ * A streamed `text_completion` chunk (same object name and shape as the whole completion).
  * @param {ResponseHead} head
  * @param {string} text
  * @param {string | null} finishReason
- * @param {Usage | null | undefined} usage  undefined leaves the field out (chunks without include_usage)
+ * @param {boolean} includeUsage  adds usage: null
+ * @param {{index?: number, logprobs?: import("./logprobs.js").TokenLogprob[] | null}} [choice]
  */
-export function textCompletion(head, text, finishReason, usage) {
-  const out = {
+export function textChunk(head, text, finishReason, includeUsage, { index = 0, logprobs = null } = {}) {
+  const chunk = {
     id: head.id,
     object: "text_completion",
     created: head.created,
     model: head.model,
-    choices: [{ index: 0, text, logprobs: null, finish_reason: finishReason }],
+    choices: [{ index, text, logprobs: completionLogprobs(logprobs), finish_reason: finishReason }],
   };
-  return usage === undefined ? out : { ...out, usage };
+  return includeUsage ? { ...chunk, usage: null } : chunk;
+}
+
+/**
+ * A `text_completion`.
+ * @param {ResponseHead} head
+ * @param {ChoiceOutput[]} choices
+ * @param {Usage} usage
+ */
+export function textCompletion(head, choices, usage) {
+  return {
+    id: head.id,
+    object: "text_completion",
+    created: head.created,
+    model: head.model,
+    choices: choices.map((c, index) => ({
+      index,
+      text: c.text,
+      logprobs: completionLogprobs(c.logprobs),
+      finish_reason: c.finishReason,
+    })),
+    usage,
+  };
+}
+
+/**
+ * The chat API's logprobs: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.
+ * `bytes` is the UTF-8 encoding of the token's text, as integers.
+ * @param {import("./logprobs.js").TokenLogprob[] | null} entries
+ */
+export function chatLogprobs(entries) {
+  if (entries == null) return null;
+  return {
+    content: entries.map((e) => ({
+      token: e.token,
+      logprob: e.logprob,
+      bytes: utf8(e.token),
+      top_logprobs: e.top.map((t) => ({ token: t.token, logprob: t.logprob, bytes: utf8(t.token) })),
+    })),
+  };
+}
+
+/**
+ * The completions API's logprobs: parallel lists over the tokens, top_logprobs as {text: logprob} (a text
+ * that two alternatives decode to keeps the better one), text_offset where each token's text starts in the
+ * choice's text (in UTF-16 code units, JS string indices).
+ * @param {import("./logprobs.js").TokenLogprob[] | null} entries
+ */
+export function completionLogprobs(entries) {
+  if (entries == null) return null;
+  return {
+    tokens: entries.map((e) => e.token),
+    token_logprobs: entries.map((e) => e.logprob),
+    top_logprobs: entries.map((e) => {
+      /** @type {Map<string, number>} */
+      const top = new Map();
+      for (const t of e.top) if (!top.has(t.token)) top.set(t.token, t.logprob);
+      return Object.fromEntries(top); // own data properties, so a token text like "__proto__" stays a key
+    }),
+    text_offset: entries.map((e) => e.offset),
+  };
+}
+
+const encoder = new TextEncoder();
+
+/** @param {string} text */
+function utf8(text) {
+  return Array.from(encoder.encode(text));
 }

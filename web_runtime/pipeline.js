@@ -166,6 +166,7 @@ export class ModelPipeline {
     /** @type {Record<string, any>} */ this.metadata = {};
     /** @type {any} batch_verify, looked up on first use (libraries built before scoring existed lack it) */
     this.fVerify = undefined;
+    /** @type {any} */ this.fKvPopN = null;
   }
 
   /** @param {import("./config.js").ModelRecord} record */
@@ -181,6 +182,12 @@ export class ModelPipeline {
       const global = (/** @type {string} */ name) => tvm.detachFromCurrentScope(tvm.getGlobalFunc(name));
       this.fKvClear = global("vm.builtin.kv_state_clear");
       this.fKvAddSeq = global("vm.builtin.kv_state_add_sequence");
+      try {
+        this.fKvPopN = global("vm.builtin.kv_state_popn");
+      } catch {
+        // A runtime without it: hide popN, and the engine prefills the prompt again for each choice.
+        /** @type {any} */ (this).popN = undefined;
+      }
       this.fKvBegin = global("vm.builtin.kv_state_begin_forward");
       this.fKvEnd = global("vm.builtin.kv_state_end_forward");
 
@@ -237,6 +244,23 @@ export class ModelPipeline {
     try {
       this.fKvClear(this.kvCache);
       this.fKvAddSeq(this.kvCache, this.tvm.scalar(0, "int64"));
+    } finally {
+      this.tvm.endScope();
+    }
+  }
+
+  /**
+   * Drops the last `n` tokens of the sequence (their KV pages go back to the pool), so that generation can
+   * go on from an earlier point: a request's next choice from the end of the prompt. Bookkeeping only; no
+   * kernel runs.
+   * @param {number} n
+   */
+  popN(n) {
+    if (n <= 0) return;
+    this.tvm.beginScope();
+    try {
+      // Plain JS numbers cross as floats; PopN(seq_id: int64, n: int32) wants integers.
+      this.fKvPopN(this.kvCache, this.tvm.scalar(0, "int64"), this.tvm.scalar(n, "int32"));
     } finally {
       this.tvm.endScope();
     }
@@ -373,6 +397,7 @@ export class ModelPipeline {
       this.fVerify,
       this.fKvClear,
       this.fKvAddSeq,
+      this.fKvPopN,
       this.fKvBegin,
       this.fKvEnd,
       this.vm,

@@ -12,13 +12,17 @@ import { ERROR_CLASSES, WebbuildError, AbortError, asWebbuildError } from "./err
  */
 export const ENGINE_METHODS = Object.freeze({
   reload: "load a model: (source: manifest URL | ModelRecord, options?) -> ModelInfo",
-  chatCompletion: "(ChatCompletionRequest) -> ChatCompletion | stream of ChatCompletionChunk",
-  completion: "(CompletionRequest) -> Completion | stream of Completion chunks",
+  chatCompletion:
+    "(ChatCompletionRequest, with n?, logprobs?, top_logprobs?) -> ChatCompletion (n choices, each with its " +
+    "logprobs: {content} or null) | stream of ChatCompletionChunk (one choice index each; logprobs per delta)",
+  completion:
+    "(CompletionRequest, with n?, logprobs?: 0..5) -> Completion (n choices, each with its logprobs: {tokens, " +
+    "token_logprobs, top_logprobs, text_offset} or null) | stream of Completion chunks (one choice index each)",
   forwardTokens: "(promptIds, decodeIds?) -> Float32Array[] of last-position logits (prefill, then each decode)",
   scoreTokens: "(tokenIds, {topK?, fullLogits?}) -> TokenScores: top-k, logsumexp (and logits) at every position",
   tokenize: "(text, {addSpecialTokens?}) -> number[]",
   applyChatTemplate: "(messages, {addGenerationPrompt?}) -> string",
-  interrupt: "() -> void: stop the running generation (it finishes with what it has)",
+  interrupt: "() -> void: stop the running generation, all its choices (each finishes with what it has)",
   resetChat: "() -> void: clear the KV cache",
   runtimeStats: "() -> {prefill_tokens_per_s, decode_tokens_per_s, ...} of the last request",
   getModelInfo: "() -> ModelInfo | null",
@@ -45,7 +49,9 @@ export const ENGINE_METHODS = Object.freeze({
  * @typedef {{kind: "return", uuid: string, value: unknown}} ReturnMessage
  * @typedef {{kind: "throw", uuid: string, error: SerializedError}} ThrowMessage
  * @typedef {{kind: "stream", uuid: string}} StreamMessage  the call's result is a stream of chunks
- * @typedef {{kind: "chunk", uuid: string, chunk: unknown}} ChunkMessage
+ * @typedef {{kind: "chunk", uuid: string, chunk: unknown}} ChunkMessage  one chunk as the engine yields it (a
+ *   chat.completion.chunk or text_completion chunk: choices[0] with its index, delta/text, logprobs and
+ *   finish_reason; or the usage chunk), structured-cloned
  * @typedef {ProgressMessage | ReturnMessage | ThrowMessage | StreamMessage | ChunkMessage} ReplyMessage
  */
 

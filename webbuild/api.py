@@ -2,11 +2,13 @@
 
 The engine blocks, so every call into it runs in a worker thread and the event loop stays free for other
 requests. A streamed response pulls one chunk per thread hop and closes the engine's iterator however it
-ends (done, error, client gone), which aborts the request and frees its KV cache pages.
+ends (done, error, client gone), which aborts the request and frees its KV cache pages. A non-streamed one
+waits for the engine while listening for the client's disconnect, which aborts the request the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -40,6 +42,7 @@ MAX_BODY_BYTES = 8 << 20  # a context window of text is far smaller; this only s
 ENGINE_THREADS = 256
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 _END = object()
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client left before the answer (never sent)
 
 
 class EngineLike(Protocol):
@@ -48,7 +51,9 @@ class EngineLike(Protocol):
     model_name: str
     model: Any  # .defaults (dict), .cfg.context_window_size, .cfg.vocab_size
 
-    def create(self, request: ApiRequest) -> dict[str, Any] | Iterator[dict[str, Any]]: ...
+    def create(
+        self, request: ApiRequest, abort: threading.Event | None = None
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]: ...
 
     def metrics(self) -> dict[str, Any]: ...
 
@@ -165,6 +170,7 @@ class EventStream(Response):
         self.source, self.first, self.send_usage = source, first, send_usage
         self.metrics, self.started = metrics, started
         self.disconnected = False
+        self.sent_all = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as tg:
@@ -172,8 +178,9 @@ class EventStream(Response):
             async def watch_disconnect() -> None:
                 while (await receive())["type"] != "http.disconnect":
                     pass
-                self.disconnected = True
-                tg.cancel_scope.cancel()
+                if not self.sent_all:
+                    self.disconnected = True
+                    tg.cancel_scope.cancel()
 
             tg.start_soon(watch_disconnect)
             try:
@@ -221,6 +228,7 @@ class EventStream(Response):
             if status >= 500:
                 log.error("stream failed", exc_info=exc)
             tail = _event(body)
+        self.sent_all = True  # a disconnect from now on is the server ending the finished response
         await self._send(send, {"type": "http.response.body", "body": tail, "more_body": False})
 
 
@@ -305,7 +313,11 @@ class Api:
         self._check_model(req.model)
         self._check_prompt(req)
         if not req.stream:
-            result = await anyio.to_thread.run_sync(self.engine.create, req, limiter=self.limiter)
+            result = await self._complete(request, req)
+            if result is None:  # the client left; nobody reads an answer
+                self.metrics.aborted.inc()
+                self.metrics.request_duration.observe(time.perf_counter() - started)
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
             usage = result.get("usage") or {}
             self.metrics.usage(usage)
             ttft = (usage.get("extra") or {}).get("time_to_first_token_s")
@@ -324,6 +336,33 @@ class Api:
             await source.aclose()
             raise
         return EventStream(source, first, send_usage=send_usage, metrics=self.metrics, started=started)
+
+    async def _complete(self, request: Request, req: ApiRequest) -> dict[str, Any] | None:
+        """Runs a non-streamed request; None if the client disconnected first, which aborts the request."""
+        abort = threading.Event()
+        left, result, error = False, None, None
+        async with anyio.create_task_group() as tg:
+
+            async def watch_disconnect() -> None:
+                nonlocal left
+                # The body has been read, so the next message is the disconnect (or none before we answer).
+                while (await request.receive())["type"] != "http.disconnect":
+                    pass
+                left = True
+                abort.set()
+
+            tg.start_soon(watch_disconnect)
+            try:
+                result = await anyio.to_thread.run_sync(
+                    functools.partial(self.engine.create, req, abort=abort), limiter=self.limiter
+                )
+            except Exception as exc:  # raised below, outside the task group, which would wrap it in a group
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return None if left else result
 
     def _check_model(self, model: str | None) -> None:
         if model is not None and model != self.engine.model_name:

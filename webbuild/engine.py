@@ -8,6 +8,7 @@ requests share decode steps (see scheduler.py); every method may be called from 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,17 @@ from .chat_template import ChatTemplate
 from .errors import ContextLengthExceededError, InputError, InvalidRequestError, UnsupportedError
 from .library import build_library
 from .model_runner import ModelRunner
-from .openai_api import Request, ResponseBuilder, parse_chat_request, parse_completion_request, usage
+from .openai_api import (
+    Choice,
+    Request,
+    ResponseBuilder,
+    TokenLogprob,
+    parse_chat_request,
+    parse_completion_request,
+    usage,
+)
 from .prepare import PreparedModel, prepare_model, read_model_files
-from .scheduler import Generation, Scheduler
+from .scheduler import Generation, Job, Scheduler, stats
 from .source import load_source
 
 # mode -> (max concurrent sequences, KV cache size in context windows), as the seed system's modes:
@@ -186,9 +195,12 @@ class Engine:
         return self.scheduler.call(run)
 
     # -- generation -----------------------------------------------------------------------------------------
-    def create(self, request: Request) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    def create(
+        self, request: Request, abort: threading.Event | None = None
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Checks the request now (errors raise here), then runs it: a completion dict, or with ``stream`` an
-        iterator of chunks whose ``close()`` aborts the request."""
+        iterator of chunks whose ``close()`` aborts the request. Setting ``abort`` from another thread ends the
+        request early too (its choices finish with "abort"); the REST API does that when the client leaves."""
         chat = request.messages is not None
         if chat:
             prompt_ids = self.encode_messages(request.messages)
@@ -205,39 +217,66 @@ class Engine:
                 param=param,
             )
         budget = window - len(prompt_ids)
-        seq = self.scheduler.submit(prompt_ids, request.sampling, min(request.sampling.max_tokens or budget, budget))
-        builder = ResponseBuilder(model=self.model_name, chat=chat)
-        if request.stream:
-            return self._stream(seq, builder, request.include_usage)
-        try:
-            text = []
-            for kind, value in self.scheduler.events(seq):
-                if kind == "error":
-                    raise value
-                if kind == "delta":
-                    text.append(value)
-        finally:
-            self.scheduler.abort(seq)  # no-op once finished; frees the sequence if the caller was interrupted
-        gen: Generation = value
-        return builder.complete(
-            "".join(text), gen.finish_reason, usage(gen.prompt_tokens, gen.completion_tokens, gen.stats())
+        job = self.scheduler.submit(
+            prompt_ids,
+            request.sampling,
+            min(request.sampling.max_tokens or budget, budget),
+            n=request.n,
+            top_logprobs=request.top_logprobs if request.logprobs else None,
+            cancel=abort,
         )
-
-    def _stream(self, seq: Any, builder: ResponseBuilder, include_usage: bool) -> Iterator[dict[str, Any]]:
+        builder = ResponseBuilder(model=self.model_name, chat=chat)
+        echo = ""  # completions' echo: every choice's text starts with the prompt's
+        if request.echo:
+            echo = request.prompt if isinstance(request.prompt, str) else self.decode(prompt_ids)
+        if request.stream:
+            return self._stream(job, builder, request, echo)
+        texts: list[list[str]] = [[echo] for _ in range(request.n)]
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(request.n)]
+        gens: dict[int, Generation] = {}
         try:
-            if builder.chat:
-                yield builder.chunk(None, role=True)
-            for kind, value in self.scheduler.events(seq):
-                if kind == "error":
-                    raise value
-                if kind == "delta":
-                    yield builder.chunk(value)
-            gen: Generation = value
-            yield builder.chunk(None if builder.chat else "", finish_reason=gen.finish_reason)
-            if include_usage:
-                yield builder.usage_chunk(usage(gen.prompt_tokens, gen.completion_tokens, gen.stats()))
+            for event in self.scheduler.events(job):
+                if event[0] == "delta":
+                    _, index, text, entries = event
+                    texts[index].append(text)
+                    logprobs[index].extend(entries or ())
+                else:
+                    gens[event[1]] = event[2]
         finally:
-            self.scheduler.abort(seq)
+            self.scheduler.abort(job)  # no-op once finished; frees the sequences if the caller was interrupted
+        choices = [
+            Choice("".join(texts[i]), gens[i].finish_reason, logprobs[i] if request.logprobs else None)
+            for i in range(request.n)
+        ]
+        return builder.complete(choices, _usage(gens))
+
+    def _stream(self, job: Job, builder: ResponseBuilder, request: Request, echo: str) -> Iterator[dict[str, Any]]:
+        """Chunks of every choice as they come (choices interleave, each with its index and finish chunk),
+        then the usage chunk if asked for."""
+        try:
+            for index in range(request.n):
+                if builder.chat:
+                    yield builder.chunk(None, role=True, index=index)
+                elif echo:
+                    yield builder.chunk(echo, index=index)
+            gens: dict[int, Generation] = {}
+            for event in self.scheduler.events(job):
+                if event[0] == "delta":
+                    _, index, text, entries = event
+                    yield builder.chunk(text, index=index, logprobs=entries)
+                else:
+                    _, index, gens[index] = event
+                    yield builder.chunk(None if builder.chat else "", gens[index].finish_reason, index=index)
+            if request.include_usage:
+                yield builder.usage_chunk(_usage(gens))
+        finally:
+            self.scheduler.abort(job)
+
+
+def _usage(gens: dict[int, Generation]) -> dict[str, Any]:
+    """Usage of a request: its prompt once, the tokens of all its choices."""
+    every = list(gens.values())
+    return usage(every[0].prompt_tokens, sum(g.completion_tokens for g in every), stats(every))
 
 
 class _Creator:

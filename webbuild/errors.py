@@ -77,7 +77,7 @@ class ContextLengthExceededError(InvalidRequestError):
 
 
 class UnsupportedParameterError(InvalidRequestError):
-    """A valid OpenAI field or value this engine does not implement (n > 1, tools, logprobs, images)."""
+    """A valid OpenAI field or value this engine does not implement (tools, images, echo with logprobs)."""
 
     code = "unsupported_parameter"
 

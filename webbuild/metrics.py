@@ -18,8 +18,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _GAUGES = {
-    "running": "Requests decoding now.",
-    "waiting": "Requests queued for a slot.",
+    "running": "Sequences prefilling or decoding now (a request with n choices has n).",
+    "waiting": "Sequences queued for a slot.",
     "kv_cache_used_tokens": "Tokens held in the KV cache.",
     "kv_cache_capacity_tokens": "Tokens the KV cache can hold.",
 }
@@ -55,7 +55,11 @@ class ServerMetrics:
         )
         self.prompt_tokens = Counter("webbuild_prompt_tokens", "Prompt tokens prefilled.", registry=r)
         self.completion_tokens = Counter("webbuild_completion_tokens", "Tokens generated (decoded).", registry=r)
-        self.aborted = Counter("webbuild_aborted_streams", "Streams ended by the client disconnecting.", registry=r)
+        self.aborted = Counter(
+            "webbuild_aborted_requests",
+            "Requests (streamed or not) aborted because the client disconnected before the answer was complete.",
+            registry=r,
+        )
         self.time_to_first_token = Histogram(
             "webbuild_time_to_first_token_seconds",
             "From the request arriving to its first generated text.",

@@ -8,6 +8,7 @@ difference between the two is a bug in one of them, not a modelling difference. 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,14 @@ from tvm import relax
 from tvm.runtime import ShapeTuple
 
 PAGE_SIZE = 16
+
+
+@dataclass
+class _Prefix:
+    """Tokens that forked sequences share."""
+
+    tokens: int
+    holders: int = 1
 
 
 def _device(name: str) -> tvm.runtime.Device:
@@ -46,7 +55,7 @@ class ModelRunner:
         self.max_total_sequence_length = max_total_sequence_length or context_window_size
         self._kv = {
             name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
-            for name in ("add_sequence", "remove_sequence", "begin_forward", "end_forward")
+            for name in ("add_sequence", "remove_sequence", "fork_sequence", "begin_forward", "end_forward")
         }
         self.kv_cache = self.vm["create_tir_paged_kv_cache"](
             ShapeTuple([max_num_sequence]),
@@ -55,21 +64,45 @@ class ModelRunner:
             ShapeTuple([PAGE_SIZE]),
             ShapeTuple([0]),
         )
-        self.lengths: dict[int, int] = {}  # tokens in the cache, per live sequence
+        self.lengths: dict[int, int] = {}  # tokens each live sequence attends to (its prefix included)
+        # Token accounting for used_tokens, which other threads read: tokens only a sequence holds, and the
+        # prefixes that forks share (each counted once, while any sequence holds it).
+        self._own: dict[int, int] = {}
+        self._prefix: dict[int, _Prefix] = {}
+        self.used_tokens = 0
 
     # -- sequences ------------------------------------------------------------------------------------------
     def add_sequence(self, seq_id: int) -> None:
         self._kv["add_sequence"](self.kv_cache, seq_id)
-        self.lengths[seq_id] = 0
+        self.lengths[seq_id] = self._own[seq_id] = 0
+
+    def fork_sequence(self, parent: int, child: int, position: int) -> None:
+        """Adds ``child`` holding the first ``position`` tokens of ``parent``. Whole KV pages are shared, not
+        copied (a partly filled last page is); both go on independently."""
+        self._kv["fork_sequence"](self.kv_cache, parent, child, position)
+        self.lengths[child], self._own[child] = position, 0
+        shared = self._prefix.get(parent)
+        if shared is None:  # the parent's first tokens become a prefix both hold
+            shared = self._prefix[parent] = _Prefix(position)
+            self._own[parent] -= position
+        if shared.tokens == position:
+            shared.holders += 1
+            self._prefix[child] = shared
+        else:  # another fork point: counted as the child's own tokens (over-counts what is shared)
+            self._own[child] = position
+            self.used_tokens += position
 
     def remove_sequence(self, seq_id: int) -> None:
-        """Frees the sequence's KV pages."""
-        if self.lengths.pop(seq_id, None) is not None:
-            self._kv["remove_sequence"](self.kv_cache, seq_id)
-
-    @property
-    def used_tokens(self) -> int:
-        return sum(self.lengths.values())
+        """Frees the sequence's KV pages (shared ones once no other sequence holds them)."""
+        if self.lengths.pop(seq_id, None) is None:
+            return
+        self._kv["remove_sequence"](self.kv_cache, seq_id)
+        self.used_tokens -= self._own.pop(seq_id)
+        shared = self._prefix.pop(seq_id, None)
+        if shared is not None:
+            shared.holders -= 1
+            if not shared.holders:
+                self.used_tokens -= shared.tokens
 
     # -- forward passes -------------------------------------------------------------------------------------
     def _embed(self, token_ids: Sequence[int], shape: Sequence[int]) -> tvm.runtime.Tensor:
@@ -86,6 +119,8 @@ class ModelRunner:
         self._kv["end_forward"](self.kv_cache)
         for seq_id, n in zip(seq_ids, lengths, strict=True):
             self.lengths[seq_id] += n
+            self._own[seq_id] += n
+        self.used_tokens += sum(lengths)
         return logits.numpy()
 
     def prefill_batch(self, chunks: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:

@@ -31,6 +31,8 @@ ROLE_ALIASES = {"developer": "system"}
 COMPLETION_DEFAULT_MAX_TOKENS = 16
 # The browser parses JSON into doubles and refuses integers past this; refusing them here keeps both sides equal.
 _MAX_SAFE_INTEGER = 2**53 - 1
+MAX_CHOICES = 16  # n
+MAX_TOP_LOGPROBS = {"chat": 20, "completion": 5}  # chat top_logprobs, completions logprobs (OpenAI's limits)
 
 
 @dataclass
@@ -56,7 +58,31 @@ class Request:
     model: str | None = None
     stream: bool = False
     include_usage: bool = False
-    echo: bool = False  # completions only; the Python engine does not apply it yet (issue 3 will)
+    echo: bool = False  # completions only: the prompt's text starts every choice
+    n: int = 1  # choices, each an independent sample of the prompt
+    logprobs: bool = False  # a log probability for every generated token of the output
+    top_logprobs: int = 0  # and this many most likely alternatives for each
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's entry in ``logprobs``: its text (decoded alone), its natural-log probability,
+    the ``top_logprobs`` most likely tokens at its position (best first), and where its text starts in the
+    choice's generated text."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+    offset: int = 0
+
+
+@dataclass
+class Choice:
+    """One finished choice: ``logprobs`` is None unless the request asked for them."""
+
+    text: str
+    finish_reason: str
+    logprobs: list[TokenLogprob] | None = None
 
 
 def _invalid(param: str | None, message: str) -> InvalidRequestError:
@@ -195,20 +221,38 @@ def _logit_bias(bias: Any) -> dict[int, float] | None:
     return out
 
 
+def _logprobs(req: dict[str, Any], endpoint: str) -> tuple[bool, int]:
+    """(logprobs, top_logprobs): chat takes ``logprobs: true`` plus ``top_logprobs`` 0-20; text completions
+    take ``logprobs`` 0-5, the number of alternatives, as OpenAI's legacy API does."""
+    value, most = req.get("logprobs"), MAX_TOP_LOGPROBS[endpoint]
+    if endpoint == "completion":
+        if value is None:
+            return False, 0
+        top = _integer(value, "logprobs", 0)
+        if top > most:
+            raise _invalid("logprobs", f"logprobs must be between 0 and {most}, got {top}.")
+        return True, top
+    if value is not None and not isinstance(value, bool):
+        raise _invalid("logprobs", "logprobs must be a boolean.")
+    if req.get("top_logprobs") is None:
+        return value is True, 0
+    if value is not True:
+        raise _invalid("top_logprobs", "top_logprobs is only allowed with logprobs: true.")
+    top = _integer(req["top_logprobs"], "top_logprobs", 0)
+    if top > most:
+        raise _invalid("top_logprobs", f"top_logprobs must be between 0 and {most}, got {top}.")
+    return True, top
+
+
 def _common(req: dict[str, Any], defaults: dict[str, Any], max_field: str, default_max: int | None) -> Request:
     """The fields chat and text completions share, checked in the browser's order so both report one error."""
     if req.get("model") is not None and not isinstance(req["model"], str):
         raise _invalid("model", "model must be a string.")
     if req.get("user") is not None and not isinstance(req["user"], str):  # accepted; it only labels the request
         raise _invalid("user", "user must be a string.")
-    n = req.get("n")
-    if n is not None and not _same(n, 1):
-        if not _is_integer(n) or n < 1:
-            raise _invalid("n", "n must be a positive integer.")
-        raise _unsupported("n", "Only n = 1 is supported.")
-    logprobs = req.get("logprobs")
-    if logprobs is not None and not (_same(logprobs, False) or _same(logprobs, 0)):
-        raise _unsupported("logprobs", "logprobs are not supported yet.")
+    n = 1 if req.get("n") is None else _integer(req["n"], "n", 1)
+    if n > MAX_CHOICES:
+        raise _invalid("n", f"n must be at most {MAX_CHOICES}, got {n}.")
     stream = _bool(req, "stream")
     include_usage = False
     if req.get("stream_options") is not None:
@@ -230,7 +274,7 @@ def _common(req: dict[str, Any], defaults: dict[str, Any], max_field: str, defau
         stop=_stop(req.get("stop")),
         seed=None if req.get("seed") is None else _integer(req["seed"], "seed", -_MAX_SAFE_INTEGER),
     )
-    return Request(sampling=sampling, model=req.get("model"), stream=stream, include_usage=include_usage)
+    return Request(sampling=sampling, model=req.get("model"), stream=stream, include_usage=include_usage, n=n)
 
 
 def parse_chat_request(body: Any, defaults: dict[str, Any] | None = None) -> Request:
@@ -247,14 +291,13 @@ def parse_chat_request(body: Any, defaults: dict[str, Any] | None = None) -> Req
         kind = _object(req["response_format"], "response_format").get("type")
         if kind != "text":
             raise _unsupported("response_format", f"response_format type {kind!r} is not supported yet; use 'text'.")
-    if req.get("top_logprobs") is not None:
-        raise _unsupported("top_logprobs", "logprobs are not supported yet.")
+    logprobs, top_logprobs = _logprobs(req, "chat")
     max_tokens, max_completion = req.get("max_tokens"), req.get("max_completion_tokens")
     if max_tokens is not None and max_completion is not None and not _same(max_tokens, max_completion):
         raise _invalid("max_completion_tokens", "Give max_tokens or max_completion_tokens, not two different values.")
     max_field = "max_tokens" if max_completion is None else "max_completion_tokens"
     request = _common(req, defaults or {}, max_field, None)
-    request.messages = messages
+    request.messages, request.logprobs, request.top_logprobs = messages, logprobs, top_logprobs
     return request
 
 
@@ -269,8 +312,14 @@ def parse_completion_request(body: Any, defaults: dict[str, Any] | None = None) 
         raise _unsupported("best_of", "best_of must be 1.")
     if req.get("echo") is not None and not isinstance(req["echo"], bool):
         raise _invalid("echo", "echo must be a boolean.")
+    logprobs, top_logprobs = _logprobs(req, "completion")
     request = _common(req, defaults or {}, "max_tokens", COMPLETION_DEFAULT_MAX_TOKENS)
     request.prompt, request.echo = prompt, req.get("echo") is True
+    request.logprobs, request.top_logprobs = logprobs, top_logprobs
+    if request.echo and request.logprobs:
+        raise _unsupported(
+            "echo", "echo together with logprobs (log probabilities of the prompt) is not supported; drop one of them."
+        )
     return request
 
 
@@ -289,6 +338,45 @@ def usage(prompt_tokens: int, completion_tokens: int, extra: dict[str, Any] | No
     return out
 
 
+def _token_bytes(text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+
+def chat_logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """A chat choice's ``logprobs``: ``{"content": [{token, logprob, bytes, top_logprobs}]}``."""
+    if entries is None:
+        return None
+    content = [
+        {
+            "token": e.token,
+            "logprob": e.logprob,
+            "bytes": _token_bytes(e.token),
+            "top_logprobs": [{"token": t, "logprob": lp, "bytes": _token_bytes(t)} for t, lp in e.top],
+        }
+        for e in entries
+    ]
+    return {"content": content}
+
+
+def completion_logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """A text completion choice's ``logprobs`` in OpenAI's legacy column layout; ``top_logprobs`` maps token
+    text to log probability (two tokens that decode to the same text keep the likelier one)."""
+    if entries is None:
+        return None
+    tops = []
+    for e in entries:
+        top: dict[str, float] = {}
+        for text, lp in e.top:
+            top.setdefault(text, lp)
+        tops.append(top)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": tops,
+        "text_offset": [e.offset for e in entries],
+    }
+
+
 @dataclass
 class ResponseBuilder:
     """Builds the response objects of one request, sharing its id, model and creation time."""
@@ -304,23 +392,50 @@ class ResponseBuilder:
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
 
-    def chunk(self, text: str | None, finish_reason: str | None = None, role: bool = False) -> dict[str, Any]:
+    def _logprobs(self, entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+        return chat_logprobs(entries) if self.chat else completion_logprobs(entries)
+
+    def chunk(
+        self,
+        text: str | None,
+        finish_reason: str | None = None,
+        role: bool = False,
+        *,
+        index: int = 0,
+        logprobs: list[TokenLogprob] | None = None,
+    ) -> dict[str, Any]:
+        """One streamed chunk of choice ``index``; ``logprobs`` are the entries of the tokens ``text`` carries."""
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant"} if role else {}
             if text is not None:
                 delta["content"] = text
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            choice = {
+                "index": index,
+                "delta": delta,
+                "logprobs": self._logprobs(logprobs),
+                "finish_reason": finish_reason,
+            }
             return self._envelope("chat.completion.chunk", [choice])
-        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        choice = {
+            "index": index,
+            "text": text or "",
+            "logprobs": self._logprobs(logprobs),
+            "finish_reason": finish_reason,
+        }
         return self._envelope("text_completion", [choice])
 
     def usage_chunk(self, usage_: dict[str, Any]) -> dict[str, Any]:
         return self._envelope("chat.completion.chunk" if self.chat else "text_completion", []) | {"usage": usage_}
 
-    def complete(self, text: str, finish_reason: str, usage_: dict[str, Any]) -> dict[str, Any]:
-        if self.chat:
-            message = {"role": "assistant", "content": text}
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-            return self._envelope("chat.completion", [choice]) | {"usage": usage_}
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        return self._envelope("text_completion", [choice]) | {"usage": usage_}
+    def complete(self, choices: list[Choice], usage_: dict[str, Any]) -> dict[str, Any]:
+        """The whole response; ``choices[i]`` becomes the choice with index i."""
+        out = []
+        for index, c in enumerate(choices):
+            logprobs = self._logprobs(c.logprobs)
+            if self.chat:
+                message = {"role": "assistant", "content": c.text}
+                out.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": c.finish_reason})
+            else:
+                out.append({"index": index, "text": c.text, "logprobs": logprobs, "finish_reason": c.finish_reason})
+        obj = "chat.completion" if self.chat else "text_completion"
+        return self._envelope(obj, out) | {"usage": usage_}

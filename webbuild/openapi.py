@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .openai_api import ROLES
+from .openai_api import MAX_CHOICES, MAX_TOP_LOGPROBS, ROLES
 
 _MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -37,9 +37,16 @@ _COMMON_FIELDS: dict[str, Any] = {
             "description": "Token id (below the vocabulary size) -> bias added to its logit.",
         }
     ),
-    "logprobs": {"enum": [False, None], "description": "Log probabilities are not supported yet."},
     "max_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": _MAX_SAFE_INTEGER}),
-    "n": {"enum": [1, None], "description": "One choice per request."},
+    "n": _nullable(
+        {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_CHOICES,
+            "description": "Choices to generate, each an independent sample of the prompt (with a seed, choice i "
+            "draws from a stream derived from the seed and i).",
+        }
+    ),
     "seed": _nullable({"type": "integer", "minimum": -_MAX_SAFE_INTEGER, "maximum": _MAX_SAFE_INTEGER}),
     "stop": _nullable(
         {
@@ -88,7 +95,17 @@ _CHAT_REQUEST = {
         "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
         **_COMMON_FIELDS,
         "max_completion_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": _MAX_SAFE_INTEGER}),
-        "top_logprobs": {"type": "null"},
+        "logprobs": _nullable(
+            {"type": "boolean", "description": "Log probability of every generated token of the output."}
+        ),
+        "top_logprobs": _nullable(
+            {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_TOP_LOGPROBS["chat"],
+                "description": "Most likely alternatives per token; only with logprobs: true.",
+            }
+        ),
         "tools": _nullable({"type": "array", "maxItems": 0}),
         "tool_choice": {"enum": ["none", "auto", None]},
         "parallel_tool_calls": _nullable({"type": "boolean"}),
@@ -112,7 +129,15 @@ _COMPLETION_REQUEST = {
             "description": "One prompt: text, or token ids below the vocabulary size.",
         },
         **_COMMON_FIELDS,
-        "echo": _nullable({"type": "boolean"}),
+        "logprobs": _nullable(
+            {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": MAX_TOP_LOGPROBS["completion"],
+                "description": "Log probability of every generated token, with this many most likely alternatives.",
+            }
+        ),
+        "echo": _nullable({"type": "boolean", "description": "Start the text with the prompt; not with logprobs."}),
         "suffix": {"enum": ["", None]},
         "best_of": {"enum": [1, None]},
     },
@@ -129,6 +154,45 @@ _USAGE = {
     },
 }
 _FINISH = _nullable({"enum": ["stop", "length", "abort"]})
+_TOKEN = {
+    "token": {"type": "string", "description": "The token decoded alone."},
+    "logprob": {"type": "number", "description": "Natural log, before temperature and top_p."},
+    "bytes": {"type": "array", "items": {"type": "integer"}, "description": "UTF-8 bytes of token."},
+}
+_CHAT_LOGPROBS = _nullable(
+    {
+        "type": "object",
+        "required": ["content"],
+        "properties": {
+            "content": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [*_TOKEN, "top_logprobs"],
+                    "properties": {
+                        **_TOKEN,
+                        "top_logprobs": {
+                            "type": "array",
+                            "items": {"type": "object", "required": list(_TOKEN), "properties": _TOKEN},
+                        },
+                    },
+                },
+            }
+        },
+    }
+)
+_TEXT_LOGPROBS = _nullable(
+    {
+        "type": "object",
+        "required": ["tokens", "token_logprobs", "top_logprobs", "text_offset"],
+        "properties": {
+            "tokens": {"type": "array", "items": {"type": "string"}},
+            "token_logprobs": {"type": "array", "items": {"type": "number"}},
+            "top_logprobs": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}},
+            "text_offset": {"type": "array", "items": {"type": "integer"}},
+        },
+    }
+)
 
 
 def _completion_object(obj: str, choice: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +222,7 @@ _CHAT_COMPLETION = _completion_object(
                 "required": ["role", "content"],
                 "properties": {"role": {"const": "assistant"}, "content": _nullable({"type": "string"})},
             },
+            "logprobs": _CHAT_LOGPROBS,
             "finish_reason": _FINISH,
         },
     },
@@ -167,7 +232,12 @@ _TEXT_COMPLETION = _completion_object(
     {
         "type": "object",
         "required": ["index", "text", "finish_reason"],
-        "properties": {"index": {"type": "integer"}, "text": {"type": "string"}, "finish_reason": _FINISH},
+        "properties": {
+            "index": {"type": "integer"},
+            "text": {"type": "string"},
+            "logprobs": _TEXT_LOGPROBS,
+            "finish_reason": _FINISH,
+        },
     },
 )
 # One server-sent event (OpenAPI 3.1 describes each event of a stream): its data is a chunk JSON object,

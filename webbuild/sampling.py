@@ -1,5 +1,6 @@
 """Next-token choice from logits: OpenAI's logit_bias and presence/frequency penalties, then greedy at
-temperature 0, else temperature + nucleus (top_p) sampling. web_runtime/sampler.js applies the same rules."""
+temperature 0, else temperature + nucleus (top_p) sampling; and the log probabilities OpenAI's ``logprobs``
+report. web_runtime/sampler.js applies the same rules."""
 
 from __future__ import annotations
 
@@ -28,10 +29,16 @@ def apply_penalties(
 
 
 class Sampler:
-    """Seeded per request, so the same seed and request give the same tokens."""
+    """Seeded per request, so the same seed and request give the same tokens. Choice ``choice`` of a request
+    with ``n`` choices draws from its own stream derived from the seed and its index; choice 0's is the
+    stream of a request with n = 1."""
 
-    def __init__(self, seed: int | None = None) -> None:
-        self.rng = np.random.default_rng(None if seed is None else seed % 2**64)  # OpenAI seeds may be negative
+    def __init__(self, seed: int | None = None, choice: int = 0) -> None:
+        if seed is None:
+            self.rng = np.random.default_rng()
+        else:
+            seed %= 2**64  # OpenAI seeds may be negative
+            self.rng = np.random.default_rng([seed, choice] if choice else seed)
 
     def sample(self, logits: np.ndarray, temperature: float = 1.0, top_p: float = 1.0) -> int:
         if temperature <= 0:
@@ -46,3 +53,19 @@ class Sampler:
             kept = probs[keep] / probs[keep].sum()
             return int(keep[self.rng.choice(len(keep), p=kept)])
         return int(self.rng.choice(len(probs), p=probs))
+
+
+def token_logprobs(logits: np.ndarray, token: int, top: int = 0) -> tuple[float, list[tuple[int, float]]]:
+    """The natural-log probability of ``token`` under a softmax over all of ``logits``, and the ``top`` most
+    likely token ids with theirs, best first (ties by lower id). Callers pass the logits after bias and
+    penalties but before temperature and top_p, so the values do not depend on how the token was drawn."""
+    wide = logits.astype(np.float64)
+    peak = wide.max()
+    logprobs = wide - (peak + np.log(np.exp(wide - peak).sum()))
+    best: list[tuple[int, float]] = []
+    if top > 0:
+        k = min(top, logprobs.size)
+        kth = -np.partition(-logprobs, k - 1)[k - 1]
+        ids = np.flatnonzero(logprobs >= kth)  # every tie at the k-th value, so the order below decides
+        best = sorted(((int(i), float(logprobs[i])) for i in ids), key=lambda p: (-p[1], p[0]))[:k]
+    return float(logprobs[token]), best

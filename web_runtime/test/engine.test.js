@@ -1,6 +1,6 @@
 import { test, beforeEach } from "node:test";
 import assert from "node:assert/strict";
-import { fixture, ScriptedPipeline } from "./helpers.js";
+import { fixture, ScriptedPipeline, HistoryPipeline } from "./helpers.js";
 
 await import("./vendor_hook.js");
 const { Engine } = await import("../engine.js");
@@ -318,4 +318,249 @@ test("scoreTokens refuses bad input with typed errors and keeps the model", asyn
   assert.ok(engine.getModelInfo());
   const plain = await loadEngine(); // a pipeline without verify
   await assert.rejects(plain.scoreTokens([1, 2]), /cannot score/);
+});
+
+// ---- logprobs and n choices ------------------------------------------------------------------------
+
+const drain = async (stream) => {
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  return chunks;
+};
+/** ScriptedPipeline's logits: 10 for the scripted token, -10 for the other 399. */
+const SCRIPTED_LSE = Math.log(Math.exp(10) + 399 * Math.exp(-10));
+
+test("chat logprobs: an entry per token of the content (none for EOS), the log-softmax of the logits", async () => {
+  const engine = await loadEngine();
+  const res = await engine.chat.completions.create({ ...user("Hi"), logprobs: true, top_logprobs: 3 });
+  const ids = tok.encode(REPLY);
+  const { content } = res.choices[0].logprobs;
+  assert.equal(res.usage.completion_tokens, ids.length + 1); // EOS counts as a token, has no entry
+  assert.equal(content.length, ids.length);
+  assert.equal(content.map((e) => e.token).join(""), REPLY);
+  content.forEach((e, i) => {
+    assert.equal(e.token, tok.decode([ids[i]]));
+    assert.deepEqual(e.bytes, [...Buffer.from(e.token, "utf8")]);
+    assert.ok(Math.abs(e.logprob - (10 - SCRIPTED_LSE)) < 1e-9);
+    assert.equal(e.top_logprobs.length, 3);
+    assert.deepEqual(e.top_logprobs[0], { token: e.token, logprob: e.logprob, bytes: e.bytes });
+    // The runners-up tie at -10; the lowest ids win, special tokens by name.
+    assert.equal(e.top_logprobs[1].token, ids[i] === 0 ? "<|im_start|>" : "<|endoftext|>");
+    assert.ok(Math.abs(e.top_logprobs[1].logprob - (-10 - SCRIPTED_LSE)) < 1e-9);
+  });
+  const plain = await engine.chat.completions.create(user("Hi"));
+  assert.equal(plain.choices[0].logprobs, null);
+  const noTop = await engine.chat.completions.create({ ...user("Hi"), logprobs: true });
+  assert.ok(noTop.choices[0].logprobs.content.every((e) => e.top_logprobs.length === 0));
+});
+
+test("logprobs include logit_bias, not the temperature", async () => {
+  const engine = await loadEngine();
+  const ask = (extra) => engine.chat.completions.create({ ...user("Hi"), logprobs: true, top_logprobs: 2, ...extra });
+  const greedy = (await ask({ temperature: 0 })).choices[0].logprobs;
+  const warm = (await ask({ temperature: 1.5, top_p: 0.5, seed: 3 })).choices[0].logprobs;
+  assert.deepEqual(warm, greedy);
+  const biased = (await ask({ temperature: 0, logit_bias: { 0: 5 } })).choices[0].logprobs.content[0];
+  const lse = Math.log(Math.exp(10) + Math.exp(-5) + 398 * Math.exp(-10));
+  assert.ok(Math.abs(biased.logprob - (10 - lse)) < 1e-9);
+  assert.equal(biased.top_logprobs[1].token, "<|endoftext|>");
+  assert.ok(Math.abs(biased.top_logprobs[1].logprob - (-5 - lse)) < 1e-9);
+});
+
+test("streamed logprobs ride with the delta that completes their token's text", async () => {
+  const engine = await loadEngine();
+  const request = { ...user("Hi"), stream: true, logprobs: true, stop: ["END!"] };
+  const chunks = await drain(await engine.chat.completions.create(request));
+  const content = chunks.filter((c) => c.choices[0].delta.content !== undefined && !c.choices[0].delta.role);
+  assert.ok(content.every((c) => c.choices[0].logprobs !== null));
+  assert.equal(chunks[0].choices[0].logprobs, null);
+  assert.equal(chunks.at(-1).choices[0].logprobs, null);
+  const pieces = content.map((c) => [c.choices[0].delta.content, c.choices[0].logprobs.content.map((e) => e.token)]);
+  // "END!" might start at " EN": "EN" waits, then comes out with "D " once the stop string cannot match.
+  const at = pieces.findIndex((p) => p[0] === " ");
+  assert.deepEqual(pieces.slice(at, at + 2), [
+    [" ", []],
+    ["END ", [" EN", "D", " "]],
+  ]);
+  assert.equal(pieces.map((p) => p[0]).join(""), REPLY);
+  const tokens = pieces.flatMap((p) => p[1]);
+  const whole = await engine.chat.completions.create({ ...request, stream: false });
+  assert.deepEqual(
+    whole.choices[0].logprobs.content.map((e) => e.token),
+    tokens,
+  );
+});
+
+test("tokens held back for a stop string get no entry; one the stop string cuts through keeps its", async () => {
+  const engine = await loadEngine();
+  const tokens = async (stop, stream) => {
+    const request = { ...user("Hi"), logprobs: true, stop: [stop] };
+    if (!stream) return (await engine.chat.completions.create(request)).choices[0].logprobs.content.map((e) => e.token);
+    const chunks = await drain(await engine.chat.completions.create({ ...request, stream: true }));
+    return chunks.flatMap((c) => c.choices[0].logprobs?.content.map((e) => e.token) ?? []);
+  };
+  for (const stream of [false, true]) {
+    assert.deepEqual(await tokens("D mo", stream), ["Hello", " wor", "ld", "!", " EN"]);
+    assert.deepEqual(await tokens("N", stream), ["Hello", " wor", "ld", "!", " EN"]); // " E" of " EN" is output
+    assert.deepEqual(await tokens("Hello", stream), []);
+  }
+});
+
+test("completion logprobs: tokens, token_logprobs, top_logprobs, text_offset", async () => {
+  const text = " café 東京";
+  const engine = await loadEngine({ script: [...tok.encode(text), EOS] });
+  const res = await engine.completions.create({ prompt: "x", logprobs: 2, max_tokens: 10 });
+  const lp = res.choices[0].logprobs;
+  assert.equal(res.choices[0].text, text);
+  // " 東京" is three byte tokens: decoded alone they are replacement characters; all start where it does.
+  assert.deepEqual(lp.tokens, [" c", "af", "é", " \uFFFD", "\uFFFD\uFFFD", "\uFFFD\uFFFD"]);
+  assert.deepEqual(lp.text_offset, [0, 2, 4, 5, 5, 5]);
+  assert.ok(lp.token_logprobs.every((v) => Math.abs(v - (10 - SCRIPTED_LSE)) < 1e-9));
+  assert.ok(lp.top_logprobs.every((top, i) => Object.keys(top).length === 2 && top[lp.tokens[i]] === lp.token_logprobs[i]));
+  const chunks = await drain(await engine.completions.create({ prompt: "x", logprobs: 0, max_tokens: 10, stream: true }));
+  const carried = chunks
+    .filter((c) => c.choices[0].logprobs)
+    .map((c) => [c.choices[0].text, c.choices[0].logprobs.tokens.length, c.choices[0].logprobs.text_offset]);
+  assert.deepEqual(carried.at(-1), [" 東京", 3, [5, 5, 5]]);
+  assert.ok(chunks.filter((c) => c.choices[0].logprobs).every((c) => c.choices[0].logprobs.top_logprobs.every((t) => Object.keys(t).length === 0)));
+});
+
+test("n choices without popN: each prefills the prompt again; usage counts the prompt once", async () => {
+  const engine = await loadEngine();
+  const res = await engine.chat.completions.create({ ...user("Hi"), n: 3 });
+  const promptIds = tok.encode("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  assert.deepEqual(
+    res.choices.map((c) => [c.index, c.message.content, c.finish_reason]),
+    [0, 1, 2].map((i) => [i, REPLY, "stop"]),
+  );
+  assert.equal(res.usage.prompt_tokens, promptIds.length);
+  assert.equal(res.usage.completion_tokens, 3 * (tok.encode(REPLY).length + 1));
+  assert.equal(res.usage.total_tokens, res.usage.prompt_tokens + res.usage.completion_tokens);
+  assert.equal(pipeline.resets, 3);
+});
+
+test("n choices with popN reuse the prompt's KV cache and agree with re-prefilling", async () => {
+  const request = { ...user("Hi"), n: 3, max_tokens: 8, logprobs: true, top_logprobs: 2, logit_bias: { 7: 3 } };
+  const popping = await loadEngine({ pipe: new HistoryPipeline() });
+  const popped = await popping.chat.completions.create(request);
+  const pops = pipeline.pops;
+  assert.equal(pipeline.prefills, 1);
+  const prefilling = await loadEngine({ pipe: new HistoryPipeline({ popN: false }) });
+  const again = await prefilling.chat.completions.create(request);
+  assert.equal(pipeline.prefills, 3);
+  assert.deepEqual(
+    popped.choices.map((c) => c.logprobs),
+    again.choices.map((c) => c.logprobs),
+  );
+  assert.deepEqual(popped.choices, again.choices);
+  // Greedy: identical choices, the same as n = 1 (bias applied once per choice, to a copy of the logits).
+  const single = await prefilling.chat.completions.create({ ...request, n: 1 });
+  assert.ok(popped.choices.every((c) => c.message.content === single.choices[0].message.content));
+  assert.deepEqual(popped.choices[2].logprobs, single.choices[0].logprobs);
+  const length = popped.usage.completion_tokens / 3;
+  assert.deepEqual(pops, [length - 1, length - 1]); // every token but the last went through decode
+});
+
+test("with a seed, n sampled choices differ from each other and repeat across requests", async () => {
+  const request = { ...user("Hi"), n: 4, max_tokens: 10, temperature: 1, seed: 7 };
+  const engine = await loadEngine({ pipe: new HistoryPipeline({ scale: 1 }) });
+  const texts = async (extra = {}) =>
+    (await engine.chat.completions.create({ ...request, ...extra })).choices.map((c) => c.message.content);
+  const first = await texts();
+  assert.equal(new Set(first).size, 4);
+  assert.deepEqual(await texts(), first);
+  assert.deepEqual(await texts({ n: 1 }), first.slice(0, 1)); // choice 0 samples as n = 1 does
+  assert.notDeepEqual(await texts({ seed: 8 }), first);
+  const other = await loadEngine({ pipe: new HistoryPipeline({ scale: 1, popN: false }) });
+  const res = await other.chat.completions.create(request);
+  assert.deepEqual(
+    res.choices.map((c) => c.message.content),
+    first,
+  );
+});
+
+test("streaming n choices: per index a role chunk, deltas with logprobs, a finish; usage last", async () => {
+  const engine = await loadEngine();
+  const request = { ...user("Hi"), n: 2, stream: true, stream_options: { include_usage: true }, logprobs: true };
+  const chunks = await drain(await engine.chat.completions.create(request));
+  const usage = chunks.pop();
+  assert.deepEqual(usage.choices, []);
+  assert.equal(usage.usage.completion_tokens, 2 * (tok.encode(REPLY).length + 1));
+  assert.ok(chunks.every((c) => c.choices.length === 1 && c.usage === null));
+  for (const index of [0, 1]) {
+    const mine = chunks.filter((c) => c.choices[0].index === index).map((c) => c.choices[0]);
+    assert.deepEqual(mine[0].delta, { role: "assistant", content: "" });
+    assert.deepEqual(mine.at(-1).delta, {});
+    assert.equal(mine.at(-1).finish_reason, "stop");
+    const middle = mine.slice(1, -1);
+    assert.ok(middle.every((c) => c.finish_reason === null && c.logprobs.content.length > 0));
+    assert.equal(middle.map((c) => c.delta.content).join(""), REPLY);
+    assert.equal(middle.flatMap((c) => c.logprobs.content.map((e) => e.token)).join(""), REPLY);
+  }
+  // Choices come one after another.
+  const order = chunks.map((c) => c.choices[0].index);
+  assert.deepEqual(order, [...order].sort());
+
+  const echoed = await drain(
+    await engine.completions.create({ prompt: "Hi", echo: true, n: 2, max_tokens: 2, stream: true }),
+  );
+  assert.deepEqual(
+    echoed.map((c) => [c.choices[0].index, c.choices[0].text, c.choices[0].finish_reason]),
+    [0, 1].flatMap((i) => [
+      [i, "Hi", null],
+      [i, "Hello", null],
+      [i, " wor", null],
+      [i, "", "length"],
+    ]),
+  );
+  const completion = await drain(
+    await engine.completions.create({ prompt: "Hi", n: 2, max_tokens: 2, stream: true, logprobs: 1 }),
+  );
+  const offsets = completion.filter((c) => c.choices[0].logprobs).map((c) => c.choices[0].logprobs.text_offset);
+  assert.deepEqual(offsets, [[0], [5], [0], [5]]); // "Hello" + " wor", twice
+});
+
+test("interrupt() stops every choice of the request", async () => {
+  class SlowPipeline extends ScriptedPipeline {
+    async decode(id) {
+      await new Promise((r) => setTimeout(r, 2));
+      return super.decode(id);
+    }
+  }
+  const engine = await loadEngine({ pipe: new SlowPipeline(tok.encode(" more".repeat(40))) });
+  const stream = await engine.chat.completions.create({ ...user("Hi"), n: 3, stream: true });
+  const finishes = [];
+  let n = 0;
+  for await (const c of stream) {
+    if (++n === 3) engine.interrupt();
+    if (c.choices[0].finish_reason) finishes.push([c.choices[0].index, c.choices[0].finish_reason]);
+  }
+  assert.deepEqual(finishes, [
+    [0, "abort"],
+    [1, "abort"],
+    [2, "abort"],
+  ]);
+  assert.ok(n < 15);
+  assert.equal(pipeline.resets, 1, "choices after the interrupt do not touch the model");
+  const res = await engine.chat.completions.create({ ...user("Hi"), n: 2, max_tokens: 2 });
+  assert.deepEqual(
+    res.choices.map((c) => c.finish_reason),
+    ["length", "length"],
+  );
+});
+
+test("an aborted signal ends the whole request and frees the engine", async () => {
+  const engine = await loadEngine();
+  const controller = new AbortController();
+  const stream = await engine.chatCompletion({ ...user("Hi"), n: 3, stream: true }, { signal: controller.signal });
+  const seen = [];
+  await assert.rejects(async () => {
+    for await (const c of stream) {
+      seen.push(c.choices[0].index);
+      if (seen.length === 3) controller.abort();
+    }
+  }, errors.AbortError);
+  assert.ok(seen.every((i) => i === 0));
+  const res = await engine.chat.completions.create({ ...user("Hi"), n: 2 });
+  assert.equal(res.choices.length, 2);
 });

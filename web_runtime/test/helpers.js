@@ -63,3 +63,45 @@ export class ScriptedPipeline {
     this.disposed = true;
   }
 }
+
+/**
+ * A pipeline whose logits depend on the whole sequence in its KV cache, as a model's do: noise seeded by a
+ * hash of the tokens fed since the last reset. It can pop tokens (popN), unless built with {popN: false}.
+ * Counts prefills and records pops.
+ */
+export class HistoryPipeline {
+  constructor({ vocab = 400, contextWindowSize = 64, prefillChunkSize = 8, popN = true, scale = 4 } = {}) {
+    Object.assign(this, { vocab, contextWindowSize, prefillChunkSize, scale });
+    this.fed = [];
+    this.prefills = 0;
+    this.pops = [];
+    this.resets = 0;
+    if (!popN) this.popN = undefined;
+  }
+  logits() {
+    let h = 2166136261;
+    for (const id of this.fed) h = Math.imul(h ^ id, 16777619) >>> 0;
+    const logits = new Float32Array(this.vocab);
+    for (let i = 0; i < this.vocab; i++) logits[i] = Math.sin(i * 12.9898 + (h % 100003) * 78.233) * this.scale;
+    return logits;
+  }
+  reset() {
+    this.resets++;
+    this.fed = [];
+  }
+  async prefill(ids) {
+    this.prefills++;
+    this.fed.push(...ids);
+    return this.logits();
+  }
+  async decode(id) {
+    this.fed.push(id);
+    return this.logits();
+  }
+  popN(n) {
+    if (n > this.fed.length) throw new Error(`popN(${n}) past the sequence's ${this.fed.length} tokens`);
+    this.pops.push(n);
+    this.fed.length -= n;
+  }
+  dispose() {}
+}

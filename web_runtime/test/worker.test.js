@@ -4,7 +4,7 @@ import { createHandlers, ENGINE_METHODS } from "../worker.js";
 import { ProtocolClient, serveProtocol } from "../protocol.js";
 import { ShaderF16UnsupportedError } from "../errors.js";
 import { WebWorkerEngine } from "../index.js";
-import { portPair } from "./helpers.js";
+import { portPair, fixture, ScriptedPipeline } from "./helpers.js";
 
 /** An engine double that records calls. */
 function mockEngine() {
@@ -96,4 +96,70 @@ test("a table that failed to build (engine import failed) answers every call wit
   serveProtocol(hostPort, failed);
   const client = new ProtocolClient(pagePort);
   await assert.rejects(client.call("getModelInfo", []), /vendor\/jinja\.js/);
+});
+
+/** The real Engine, with a scripted model (see helpers.js), loaded from an in-memory site. */
+async function scriptedEngine(reply) {
+  await import("./vendor_hook.js");
+  const { Engine } = await import("../engine.js");
+  const { TextTokenizer } = await import("../tokenizer.js");
+  const files = {
+    "mlc-chat-config.json": { vocab_size: 400, temperature: 0, eos_token_id: 2 },
+    "tokenizer.json": fixture("tokenizer.json"),
+    "tokenizer_config.json": fixture("tokenizer_config.json"),
+  };
+  globalThis.fetch = async (url) => {
+    const name = String(url).split("/").at(-1);
+    return name in files ? new Response(JSON.stringify(files[name])) : new Response("missing", { status: 404 });
+  };
+  const tok = new TextTokenizer(files["tokenizer.json"], files["tokenizer_config.json"]);
+  const engine = new Engine({
+    detectGpu: async () => ({ hasShaderF16: false, info: {} }),
+    loadPipeline: async () => new ScriptedPipeline([...tok.encode(reply), 2], { after: 2 }),
+  });
+  const record = { id: "tiny", quantization: "q4f32_1", model_url: "models/tiny/", model_lib: "libs/tiny.wasm" };
+  await engine.reload(record, { baseUrl: "https://site.test/" });
+  return engine;
+}
+
+/** Drops what differs between two runs of one request (id, created, timings). */
+const stable = (obj) =>
+  JSON.parse(JSON.stringify(obj, (key, value) => (["id", "created", "extra"].includes(key) ? undefined : value)));
+
+test("n choices and logprobs cross the worker boundary intact, streamed or not", async () => {
+  const engine = await scriptedEngine("Hi café");
+  const proxy = connect(engine);
+  const chat = { messages: [{ role: "user", content: "x" }], n: 2, logprobs: true, top_logprobs: 2 };
+  const here = await engine.chat.completions.create(chat);
+  const there = await proxy.chat.completions.create(chat);
+  assert.deepEqual(stable(there), stable(here));
+  assert.deepEqual(
+    there.choices.map((c) => [c.index, c.message.content]),
+    [
+      [0, "Hi café"],
+      [1, "Hi café"],
+    ],
+  );
+  assert.deepEqual(there.choices[1].logprobs.content.at(-1).bytes, [0xc3, 0xa9]);
+
+  const streamed = { ...chat, stream: true, stream_options: { include_usage: true } };
+  const local = [];
+  for await (const c of await engine.chat.completions.create(streamed)) local.push(c);
+  const remote = [];
+  for await (const c of await proxy.chat.completions.create(streamed)) remote.push(c);
+  assert.deepEqual(stable(remote), stable(local));
+  assert.deepEqual(
+    remote.filter((c) => c.choices[0]?.finish_reason).map((c) => c.choices[0].index),
+    [0, 1],
+  );
+  assert.equal(remote.at(-1).usage.completion_tokens, here.usage.completion_tokens);
+
+  const completion = { prompt: "x", n: 2, logprobs: 1, max_tokens: 3, stream: true };
+  const chunks = [];
+  for await (const c of await proxy.completions.create(completion)) chunks.push(c);
+  const lp = chunks.filter((c) => c.choices[0].logprobs).map((c) => c.choices[0]);
+  assert.deepEqual(
+    lp.map((c) => [c.index, c.logprobs.tokens.length, Object.keys(c.logprobs.top_logprobs[0]).length]),
+    [0, 0, 0, 1, 1, 1].map((i) => [i, 1, 1]),
+  );
 });
