@@ -23,7 +23,7 @@ def _rope(x: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
 def llama_logits(hf: dict[str, np.ndarray], config: dict, token_ids: list[int]) -> np.ndarray:
     """Logits [seq, vocab] for every position of ``token_ids`` (causal attention, full precision)."""
     h, kv = config["num_attention_heads"], config["num_key_value_heads"]
-    d = config["hidden_size"] // h
+    d = config.get("head_dim") or config["hidden_size"] // h
     eps, theta = config["rms_norm_eps"], config["rope_theta"]
     n = len(token_ids)
     pos = np.arange(n)

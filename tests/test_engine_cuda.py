@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tvm
 from llama_reference import llama_logits
-from tiny_llama import tiny_llama_model
+from tiny_llama import tiny_llama_model, wide_head_model
 
 from webbuild.engine import Engine
 from webbuild.prepare import prepare_model
@@ -59,3 +59,14 @@ def test_cuda_choices_fork_the_prompt_and_equal_a_single_request(cuda_engine):
             choice["logprobs"]["token_logprobs"], single["logprobs"]["token_logprobs"], atol=1e-4
         )
     assert engine.metrics()["kv_cache_used_tokens"] == 0
+
+
+def test_cuda_prefill_in_chunks_matches_numpy_reference():
+    """Chunks after the first attend over the cached prefix and merge two partial attentions (our merge kernel,
+    webbuild/arch/attention_merge.py): every position's logits still equal the reference, at head size 64."""
+    source = wide_head_model().source()
+    engine = Engine(prepare_model(source, "q0f32", context_window_size=256, prefill_chunk_size=16), device="cuda")
+    ids = [(7 * i + 3) % 250 for i in range(50)]  # four chunks
+    ours = engine.score_positions(ids)
+    ref = llama_logits(source.tensors, source.config, ids)
+    np.testing.assert_allclose(ours, ref, atol=1e-3 * np.abs(ref).max())

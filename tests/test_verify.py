@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_llama import tiny_llama_model, write_hf_dir
+from tiny_llama import tiny_llama_model, wide_head_model, write_hf_dir
 
 from webbuild import cli
 from webbuild.commands.verify import _choose_variant
@@ -189,22 +189,6 @@ def test_the_cuda_reference_scores_like_the_cpu_reference() -> None:
     cuda = EngineScorer("cuda", Engine(prepared, device="cuda")).score(ids)
     s = summarize([compare(cpu, cuda, prompt_len=30)])
     assert s.top1_pct == 100.0 and s.kl_mean < 1e-6 and s.abs_max < 5e-3, s
-
-
-def wide_head_model(head_dim: int = 64):
-    """The tiny Llama with SmolLM2's head size (4 heads of 64), still 2 layers and a 267-token vocabulary."""
-    model = tiny_llama_model(seed=4)
-    rng = np.random.default_rng(1)
-    heads, kv_heads = model.config["num_attention_heads"], model.config["num_key_value_heads"]
-    hidden = model.config["hidden_size"]
-    model.config = model.config | {"head_dim": head_dim, "max_position_embeddings": 2048}
-    for name in list(model.tensors):
-        if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
-            rows = (heads if "q_proj" in name else kv_heads) * head_dim
-            model.tensors[name] = rng.standard_normal((rows, hidden), dtype=np.float32) * 0.1
-        elif name.endswith("o_proj.weight"):
-            model.tensors[name] = rng.standard_normal((hidden, heads * head_dim), dtype=np.float32) * 0.1
-    return model
 
 
 @pytest.mark.toolchain

@@ -115,6 +115,22 @@ def tiny_llama_model(*, tied: bool = True, seed: int = 0) -> TinyLlama:
     return TinyLlama(config, tensors, tokens, list(MERGES), types)
 
 
+def wide_head_model(head_dim: int = 64):
+    """The tiny Llama with SmolLM2's head size (4 heads of 64), still 2 layers and a 267-token vocabulary."""
+    model = tiny_llama_model(seed=4)
+    rng = np.random.default_rng(1)
+    heads, kv_heads = model.config["num_attention_heads"], model.config["num_key_value_heads"]
+    hidden = model.config["hidden_size"]
+    model.config = model.config | {"head_dim": head_dim, "max_position_embeddings": 2048}
+    for name in list(model.tensors):
+        if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
+            rows = (heads if "q_proj" in name else kv_heads) * head_dim
+            model.tensors[name] = rng.standard_normal((rows, hidden), dtype=np.float32) * 0.1
+        elif name.endswith("o_proj.weight"):
+            model.tensors[name] = rng.standard_normal((hidden, heads * head_dim), dtype=np.float32) * 0.1
+    return model
+
+
 def _gguf_name(hf: str) -> str:
     """HF -> GGUF tensor name, written independently of webbuild's own map so tests check it."""
     top = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
