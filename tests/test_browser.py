@@ -67,6 +67,11 @@ def test_flags_turn_webgpu_on_in_new_headless_mode(tmp_path: Path) -> None:
     assert not any(a.startswith("--user-data-dir") for a in chromium_args())
 
 
+def test_extra_flags_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBBUILD_CHROMIUM_FLAGS", "--enable-features=Vulkan  --ignore-gpu-blocklist")
+    assert chromium_args()[-2:] == ["--enable-features=Vulkan", "--ignore-gpu-blocklist"]
+
+
 def test_launch_options_suit_playwright(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     chrome = executable(tmp_path / "chromium")
     monkeypatch.setenv(browser.ENV_VAR, str(chrome))

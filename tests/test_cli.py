@@ -93,6 +93,13 @@ def test_missing_chromium_is_an_environment_error(capsys, tmp_path, monkeypatch)
     assert "chromium" in err.lower()
 
 
+def test_bench_names_its_engines(capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", str(tmp_path), "--engines", "cpu,gpu"])
+    assert info.value.code == 2
+    assert "choose among cpu, cuda, browser" in capsys.readouterr().err
+
+
 def test_serve_refuses_a_folder_that_is_not_a_site(capsys, tmp_path: Path):
     code, _, err = run(capsys, "serve", str(tmp_path))
     assert code == 1

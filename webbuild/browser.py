@@ -16,6 +16,8 @@ from typing import Any
 from .errors import ToolchainError
 
 ENV_VAR = "WEBBUILD_CHROMIUM"
+# Extra flags, space-separated: e.g. "--enable-features=Vulkan" where a GPU's Vulkan driver should serve WebGPU.
+FLAGS_ENV_VAR = "WEBBUILD_CHROMIUM_FLAGS"
 DEFAULT_PATHS = ("/usr/lib/chromium/chromium",)
 _PATH_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_TIP = f"sudo apt-get install chromium (or run scripts/setup.sh), or set {ENV_VAR}=/path/to/chrome"
@@ -78,7 +80,7 @@ def chromium_version(path: Path | None = None) -> str:
 def chromium_args(user_data_dir: Path | None = None) -> list[str]:
     """Command-line flags for a headless WebGPU Chromium; pass a fresh ``user_data_dir`` when launching it
     yourself (Playwright refuses that flag and makes a fresh profile on its own)."""
-    args = list(CHROMIUM_FLAGS)
+    args = [*CHROMIUM_FLAGS, *os.environ.get(FLAGS_ENV_VAR, "").split()]
     if user_data_dir is not None:
         args.append(f"--user-data-dir={user_data_dir}")
     return args

@@ -79,23 +79,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 3
 
 
+def _bench_engines(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ("cpu", "cuda", "browser")]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose among cpu, cuda, browser")
+    return names
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from .commands.bench import bench_browser, bench_cpu
+    from .commands.bench import bench_browser, bench_engine
 
     runs = []
-    if "cpu" in args.engines:
-        runs.append(bench_cpu(args.site, args.prompt, args.max_tokens))
+    for device in ("cpu", "cuda"):
+        if device in args.engines:
+            runs.append(bench_engine(args.site, device, args.prompt, args.max_tokens))
     if "browser" in args.engines:
         runs.append(bench_browser(args.site, args.prompt, args.max_tokens))
     if args.json:
         print(json.dumps([r.as_dict() for r in runs], indent=2))
         return 0
-    print(f"{'engine':<30} {'load s':>7} {'prompt':>6} {'TTFT s':>8} {'prefill tok/s':>13} {'decode tok/s':>12}")
+    width = max(len(r.where) for r in runs) if runs else 6
+    print(f"{'engine':<{width}} {'load s':>7} {'prompt':>6} {'TTFT s':>8} {'prefill tok/s':>13} {'decode tok/s':>12}")
     for r in runs:
         print(
-            f"{r.where:<30} {r.load_s:>7.1f} {r.prompt_tokens:>6} {r.time_to_first_token_s:>8.2f} "
+            f"{r.where:<{width}} {r.load_s:>7.1f} {r.prompt_tokens:>6} {r.time_to_first_token_s:>8.2f} "
             f"{r.prefill_tokens_per_s:>13.2f} {r.decode_tokens_per_s:>12.3f}"
         )
     return 0
@@ -220,14 +230,18 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="measure a built site: load time, time to first token, tokens/s",
         description="Run one greedy chat request through the site in headless Chromium (WebGPU) and through "
-        "the Python CPU engine on the same files, and print load time, time to first token and prefill/decode "
-        "tokens/s side by side. The software WebGPU adapter of a GPU-less machine runs at CPU speed.",
+        "the Python engine (CPU, or CUDA on a GPU machine) on the same files, and print load time, time to first "
+        "token and prefill/decode tokens/s side by side. The browser's row names its WebGPU adapter: the "
+        "software one of a GPU-less machine runs at CPU speed.",
     )
     p.add_argument("site", type=Path, help="the folder `webbuild package` wrote")
     p.add_argument("--prompt", default="Write one sentence about the sea.", help="the user message")
     p.add_argument("--max-tokens", type=int, default=8, help="tokens to generate (default 8)")
     p.add_argument(
-        "--engines", default="cpu,browser", type=lambda s: s.split(","), help="cpu,browser (default both)"
+        "--engines",
+        default="cpu,browser",
+        type=_bench_engines,
+        help="comma-separated among cpu, cuda, browser (default cpu,browser)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench)

@@ -1,5 +1,5 @@
 """``webbuild bench``: load time, time to first token and tokens/s of a site in headless Chromium,
-beside the CPU engine on the same files and prompt."""
+beside the Python engine (CPU, or CUDA where there is a GPU) on the same files and prompt."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import _log
 from ..server import serving
+from ..verify_report import adapter_name
 
 BENCH_PROMPT = "Write one sentence about the sea."
 
@@ -59,18 +60,20 @@ def bench_browser(site: Path, prompt: str = BENCH_PROMPT, max_tokens: int = 8) -
             reply = page.evaluate(
                 "async (req) => await window.webbuildApp.engine.chat.completions.create(req)", request
             )
+            adapter = page.evaluate("async () => (await window.webbuildApp.engine.getModelInfo()).adapter")
         finally:
             browser.close()
-    return _figures("browser (headless Chromium)", load_s, reply["usage"])
+    return _figures(f"browser ({adapter_name(adapter or {})})", load_s, reply["usage"])
 
 
-def bench_cpu(site: Path, prompt: str = BENCH_PROMPT, max_tokens: int = 8) -> RunFigures:
+def bench_engine(site: Path, device: str, prompt: str = BENCH_PROMPT, max_tokens: int = 8) -> RunFigures:
+    """The Python engine on ``device`` (cpu: the llvm build; cuda: the CUDA build, compiled on first use)."""
     from ..engine import Engine
 
     t0 = time.monotonic()
-    engine = Engine(site)
+    engine = Engine(site, device=device)
     load_s = time.monotonic() - t0
     reply = engine.chat.completions.create(
         messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0
     )
-    return _figures("Python engine (CPU, llvm)", load_s, reply["usage"])
+    return _figures(f"Python engine ({device})", load_s, reply["usage"])
