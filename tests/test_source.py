@@ -43,8 +43,11 @@ def test_a_gguf_and_an_hf_directory_of_one_model_load_the_same(tmp_path, tiny_ll
 
 
 def test_a_missing_path_says_what_is_expected(tmp_path):
-    with pytest.raises(InputError, match="no such file or directory: .*nope.gguf; expected a preset name "
-                                         r"\(.*smollm2-135m-instruct.*\), a .gguf file or a Hugging Face"):
+    with pytest.raises(
+        InputError,
+        match="no such file or directory: .*nope.gguf; expected a preset name "
+        r"\(.*smollm2-135m-instruct.*\), a .gguf file or a Hugging Face",
+    ):
         load_source(str(tmp_path / "nope.gguf"))
 
 
@@ -87,9 +90,16 @@ def test_each_stage_is_reported(tmp_path, tiny_llama, capsys):
     assert "dequantizing" in err
 
 
-@pytest.mark.parametrize(("name", "expected"), [("SmolLM2-135M-Instruct.Q4_1", "smollm2-135m-instruct"),
-                                                ("llama-3.2-1b-f16", "llama-3-2-1b"), ("Qwen2_5", "qwen2-5"),
-                                                ("model-IQ4_XS", "model"), ("...", "model")])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("SmolLM2-135M-Instruct.Q4_1", "smollm2-135m-instruct"),
+        ("llama-3.2-1b-f16", "llama-3-2-1b"),
+        ("Qwen2_5", "qwen2-5"),
+        ("model-IQ4_XS", "model"),
+        ("...", "model"),
+    ],
+)
 def test_slug(name, expected):
     assert slug(name) == expected
 
@@ -109,8 +119,12 @@ def test_the_default_preset_loads_smollm2(smollm2):
     source, seconds = smollm2
     print(f"loaded {source.origin} in {seconds:.1f}s")
     c = source.config
-    assert (c["model_type"], c["num_hidden_layers"], c["hidden_size"], c["intermediate_size"]) == ("llama", 30, 576,
-                                                                                                   1536)
+    assert (c["model_type"], c["num_hidden_layers"], c["hidden_size"], c["intermediate_size"]) == (
+        "llama",
+        30,
+        576,
+        1536,
+    )
     assert (c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]) == (9, 3, 64)
     assert (c["vocab_size"], c["tie_word_embeddings"], c["rope_theta"], c["rms_norm_eps"]) == (49152, True, 1e5, 1e-5)
     assert (c["bos_token_id"], c["eos_token_id"]) == (1, 2)
@@ -149,10 +163,18 @@ def test_the_default_preset_tokenizer_matches_transformers_conversion(smollm2):
     mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
     path = presets.fetch_weights(presets.load_preset("smollm2-135m-instruct"))
     meta = read_metadata(open_gguf(path), path)
-    renamed = {name: meta[f"tokenizer.{key}"] for key, name in mapping.GGUF_TOKENIZER_MAPPING["tokenizer"].items()
-               if f"tokenizer.{key}" in meta}
+    renamed = {
+        name: meta[f"tokenizer.{key}"]
+        for key, name in mapping.GGUF_TOKENIZER_MAPPING["tokenizer"].items()
+        if f"tokenizer.{key}" in meta
+    }
     theirs, _ = mapping.convert_gguf_tokenizer("llama", renamed)
     ours = Tokenizer.from_str(smollm2[0].tokenizer_json)
-    for text in ["The capital of France is", "Hello, world! I'm here.\n\n  def foo(x):\n\treturn x**2",
-                 "<|im_start|>user\nHi<|im_end|>\n", "Café naïve 你好 😀", "In 2024 there were 1,234,567 people."]:
+    for text in [
+        "The capital of France is",
+        "Hello, world! I'm here.\n\n  def foo(x):\n\treturn x**2",
+        "<|im_start|>user\nHi<|im_end|>\n",
+        "Café naïve 你好 😀",
+        "In 2024 there were 1,234,567 people.",
+    ]:
         assert ours.encode(text).ids == theirs.encode(text).ids, text

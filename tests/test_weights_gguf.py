@@ -11,9 +11,23 @@ from webbuild.weights.gguf import hf_tensor_name, load_gguf, permute_qk, unpermu
 from webbuild.weights.gguf_tokenizer import build_tokenizer, tokenizer_config_from_gguf, tokenizer_json_from_gguf
 
 T = gguf.GGMLQuantizationType
-CONFIG_KEYS = ["model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-               "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "max_position_embeddings",
-               "vocab_size", "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id"]
+CONFIG_KEYS = [
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "rope_theta",
+    "max_position_embeddings",
+    "vocab_size",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+]
 
 
 def test_f32_round_trip_gives_back_hf_names_layout_and_config(tmp_path, tiny_llama):
@@ -64,7 +78,7 @@ def test_unpermuting_turns_interleaved_rope_into_rotate_half_rope():
 
     def rotate_half(x):
         cos, sin = np.cos(np.concatenate([angle, angle], -1)), np.sin(np.concatenate([angle, angle], -1))
-        return x * cos + np.concatenate([-x[..., d // 2:], x[..., : d // 2]], -1) * sin
+        return x * cos + np.concatenate([-x[..., d // 2 :], x[..., : d // 2]], -1) * sin
 
     h = rng.standard_normal((n, hidden))
     wq, wk = rng.standard_normal((heads * d, hidden)), rng.standard_normal((heads * d, hidden))
@@ -121,8 +135,9 @@ def test_other_architectures_are_unsupported(tmp_path, tiny_llama):
 
 
 def test_unknown_tensors_are_named_not_dropped(tmp_path, tiny_llama):
-    path = write_gguf(tmp_path / "r.gguf", tiny_llama,
-                      extra=lambda w: w.add_tensor("rope_freqs.weight", np.ones(8, np.float32)))
+    path = write_gguf(
+        tmp_path / "r.gguf", tiny_llama, extra=lambda w: w.add_tensor("rope_freqs.weight", np.ones(8, np.float32))
+    )
     with pytest.raises(UnsupportedError, match="rope_freqs.weight"):
         load_gguf(path)
 
@@ -133,8 +148,14 @@ def test_damaged_files_are_corrupt_file_errors_naming_the_file(tmp_path, tiny_ll
     data = path.read_bytes()
     rng = np.random.default_rng(3)
     noise = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    path.write_bytes({"truncated": data[: len(data) * 2 // 3], "garbage": noise,
-                      "garbage after magic": data[:8] + noise, "empty": b""}[damage])
+    path.write_bytes(
+        {
+            "truncated": data[: len(data) * 2 // 3],
+            "garbage": noise,
+            "garbage after magic": data[:8] + noise,
+            "empty": b"",
+        }[damage]
+    )
     with pytest.raises(CorruptFileError, match=str(path)) as err:
         load_gguf(path)
     assert err.value.tip
@@ -142,8 +163,15 @@ def test_damaged_files_are_corrupt_file_errors_naming_the_file(tmp_path, tiny_ll
 
 # --- tokenizer ----------------------------------------------------------------------------------------------
 
-TEXTS = ["the tin in the sea", "Hello, world! I'm here.\n\n  def f(x):\n\treturn x**2", "In 2024: 1,234 €",
-         "<|im_start|>user\nthe air<|im_end|>\n", "Café 你好 😀", " leading space", ""]
+TEXTS = [
+    "the tin in the sea",
+    "Hello, world! I'm here.\n\n  def f(x):\n\treturn x**2",
+    "In 2024: 1,234 €",
+    "<|im_start|>user\nthe air<|im_end|>\n",
+    "Café 你好 😀",
+    " leading space",
+    "",
+]
 
 
 @pytest.fixture
@@ -165,8 +193,11 @@ def test_tokenizer_encodes_like_the_original(meta, tiny_llama):
 
 def test_tokenizer_matches_transformers_gguf_conversion(meta):
     mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
-    renamed = {name: meta[f"tokenizer.{key}"] for key, name in mapping.GGUF_TOKENIZER_MAPPING["tokenizer"].items()
-               if f"tokenizer.{key}" in meta}
+    renamed = {
+        name: meta[f"tokenizer.{key}"]
+        for key, name in mapping.GGUF_TOKENIZER_MAPPING["tokenizer"].items()
+        if f"tokenizer.{key}" in meta
+    }
     theirs, _ = mapping.convert_gguf_tokenizer("llama", renamed)
     ours = build_tokenizer(meta)
     for text in TEXTS:
@@ -175,8 +206,11 @@ def test_tokenizer_matches_transformers_gguf_conversion(meta):
 
 def test_tokenizer_config_carries_special_tokens_and_chat_template(meta):
     config = tokenizer_config_from_gguf(meta)
-    assert (config["bos_token"], config["eos_token"], config["pad_token"]) == ("<|im_start|>", "<|im_end|>",
-                                                                               "<|im_end|>")
+    assert (config["bos_token"], config["eos_token"], config["pad_token"]) == (
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|im_end|>",
+    )
     assert config["add_bos_token"] is False
     assert config["chat_template"].startswith("{% for m in messages %}")
     assert config["model_max_length"] == 256
@@ -187,10 +221,13 @@ def test_add_bos_token_puts_bos_first(meta):
     assert tok.encode("the").ids[0] == meta["tokenizer.ggml.bos_token_id"]
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("tokenizer.ggml.model", "llama", "tokenizer model 'llama' is not supported"),
-    ("tokenizer.ggml.pre", "mystery", "pre-tokenizer 'mystery' is not supported; supported: .*smollm"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("tokenizer.ggml.model", "llama", "tokenizer model 'llama' is not supported"),
+        ("tokenizer.ggml.pre", "mystery", "pre-tokenizer 'mystery' is not supported; supported: .*smollm"),
+    ],
+)
 def test_unknown_tokenizer_kinds_are_refused(meta, key, value, message):
     with pytest.raises(UnsupportedError, match=message):
         build_tokenizer(meta | {key: value})

@@ -11,8 +11,7 @@ from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 from webbuild.weights.safetensors import load_hf_dir
 
 
-@pytest.mark.parametrize(("dtype", "shards", "atol"), [("float32", 1, 0), ("float16", 1, 1e-3),
-                                                       ("bfloat16", 3, 4e-3)])
+@pytest.mark.parametrize(("dtype", "shards", "atol"), [("float32", 1, 0), ("float16", 1, 1e-3), ("bfloat16", 3, 4e-3)])
 def test_reads_single_and_sharded_checkpoints_as_float32(tmp_path, tiny_llama, dtype, shards, atol):
     model = load_hf_dir(write_hf_dir(tmp_path / "m", tiny_llama, dtype=dtype, shards=shards))
     assert model.config == tiny_llama.config
@@ -70,8 +69,9 @@ def test_untied_checkpoints_keep_lm_head(tmp_path):
 
 def test_integer_tensors_are_unsupported(tmp_path, tiny_llama):
     folder = write_hf_dir(tmp_path / "m", tiny_llama)
-    save_file({"model.layers.0.self_attn.q_proj.qweight": np.zeros((4, 4), np.int32)},
-              str(folder / "model.safetensors"))
+    save_file(
+        {"model.layers.0.self_attn.q_proj.qweight": np.zeros((4, 4), np.int32)}, str(folder / "model.safetensors")
+    )
     with pytest.raises(UnsupportedError, match="q_proj.qweight has dtype int32"):
         load_hf_dir(folder)
 

@@ -121,9 +121,7 @@ def _is_chatml(template: str) -> bool:
     return "<|im_start|>" in template and "<|im_end|>" in template
 
 
-def conv_template(
-    tokenizer_config: dict[str, Any], eos_ids: list[int], vocab: _Vocab | None = None
-) -> ConvTemplate:
+def conv_template(tokenizer_config: dict[str, Any], eos_ids: list[int], vocab: _Vocab | None = None) -> ConvTemplate:
     """Derives the MLC conversation template from the HF chat template text."""
     vocab = vocab or _Vocab(None)
     template = _chat_template_text(tokenizer_config)

@@ -67,10 +67,7 @@ def get_scheme(name: str) -> QuantScheme:
 
 def _quantizes(name: str, shape: tuple[int, ...], scheme: QuantScheme) -> bool:
     return (
-        scheme.bits is not None
-        and name.endswith(".weight")
-        and len(shape) == 2
-        and shape[1] % scheme.group_size == 0
+        scheme.bits is not None and name.endswith(".weight") and len(shape) == 2 and shape[1] % scheme.group_size == 0
     )
 
 

@@ -199,9 +199,7 @@ def read_tensor_cache(cache_dir: str | Path, *, verify: bool = True) -> dict[str
     root = Path(cache_dir)
     json_path = root / CACHE_JSON
     if not json_path.is_file():
-        raise InputError(
-            f"No {CACHE_JSON} in {root}.", tip="Point at a model directory written by `webbuild package`."
-        )
+        raise InputError(f"No {CACHE_JSON} in {root}.", tip="Point at a model directory written by `webbuild package`.")
     try:
         doc = json.loads(json_path.read_text())
         shards = doc["records"]
@@ -236,9 +234,7 @@ def read_tensor_cache(cache_dir: str | Path, *, verify: bool = True) -> dict[str
             else:
                 dtype = _np_dtype(rec["dtype"])
                 if nbytes != math.prod(shape) * dtype.itemsize:
-                    raise CorruptFileError(
-                        f"Record {rec['name']!r} in {json_path}: nbytes does not match shape."
-                    )
+                    raise CorruptFileError(f"Record {rec['name']!r} in {json_path}: nbytes does not match shape.")
                 arr = raw.view(dtype)
                 if not arr.flags.aligned:
                     arr = arr.copy()

@@ -12,6 +12,5 @@ def check_architecture(architecture: str, where: str) -> None:
     """UnsupportedError naming the supported architectures when ``architecture`` is not one of them."""
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedError(
-            f"{where}: architecture {architecture!r} is not supported; "
-            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            f"{where}: architecture {architecture!r} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )

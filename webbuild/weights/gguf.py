@@ -140,8 +140,9 @@ def _dequantize(t: Any, path: Path) -> np.ndarray:
         array = gguf.quants.dequantize(t.data, t.tensor_type)
         out = np.asarray(array, dtype=np.float32).reshape(shape)
     except NotImplementedError as e:
-        raise UnsupportedError(f"{path}: tensor {t.name} has type {t.tensor_type.name}, which cannot be "
-                               "dequantized") from e
+        raise UnsupportedError(
+            f"{path}: tensor {t.name} has type {t.tensor_type.name}, which cannot be dequantized"
+        ) from e
     except (ValueError, TypeError) as e:
         raise CorruptFileError(f"{path}: tensor {t.name} is damaged ({e})", tip=_TIP) from e
     # F32 tensors come back as views of the memory map; copy so the result outlives the reader.

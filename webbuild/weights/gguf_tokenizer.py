@@ -26,9 +26,7 @@ def _byte_level(add_prefix_space: bool) -> pre_tokenizers.PreTokenizer:
 
 def _digits_then_byte_level(add_prefix_space: bool) -> pre_tokenizers.PreTokenizer:
     # StarCoder-style vocabularies (SmolLM's included) split every digit apart before the GPT-2 regex.
-    return pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), _byte_level(add_prefix_space)]
-    )
+    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), _byte_level(add_prefix_space)])
 
 
 _PRE_TOKENIZERS: dict[str, Callable[[bool], pre_tokenizers.PreTokenizer]] = {
