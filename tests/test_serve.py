@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,13 @@ def test_no_api_needs_a_site(served: dict, tmp_path: Path, capsys: pytest.Captur
 def test_a_model_directory_serves_the_api_only(served: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model_dir = write_hf_dir(tmp_path / "tiny", tiny_llama_model())
     monkeypatch.setenv("WEBBUILD_API_KEY", "from-env")
-    assert main(["--quiet", "serve", str(model_dir), "-q", "q0f32"]) == 0
+    assert main(["--quiet", "serve", str(model_dir), "-q", "q0f32", "--mode", "server"]) == 0
     client = TestClient(served["app"])
     assert client.get("/v1/models").status_code == 401
     models = client.get("/v1/models", headers={"authorization": "Bearer from-env"}).json()
     assert models["data"][0]["id"].endswith("-q0f32")
     assert client.get("/").status_code == 404
     assert client.get("/health").json()["status"] == "ok"
+    metrics = client.get("/metrics", headers={"authorization": "Bearer from-env"}).text
+    capacity = float(re.search(r"^webbuild_kv_cache_capacity_tokens (\S+)$", metrics, re.M).group(1))
+    assert capacity == 8 * tiny_llama_model().config["max_position_embeddings"]  # server mode: 8 context windows

@@ -58,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ServeOptions(
             model=args.model,
             device=args.device,
+            mode=args.mode,
             host=args.host,
             port=args.port,
             api=not args.no_api,
@@ -194,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         "model", help="the folder `webbuild package` wrote, or a preset name / .gguf file / Hugging Face directory"
     )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the engine runs (default cpu)")
+    p.add_argument(
+        "--mode",
+        choices=["local", "interactive", "server"],
+        default="local",
+        help="engine limits: local (default) runs 4 requests at once, interactive 1, server 16 with a KV cache "
+        "of 8 context windows; the rest queue",
+    )
     p.add_argument("-q", "--quantization", metavar="SCHEME", help="which build of a site, or how to quantize a model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")

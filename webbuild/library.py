@@ -30,7 +30,7 @@ def _definition_digest() -> str:
 
 def library_key(cfg: DecoderConfig, scheme: QuantScheme, target: str) -> str:
     config = json.dumps(cfg.as_json(), sort_keys=True)
-    return digest(tvm.__version__, config, scheme.name, target, _definition_digest())
+    return digest(tvm.__version__, config, scheme.name, str(make_target(target)), _definition_digest())
 
 
 def build_library(cfg: DecoderConfig, scheme: QuantScheme, target: str, dump_ir: Path | None = None) -> Path:

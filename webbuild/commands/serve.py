@@ -19,6 +19,7 @@ class ServeOptions:
 
     model: str
     device: str = "cpu"
+    mode: str = "local"  # engine limits (webbuild.engine.MODES)
     host: str = "127.0.0.1"
     port: int = 8000
     api: bool = True
@@ -52,10 +53,15 @@ def serve(opts: ServeOptions) -> None:
         )
     engine = None
     if opts.api:
-        from ..engine import Engine  # imports TVM: only when the API is wanted
+        from ..engine import Engine, EngineConfig  # imports TVM: only when the API is wanted
 
         with _log.timed(f"loading the {opts.device} engine for {opts.model}"):
-            engine = Engine(str(path) if site else opts.model, device=opts.device, quantization=opts.quantization)
+            engine = Engine(
+                str(path) if site else opts.model,
+                device=opts.device,
+                quantization=opts.quantization,
+                config=EngineConfig(mode=opts.mode),
+            )
     app = create_app(
         site,
         engine=engine,
