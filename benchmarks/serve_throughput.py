@@ -350,7 +350,8 @@ def build_servers(args: argparse.Namespace) -> list[Server]:
     servers = []
     for q in args.quantizations.split(","):
         site = ensure_site(args.preset, q, args.sites)
-        argv = [webbuild_exe(), "serve", str(site), "--device", "cpu", "--port", "{port}"]
+        # server mode: up to 16 sequences decode together (the default, local, runs 4 and queues the rest)
+        argv = [webbuild_exe(), "serve", str(site), "--device", "cpu", "--mode", "server", "--port", "{port}"]
         servers.append(Server("webbuild serve", q, argv, 0, "/health", logs / f"webbuild-{q}.log"))
     if not args.no_llama_cpp:
         gguf = fetch_weights(load_preset(args.preset))  # the file webbuild itself quantizes from
