@@ -134,11 +134,12 @@ def _number(value: Any, param: str, lo: float, hi: float) -> float:
     return float(value)
 
 
-def _integer(value: Any, param: str, lo: int) -> int:
+def _integer(value: Any, param: str, lo: int, hi: int | None = None) -> int:
     if not _is_integer(value) or abs(value) > _MAX_SAFE_INTEGER:
         raise _invalid(param, f"{param} must be an integer.")
-    if value < lo:
-        raise _invalid(param, f"{param} must be at least {lo}, got {value}.")
+    if value < lo or (hi is not None and value > hi):
+        bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+        raise _invalid(param, f"{param} must be {bounds}, got {value}.")
     return int(value)
 
 
@@ -228,20 +229,14 @@ def _logprobs(req: dict[str, Any], endpoint: str) -> tuple[bool, int]:
     if endpoint == "completion":
         if value is None:
             return False, 0
-        top = _integer(value, "logprobs", 0)
-        if top > most:
-            raise _invalid("logprobs", f"logprobs must be between 0 and {most}, got {top}.")
-        return True, top
+        return True, _integer(value, "logprobs", 0, most)
     if value is not None and not isinstance(value, bool):
         raise _invalid("logprobs", "logprobs must be a boolean.")
     if req.get("top_logprobs") is None:
         return value is True, 0
     if value is not True:
         raise _invalid("top_logprobs", "top_logprobs is only allowed with logprobs: true.")
-    top = _integer(req["top_logprobs"], "top_logprobs", 0)
-    if top > most:
-        raise _invalid("top_logprobs", f"top_logprobs must be between 0 and {most}, got {top}.")
-    return True, top
+    return True, _integer(req["top_logprobs"], "top_logprobs", 0, most)
 
 
 def _common(req: dict[str, Any], defaults: dict[str, Any], max_field: str, default_max: int | None) -> Request:
@@ -250,9 +245,7 @@ def _common(req: dict[str, Any], defaults: dict[str, Any], max_field: str, defau
         raise _invalid("model", "model must be a string.")
     if req.get("user") is not None and not isinstance(req["user"], str):  # accepted; it only labels the request
         raise _invalid("user", "user must be a string.")
-    n = 1 if req.get("n") is None else _integer(req["n"], "n", 1)
-    if n > MAX_CHOICES:
-        raise _invalid("n", f"n must be at most {MAX_CHOICES}, got {n}.")
+    n = 1 if req.get("n") is None else _integer(req["n"], "n", 1, MAX_CHOICES)
     stream = _bool(req, "stream")
     include_usage = False
     if req.get("stream_options") is not None:
