@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from webbuild.openai_api import Choice, Request, ResponseBuilder, usage
+from webbuild.engine.request import Choice, Request, ResponseBuilder, usage
 
 WORDS = ["Paris", " is", " the", " capital", " of", " France", "."]
 

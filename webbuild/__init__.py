@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from webbuild.engine.engine import Engine
 
 __all__ = ["Engine"]
 
@@ -13,7 +13,7 @@ __all__ = ["Engine"]
 def __getattr__(name: str) -> object:
     # Importing TVM takes seconds: only `webbuild.Engine` users pay for it, not `webbuild --help`.
     if name == "Engine":
-        from .engine import Engine
+        from webbuild.engine.engine import Engine
 
         return Engine
     raise AttributeError(name)

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .errors import ToolchainError
+from webbuild.errors import ToolchainError
 
 ENV_VAR = "WEBBUILD_CHROMIUM"
 # Extra flags, space-separated: e.g. "--enable-features=Vulkan" where a GPU's Vulkan driver should serve WebGPU.

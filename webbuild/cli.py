@@ -7,8 +7,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import _log
-from .errors import WebbuildError
+from webbuild import _log
+from webbuild.errors import WebbuildError
 
 EXAMPLES = """examples:
   webbuild package smollm2-135m-instruct          build dist/smollm2-135m-instruct/ (a static site)
@@ -29,7 +29,7 @@ def _size(n: float) -> str:
 
 
 def cmd_package(args: argparse.Namespace) -> int:
-    from .commands.package import PackageOptions, package
+    from webbuild.commands.package import PackageOptions, package
 
     result = package(
         PackageOptions(
@@ -52,7 +52,7 @@ def cmd_package(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from .commands.serve import ServeOptions, serve
+    from webbuild.commands.serve import ServeOptions, serve
 
     serve(
         ServeOptions(
@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .commands.doctor import doctor, format_report
+    from webbuild.commands.doctor import doctor, format_report
 
     checks = doctor(build_runtime=args.build_runtime)
     print(format_report(checks))
@@ -91,7 +91,7 @@ def _bench_engines(text: str) -> list[str]:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from .commands.bench import bench_browser, bench_engine
+    from webbuild.commands.bench import bench_browser, bench_engine
 
     runs = []
     for device in ("cpu", "cuda"):
@@ -113,7 +113,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from .commands.chat import ChatOptions, Settings, chat
+    from webbuild.commands.chat import ChatOptions, Settings, chat
 
     settings = Settings(
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed, stop=args.stop
@@ -125,9 +125,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import json
 
-    from .commands.verify import VerifyOptions, verify
-    from .verify_metrics import Thresholds
-    from .verify_report import as_json, format_text, write_html
+    from webbuild.commands.verify import VerifyOptions, verify
+    from webbuild.verify.metrics import Thresholds
+    from webbuild.verify.report import as_json, format_text, write_html
 
     result = verify(
         VerifyOptions(

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import _log
-from ..server import serving
-from ..verify_report import adapter_name
+from webbuild import _log
+from webbuild.serve.app import serving
+from webbuild.verify.report import adapter_name
 
 BENCH_PROMPT = "Write one sentence about the sea."
 
@@ -45,7 +45,7 @@ def _figures(where: str, load_s: float, usage: dict[str, Any]) -> RunFigures:
 def bench_browser(site: Path, prompt: str = BENCH_PROMPT, max_tokens: int = 8) -> RunFigures:
     from playwright.sync_api import sync_playwright
 
-    from ..browser import launch_options
+    from webbuild.browser import launch_options
 
     request = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0}
     with serving(site) as url, sync_playwright() as pw:
@@ -68,7 +68,7 @@ def bench_browser(site: Path, prompt: str = BENCH_PROMPT, max_tokens: int = 8) -
 
 def bench_engine(site: Path, device: str, prompt: str = BENCH_PROMPT, max_tokens: int = 8) -> RunFigures:
     """The Python engine on ``device`` (cpu: the llvm build; cuda: the CUDA build, compiled on first use)."""
-    from ..engine import Engine
+    from webbuild.engine.engine import Engine
 
     t0 = time.monotonic()
     engine = Engine(site, device=device)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from ..errors import InvalidRequestError, WebbuildError
-from ..openai_api import parse_chat_request
+from webbuild.engine.request import parse_chat_request
+from webbuild.errors import InvalidRequestError, WebbuildError
 
 PROMPT = ">>> "
 CONTINUATION = "... "
@@ -313,7 +313,7 @@ class ChatOptions:
 def chat(options: ChatOptions, input_fn: Callable[[str], str] | None = None, out: TextIO | None = None) -> None:
     """Loads the model on ``options.device`` (one user: the engine's interactive mode) and runs the chat on the
     terminal, or on ``input_fn``/``out`` when given."""
-    from ..engine import Engine, EngineConfig
+    from webbuild.engine.engine import Engine, EngineConfig
 
     settings = options.settings.validated()  # a bad --temperature fails before the slow model load
     engine = Engine(options.model, options.device, options.quantization, config=EngineConfig(mode="interactive"))

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import browser, link
-from ..errors import WebbuildError
+from webbuild import browser
+from webbuild.build import link
+from webbuild.errors import WebbuildError
 
 NODE_TIP = "sudo apt-get install nodejs npm (or run scripts/setup.sh)"
 NPM_DEPS_TIP = "cd web_runtime && npm ci (or run scripts/setup.sh)"
@@ -141,7 +142,7 @@ def _npm() -> Check:
 
 
 def _npm_packages() -> Check:
-    from ..site import RUNTIME_DIR  # the web runtime folder next to the package
+    from webbuild.build.site import RUNTIME_DIR  # the web runtime folder next to the package
 
     manifest = RUNTIME_DIR / "package.json"
     if not manifest.is_file():

@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import _log
-from ..library import build_library
-from ..prepare import prepare_model, write_model_files
-from ..quantize import get_scheme
-from ..site import SiteModel, assemble_site
-from ..source import load_source
+from webbuild import _log
+from webbuild.build.library import build_library
+from webbuild.build.prepare import prepare_model, write_model_files
+from webbuild.build.quantize import get_scheme
+from webbuild.build.site import SiteModel, assemble_site
+from webbuild.build.source import load_source
 
 
 @dataclass

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import uvicorn
 
-from .. import _log
-from ..errors import InputError
-from ..server import create_app
+from webbuild import _log
+from webbuild.errors import InputError
+from webbuild.serve.app import create_app
 
 
 @dataclass
@@ -19,7 +19,7 @@ class ServeOptions:
 
     model: str
     device: str = "cpu"
-    mode: str = "local"  # engine limits (webbuild.engine.MODES)
+    mode: str = "local"  # engine limits (webbuild.engine.engine.MODES)
     host: str = "127.0.0.1"
     port: int = 8000
     api: bool = True
@@ -53,7 +53,7 @@ def serve(opts: ServeOptions) -> None:
         )
     engine = None
     if opts.api:
-        from ..engine import Engine, EngineConfig  # imports TVM: only when the API is wanted
+        from webbuild.engine.engine import Engine, EngineConfig  # imports TVM: only when the API is wanted
 
         with _log.timed(f"loading the {opts.device} engine for {opts.model}"):
             engine = Engine(

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer
 
-from .. import _log
-from ..chat_template import ChatTemplate
-from ..errors import InputError
-from ..text_stream import TextStream
-from ..verify_metrics import PositionMetrics, Summary, Thresholds, compare, summarize
-from ..verify_prompts import BUILTIN_PROMPTS, VerifyPrompt, fill_length, load_prompts
-from ..verify_references import ReferenceStatus, WeightsCheck, build_references, resolve_source
+from webbuild import _log
+from webbuild.engine.chat_template import ChatTemplate
+from webbuild.engine.text_stream import TextStream
+from webbuild.errors import InputError
+from webbuild.verify.metrics import PositionMetrics, Summary, Thresholds, compare, summarize
+from webbuild.verify.prompts import BUILTIN_PROMPTS, VerifyPrompt, fill_length, load_prompts
+from webbuild.verify.references import ReferenceStatus, WeightsCheck, build_references, resolve_source
 
 if TYPE_CHECKING:
-    from ..prepare import PreparedModel
+    from webbuild.build.prepare import PreparedModel
 
 # (candidate, reference): the comparisons made when both ran. Gated ones are held to the thresholds.
 PAIRS = (("browser", "cpu"), ("browser", "cuda"), ("browser", "hf"), ("cpu", "hf"), ("cuda", "cpu"))
@@ -131,8 +131,8 @@ def _encode(bundle: PreparedModel, tokenizer: Tokenizer, prompt: VerifyPrompt, t
 
 def verify(opts: VerifyOptions) -> VerifyResult:
     """Runs every prompt through the browser and the references and compares them."""
-    from ..prepare import read_model_files
-    from ..verify_browser import BrowserScorer
+    from webbuild.build.prepare import read_model_files
+    from webbuild.verify.browser import BrowserScorer
 
     t0 = time.monotonic()
     site = Path(opts.site)

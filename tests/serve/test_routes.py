@@ -1,0 +1,426 @@
+"""webbuild.serve.routes on a scripted engine: routes, the error envelope, auth, SSE framing and aborts, metrics.
+
+The same API on the real (tiny) engine, through the official openai client, is in test_api_openai.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+import httpx
+import pytest
+from fake_engine import WORDS, FakeEngine
+from starlette.testclient import TestClient
+
+from webbuild.errors import ContextLengthExceededError, InvalidRequestError
+from webbuild.serve.app import create_app, serving
+
+CHAT = "/v1/chat/completions"
+HI = [{"role": "user", "content": "Capital of France?"}]
+
+
+@pytest.fixture()
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture()
+def client(engine: FakeEngine) -> TestClient:
+    return TestClient(create_app(engine=engine), raise_server_exceptions=False)
+
+
+def events(text: str) -> list[Any]:
+    """The ``data:`` payloads of an SSE body, JSON-decoded except the final ``[DONE]``."""
+    assert text.endswith("\n\n")
+    out = []
+    for block in text.strip("\n").split("\n\n"):
+        assert block.startswith("data: "), block
+        data = block.removeprefix("data: ")
+        out.append(data if data == "[DONE]" else json.loads(data))
+    return out
+
+
+def assert_envelope(response: httpx.Response, status: int, code: str | None, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["code"] == code
+    assert error["param"] == param
+    return error
+
+
+# ---- routes ----------------------------------------------------------------------------------------------
+
+
+def test_models_lists_the_served_model(client: TestClient) -> None:
+    body = client.get("/v1/models").json()
+    assert body["object"] == "list"
+    assert [m["id"] for m in body["data"]] == ["fake-model-q4f32_1"]
+    assert body["data"][0]["object"] == "model"
+    assert client.get("/v1/models/fake-model-q4f32_1").json()["id"] == "fake-model-q4f32_1"
+    assert_envelope(client.get("/v1/models/gpt-4"), 404, "model_not_found", "model")
+
+
+def test_health(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok", "model": "fake-model-q4f32_1"}
+
+
+def test_chat_completion_passes_the_parsed_request_to_the_engine(client: TestClient, engine: FakeEngine) -> None:
+    response = client.post(CHAT, json={"messages": HI, "max_tokens": 3, "model": "fake-model-q4f32_1"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == "".join(WORDS[:3])
+    assert body["choices"][0]["finish_reason"] == "length"
+    request = engine.requests[-1]
+    assert request.messages == HI and request.sampling.max_tokens == 3
+    assert request.sampling.temperature == 0.7  # the model's default fills what the request leaves out
+
+
+def test_text_completion(client: TestClient) -> None:
+    body = client.post("/v1/completions", json={"prompt": "The capital of France", "max_tokens": 2}).json()
+    assert body["object"] == "text_completion"
+    assert body["choices"][0]["text"] == "".join(WORDS[:2])
+
+
+def test_streaming_is_sse_ending_with_done(client: TestClient) -> None:
+    response = client.post(CHAT, json={"messages": HI, "stream": True})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    got = events(response.text)
+    assert got[-1] == "[DONE]"
+    chunks = got[:-1]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "".join(WORDS)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(c["choices"] for c in chunks)  # no usage chunk unless asked
+
+
+def test_include_usage_adds_a_final_usage_chunk(client: TestClient) -> None:
+    body = {"messages": HI, "stream": True, "stream_options": {"include_usage": True}}
+    chunks = events(client.post(CHAT, json=body).text)[:-1]
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": len(WORDS),
+        "total_tokens": 5 + len(WORDS),
+        "extra": {"time_to_first_token_s": 0.01},
+    }
+
+
+def test_text_completion_stream(client: TestClient) -> None:
+    got = events(client.post("/v1/completions", json={"prompt": "x", "stream": True, "max_tokens": 7}).text)
+    assert got[-1] == "[DONE]"
+    assert "".join(c["choices"][0]["text"] for c in got[:-1]) == "".join(WORDS)
+
+
+# ---- errors ----------------------------------------------------------------------------------------------
+
+BAD_REQUESTS = [
+    # (body as sent, expected code, expected param)
+    (b"{not json", "invalid_request", None),
+    (b"", "invalid_request", None),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', "invalid_request", None),
+    (b"\xff\xfe\x00garbage", "invalid_request", None),
+    (b"[1, 2, 3]", "invalid_request", None),
+    (b'"just a string"', "invalid_request", None),
+    (b"[" * 100_000 + b"]" * 100_000, "invalid_request", None),
+    (json.dumps({"messages": []}).encode(), "invalid_request", "messages"),
+    (json.dumps({"messages": "hi"}).encode(), "invalid_request", "messages"),
+    (json.dumps({}).encode(), "invalid_request", "messages"),
+    (json.dumps({"messages": [{"role": "wizard", "content": "hi"}]}).encode(), "invalid_request", "messages[0].role"),
+    (json.dumps({"messages": [{"role": "user"}]}).encode(), "invalid_request", "messages[0].content"),
+    (json.dumps({"messages": [{"role": "user", "content": 5}]}).encode(), "invalid_request", "messages[0].content"),
+    (json.dumps({"messages": HI, "temperature": "hot"}).encode(), "invalid_request", "temperature"),
+    (json.dumps({"messages": HI, "temperature": 9}).encode(), "invalid_request", "temperature"),
+    (json.dumps({"messages": HI, "top_p": -1}).encode(), "invalid_request", "top_p"),
+    (json.dumps({"messages": HI, "max_tokens": 0}).encode(), "invalid_request", "max_tokens"),
+    (json.dumps({"messages": HI, "max_tokens": 1.5}).encode(), "invalid_request", "max_tokens"),
+    (json.dumps({"messages": HI, "max_tokens": True}).encode(), "invalid_request", "max_tokens"),
+    (json.dumps({"messages": HI, "stop": ["a", "b", "c", "d", "e"]}).encode(), "invalid_request", "stop"),
+    (json.dumps({"messages": HI, "stream": "yes"}).encode(), "invalid_request", "stream"),
+    (json.dumps({"messages": HI, "stream_options": {"include_usage": True}}).encode(), "invalid_request",
+     "stream_options"),
+    (json.dumps({"messages": HI, "seed": 2**60}).encode(), "invalid_request", "seed"),
+    (json.dumps({"messages": HI, "logit_bias": {"abc": 1}}).encode(), "invalid_request", "logit_bias"),
+    (json.dumps({"messages": HI, "logit_bias": {"100": 1}}).encode(), "invalid_request", "logit_bias"),
+    (json.dumps({"messages": HI, "frobnicate": 1}).encode(), "invalid_request", "frobnicate"),
+    (json.dumps({"messages": HI, "n": 17}).encode(), "invalid_request", "n"),
+    (json.dumps({"messages": HI, "top_logprobs": 2}).encode(), "invalid_request", "top_logprobs"),
+    (json.dumps({"messages": HI, "tools": [{"type": "function"}]}).encode(), "unsupported_parameter", "tools"),
+    (json.dumps({"messages": HI, "model": 42}).encode(), "invalid_request", "model"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "code", "param"), BAD_REQUESTS)
+def test_bad_chat_requests_get_400_in_the_envelope(client: TestClient, body: bytes, code: str, param: str) -> None:
+    error = assert_envelope(client.post(CHAT, content=body), 400, code, param)
+    assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": 5}, "prompt"),
+        ({"prompt": ""}, "prompt"),  # nothing to prefill: the engine would wait forever for a first token
+        ({"prompt": [""]}, "prompt"),
+        ({"prompt": []}, "prompt"),
+        ({"prompt": [1, -2]}, "prompt"),
+        ({"prompt": [1, 100]}, "prompt"),  # past the vocabulary: would read out of bounds in the model
+        ({"prompt": "x", "echo": "yes"}, "echo"),
+        ({"prompt": "x", "logprobs": 6}, "logprobs"),
+        ({"prompt": "x", "messages": HI}, "messages"),
+    ],
+)
+def test_bad_completion_requests_get_400(client: TestClient, body: dict, param: str) -> None:
+    assert_envelope(client.post("/v1/completions", json=body), 400, "invalid_request", param)
+
+
+def test_engine_errors_keep_their_code(engine: FakeEngine, client: TestClient) -> None:
+    engine.create_error = ContextLengthExceededError("the prompt has 99 tokens; the window is 64", param="messages")
+    for stream in (False, True):
+        error = assert_envelope(
+            client.post(CHAT, json={"messages": HI, "stream": stream}), 400, "context_length_exceeded", "messages"
+        )
+        assert "99 tokens" in error["message"]
+
+
+def test_unknown_model_is_404(client: TestClient) -> None:
+    response = client.post(CHAT, json={"messages": HI, "model": "gpt-4o"})
+    assert_envelope(response, 404, "model_not_found", "model")
+
+
+def test_too_large_body_is_413(client: TestClient) -> None:
+    from webbuild.serve.routes import MAX_BODY_BYTES
+
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * (MAX_BODY_BYTES + 1)}]})
+    assert_envelope(client.post(CHAT, content=big), 413, "request_too_large")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", CHAT, 405, "method_not_allowed"),
+        ("PUT", "/v1/completions", 405, "method_not_allowed"),
+        ("DELETE", "/v1/models", 405, "method_not_allowed"),
+        ("POST", "/v1/embeddings", 404, "not_found"),
+        ("GET", "/v1/nope", 404, "not_found"),
+        ("GET", "/v1", 404, "not_found"),
+        ("GET", "/index.html", 404, "not_found"),  # no site given: API only
+    ],
+)
+def test_wrong_methods_and_unknown_routes(client: TestClient, method: str, path: str, status: int, code: str) -> None:
+    response = client.request(method, path)
+    assert_envelope(response, status, code)
+    if status == 405:
+        assert response.headers["allow"]
+
+
+def test_an_engine_bug_is_a_500_in_the_envelope_and_the_server_lives_on(engine: FakeEngine, client: TestClient):
+    engine.create_error = RuntimeError("boom")
+    error = assert_envelope(client.post(CHAT, json={"messages": HI}), 500, "internal_error")
+    assert error["type"] == "server_error"
+    assert "boom" not in error["message"]  # internals go to the log, not to the client
+    engine.create_error = None
+    assert client.post(CHAT, json={"messages": HI}).status_code == 200
+
+
+def test_an_error_in_the_first_chunk_is_still_a_plain_http_error(engine: FakeEngine, client: TestClient) -> None:
+    engine.fail_after, engine.failure = 0, InvalidRequestError("bad stop", param="stop")
+    response = client.post("/v1/completions", json={"prompt": "x", "stream": True})
+    assert_envelope(response, 400, "invalid_request", "stop")
+    assert engine.closed.is_set()
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "type_"),
+    [
+        (RuntimeError("kernel exploded"), "internal_error", "server_error"),
+        (ContextLengthExceededError("ran out of context", param="max_tokens"), "context_length_exceeded",
+         "invalid_request_error"),
+    ],
+)  # fmt: skip
+def test_an_error_after_the_stream_started_is_one_error_event(
+    engine: FakeEngine, client: TestClient, failure: Exception, code: str, type_: str
+) -> None:
+    engine.fail_after, engine.failure = 2, failure
+    response = client.post(CHAT, json={"messages": HI, "stream": True})
+    assert response.status_code == 200
+    got = events(response.text)
+    assert "[DONE]" not in got
+    assert [c["choices"][0]["delta"].get("content") for c in got[1:-1]] == WORDS[:2]
+    assert set(got[-1]) == {"error"}
+    assert got[-1]["error"]["code"] == code and got[-1]["error"]["type"] == type_
+    assert engine.closed.is_set()
+
+
+# ---- auth and CORS ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def site(tmp_path):
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "index.html").write_text("<!doctype html><title>t</title>")
+    return root
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"authorization": "Bearer wrong"}, {"authorization": "sekrit"}, {"authorization": "Basic sekrit"}],
+)
+def test_api_key_is_required_on_v1(engine: FakeEngine, site, headers: dict) -> None:
+    client = TestClient(create_app(site, engine=engine, api_key="sekrit"))
+    for method, path in (("GET", "/v1/models"), ("POST", CHAT), ("POST", "/v1/completions")):
+        response = client.request(method, path, headers=headers, json={"messages": HI})
+        error = assert_envelope(response, 401, "invalid_api_key")
+        assert error["type"] == "invalid_request_error"
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert engine.requests == []
+
+
+def test_the_right_key_opens_v1_and_the_site_and_health_stay_public(engine: FakeEngine, site) -> None:
+    client = TestClient(create_app(site, engine=engine, api_key="sekrit"))
+    auth = {"authorization": "Bearer sekrit"}
+    assert client.post(CHAT, headers=auth, json={"messages": HI}).status_code == 200
+    assert client.get("/v1/models", headers=auth).status_code == 200
+    assert client.get("/").status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.get("/metrics").status_code == 200
+
+
+def test_cors_is_same_origin_only_by_default(client: TestClient) -> None:
+    response = client.get("/v1/models", headers={"origin": "https://elsewhere.example"})
+    assert "access-control-allow-origin" not in response.headers
+    preflight = client.options(
+        CHAT, headers={"origin": "https://elsewhere.example", "access-control-request-method": "POST"}
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_allowed_origins_get_cors_headers(engine: FakeEngine) -> None:
+    client = TestClient(create_app(engine=engine, allow_origins=["https://app.example"]))
+    preflight = client.options(
+        CHAT,
+        headers={
+            "origin": "https://app.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    response = client.post(CHAT, json={"messages": HI}, headers={"origin": "https://app.example"})
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    other = client.post(CHAT, json={"messages": HI}, headers={"origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_any_origin(engine: FakeEngine) -> None:
+    client = TestClient(create_app(engine=engine, allow_origins=["*"]))
+    response = client.get("/v1/models", headers={"origin": "https://anyone.example"})
+    assert response.headers["access-control-allow-origin"] == "*"
+
+
+# ---- metrics ---------------------------------------------------------------------------------------------
+
+
+def test_metrics_in_prometheus_text_format(client: TestClient) -> None:
+    client.post(CHAT, json={"messages": HI, "max_tokens": 3})
+    client.post(CHAT, json={"messages": HI, "stream": True})
+    client.post(CHAT, json={"messages": []})
+    client.post("/v1/completions", json={"prompt": "x", "model": "nope"})
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = response.text
+    assert 'webbuild_requests_total{endpoint="/v1/chat/completions",status="200"} 2.0' in text
+    assert 'webbuild_requests_total{endpoint="/v1/chat/completions",status="400"} 1.0' in text
+    assert 'webbuild_requests_total{endpoint="/v1/completions",status="404"} 1.0' in text
+    assert "webbuild_prompt_tokens_total 10.0" in text  # the stream's usage is counted though not asked for
+    assert f"webbuild_completion_tokens_total {3.0 + len(WORDS)}" in text
+    assert "webbuild_time_to_first_token_seconds_count 2.0" in text
+    assert f"webbuild_inter_token_latency_seconds_count {len(WORDS) - 1}.0" in text
+    assert "webbuild_running 1.0" in text and "webbuild_waiting 2.0" in text
+    assert "webbuild_kv_cache_used_tokens 48.0" in text and "webbuild_kv_cache_capacity_tokens 128.0" in text
+    assert "webbuild_kv_cache_usage_ratio 0.375" in text
+
+
+def test_openapi_spec_is_served(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/models"} <= set(spec["paths"])
+
+
+# ---- client disconnects ----------------------------------------------------------------------------------
+
+
+def test_a_client_that_disconnects_aborts_its_stream() -> None:
+    engine = FakeEngine(delay=0.02, endless=True)
+    with serving(create_app(engine=engine)) as url:
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+        body = json.dumps({"messages": HI, "stream": True}).encode()
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            received = b""
+            while received.count(b"data: ") < 3:
+                received += sock.recv(4096)
+            assert b"200 OK" in received.split(b"\r\n", 1)[0]
+        assert engine.closed.wait(5), "the engine iterator was not closed after the client left"
+        # The server is still fine.
+        assert httpx.get(url + "health").status_code == 200
+        metrics = httpx.get(url + "metrics").text
+        assert "webbuild_aborted_requests_total 1.0" in metrics
+
+
+def test_a_client_that_disconnects_aborts_its_non_streamed_request() -> None:
+    """The engine gets an ``abort`` event with every non-streamed request and the API sets it when the client
+    leaves; the fake engine's request waits for exactly that."""
+    engine = FakeEngine(endless=True)
+    with serving(create_app(engine=engine)) as url:
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+        body = json.dumps({"messages": HI}).encode()
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            deadline = time.monotonic() + 5
+            while not engine.requests and time.monotonic() < deadline:  # the request reached the engine
+                time.sleep(0.01)
+        assert engine.closed.wait(5), "the engine was not told to abort after the client left"
+        counted = 'webbuild_requests_total{endpoint="/v1/chat/completions",status="499"} 1.0'
+        deadline = time.monotonic() + 5
+        while counted not in (metrics := httpx.get(url + "metrics").text) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the API counts the request once the engine call has returned
+        assert counted in metrics and "webbuild_aborted_requests_total 1.0" in metrics
+
+
+def test_concurrent_streams_do_not_block_each_other() -> None:
+    """Engine calls run in worker threads: slow streams overlap instead of running one after the other."""
+    import concurrent.futures
+
+    engine = FakeEngine(delay=0.05)
+    with serving(create_app(engine=engine)) as url, httpx.Client(base_url=url) as http:
+
+        def one(_: int) -> str:
+            with http.stream("POST", "v1/chat/completions", json={"messages": HI, "stream": True}) as r:
+                return r.read().decode()
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(one, range(4)))
+    assert all(events(r)[-1] == "[DONE]" for r in results)
+    assert engine.max_busy >= 2  # two engine calls ran at the same time

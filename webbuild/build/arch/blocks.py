@@ -1,0 +1,286 @@
+"""Transformer building blocks written once for every decoder-only architecture.
+
+An architecture file only describes its config and weight names; everything that becomes TVM IR lives here,
+so the webgpu, llvm and cuda builds share one definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tvm import relax as rx
+from tvm import te, tirx
+from tvm.relax.frontend import nn
+from tvm.relax.frontend.nn import Tensor, op
+from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
+from tvm.target import Target
+
+from webbuild.build.quantize import QuantScheme
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Shape and flags of a decoder-only transformer; filled by an architecture's ``from_hf``/``from_gguf``."""
+
+    model_type: str
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+    context_window_size: int
+    prefill_chunk_size: int
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class FloatLinear(nn.Module):
+    """``y = x @ W.T`` with an unquantized weight [out, in]."""
+
+    def __init__(self, in_features: int, out_features: int, dtype: str) -> None:
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter((out_features, in_features), dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return op.matmul(x, op.permute_dims(self.weight))
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        """Rows of W: an embedding table is a linear read by rows (and, tied, reused as the LM head)."""
+        return op.take(self.weight, ids, axis=0)
+
+
+class Q4Linear(nn.Module):
+    """``y = x @ dequant(W).T`` for group-quantized int4 weights (ARTIFACTS.md ``q4f*_1``).
+
+    Dequantization and the matmul are one TE function, so the GPU schedule (dlight GEMV/Matmul) inlines the
+    unpacking into the reduction and the full-precision weight never exists in memory.
+    """
+
+    def __init__(self, in_features: int, out_features: int, scheme: QuantScheme) -> None:
+        if in_features % scheme.group_size:
+            raise ValueError(f"in_features {in_features} is not a multiple of group size {scheme.group_size}")
+        self.in_features, self.out_features = in_features, out_features
+        self.group_size, self.dtype = scheme.group_size, scheme.model_dtype
+        self.q_weight = nn.Parameter((out_features, in_features // 8), "uint32")
+        self.q_scale = nn.Parameter((out_features, in_features // scheme.group_size), scheme.model_dtype)
+
+    def dequantize(self, q_weight: te.Tensor, q_scale: te.Tensor, row: Any, col: Any) -> Any:
+        nibble = (q_weight[row, col // 8] >> (col % 8 * 4).astype("uint32")) & tirx.const(15, "uint32")
+        return (nibble.astype(self.dtype) - tirx.const(7, self.dtype)) * q_scale[row, col // self.group_size]
+
+    def forward(self, x: Tensor) -> Tensor:
+        def compute(x: te.Tensor, q_weight: te.Tensor, q_scale: te.Tensor) -> te.Tensor:
+            weight = te.compute(
+                (self.out_features, self.in_features),
+                lambda o, i: self.dequantize(q_weight, q_scale, o, i),
+                name="dequantize",
+            )
+            k = te.reduce_axis((0, self.in_features), name="k")
+            return te.compute(
+                (*x.shape[:-1], self.out_features),
+                lambda *idx: te.sum(x[(*idx[:-1], k)] * weight[idx[-1], k], axis=k),
+                name="matmul",
+            )
+
+        return op.tensor_expr_op(compute, "q4_matmul", [x, self.q_weight, self.q_scale])
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        """Dequantized rows of W, for embedding tables."""
+
+        def compute(ids: te.Tensor, q_weight: te.Tensor, q_scale: te.Tensor) -> te.Tensor:
+            return te.compute(
+                (ids.shape[0], self.in_features),
+                lambda s, j: self.dequantize(q_weight, q_scale, ids[s], j),
+                name="embed",
+            )
+
+        return op.tensor_expr_op(compute, "q4_embed", [ids, self.q_weight, self.q_scale])
+
+
+def make_linear(in_features: int, out_features: int, scheme: QuantScheme) -> Q4Linear | FloatLinear:
+    return (
+        Q4Linear(in_features, out_features, scheme)
+        if scheme.bits
+        else FloatLinear(in_features, out_features, scheme.model_dtype)
+    )
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: DecoderConfig, scheme: QuantScheme) -> None:
+        self.num_q, self.num_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.qkv_proj = make_linear(cfg.hidden_size, (self.num_q + 2 * self.num_kv) * self.head_dim, scheme)
+        self.o_proj = make_linear(self.num_q * self.head_dim, cfg.hidden_size, scheme)
+
+    def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        b, s, _ = x.shape
+        qkv = op.reshape(self.qkv_proj(x), (b, s, self.num_q + 2 * self.num_kv, self.head_dim))
+        out = kv_cache.attention_with_fused_qkv(layer_id, qkv, self.num_q, sm_scale=self.head_dim**-0.5)
+        return self.o_proj(op.reshape(out, (b, s, self.num_q * self.head_dim)))
+
+
+class GatedMLP(nn.Module):
+    def __init__(self, cfg: DecoderConfig, scheme: QuantScheme) -> None:
+        self.gate_up_proj = make_linear(cfg.hidden_size, 2 * cfg.intermediate_size, scheme)
+        self.down_proj = make_linear(cfg.intermediate_size, cfg.hidden_size, scheme)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
+        return self.down_proj(op.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DecoderConfig, scheme: QuantScheme) -> None:
+        self.input_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=scheme.model_dtype)
+        self.self_attn = Attention(cfg, scheme)
+        self.post_attention_layernorm = nn.RMSNorm(
+            cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=scheme.model_dtype
+        )
+        self.mlp = GatedMLP(cfg, scheme)
+
+    def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), kv_cache, layer_id)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DecoderModel(nn.Module):
+    def __init__(self, cfg: DecoderConfig, scheme: QuantScheme) -> None:
+        self.embed_tokens = make_linear(cfg.hidden_size, cfg.vocab_size, scheme)
+        self.layers = nn.ModuleList([DecoderLayer(cfg, scheme) for _ in range(cfg.num_hidden_layers)])
+        self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=scheme.model_dtype)
+
+    def forward(self, x: Tensor, kv_cache: PagedKVCache) -> Tensor:
+        for layer_id, layer in enumerate(self.layers):
+            x = layer(x, kv_cache, layer_id)
+        return x
+
+
+def _last_position(x: Tensor) -> Tensor:
+    def compute(x: te.Tensor) -> te.Tensor:
+        b, s, h = x.shape
+        return te.compute((b, 1, h), lambda i, _, k: x[i, s - 1, k], name="last_position")
+
+    return op.tensor_expr_op(compute, "last_position", [x])
+
+
+class CausalLM(nn.Module):
+    """A decoder-only LM exposing the VM functions WebLLM looks up (ARTIFACTS.md) for one target."""
+
+    def __init__(self, cfg: DecoderConfig, scheme: QuantScheme, target: Target) -> None:
+        self.cfg, self.scheme, self.target = cfg, scheme, target
+        self.model = DecoderModel(cfg, scheme)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = make_linear(cfg.hidden_size, cfg.vocab_size, scheme)
+
+    def _head(self, hidden: Tensor) -> Tensor:
+        """Final norm + LM head on the positions that need logits; logits are always float32."""
+        hidden = self.model.norm(hidden)
+        logits = self.model.embed_tokens(hidden) if self.cfg.tie_word_embeddings else self.lm_head(hidden)
+        return logits if logits.dtype == "float32" else op.astype(logits, "float32")
+
+    def _logits(self, hidden: Tensor) -> Tensor:
+        return self._head(_last_position(hidden))
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.model.embed_tokens.lookup(input_ids)
+
+    def prefill(self, input_embed: Tensor, paged_kv_cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+        return self._logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
+
+    def decode(self, input_embed: Tensor, paged_kv_cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+        return self._logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
+
+    def batch_prefill(
+        self, input_embeds: Tensor, logit_positions: Tensor, paged_kv_cache: PagedKVCache
+    ) -> tuple[Tensor, PagedKVCache]:
+        """Several sequences' new tokens concatenated [1, total, h]; logits at ``logit_positions`` (one per
+        sequence, usually its last new token) -> [1, num_seq, vocab]."""
+        hidden = self.model(input_embeds, paged_kv_cache)
+        return self._head(op.take(hidden, logit_positions, axis=1)), paged_kv_cache
+
+    def batch_decode(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+        """One new token for each of ``batch`` sequences: [batch, 1, h] -> [batch, 1, vocab]."""
+        return self._head(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
+
+    def batch_verify(self, input_embeds: Tensor, paged_kv_cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
+        """Logits at every new position [1, total, vocab]: teacher-forced scoring (``verify``)."""
+        return self._head(self.model(input_embeds, paged_kv_cache)), paged_kv_cache
+
+    def create_tir_paged_kv_cache(
+        self,
+        max_batch_size: tirx.Var,
+        max_total_seq_len: tirx.Var,
+        prefill_chunk_size: tirx.Var,
+        page_size: tirx.Var,
+        support_sliding_window: tirx.Var,
+    ) -> PagedKVCache:
+        cfg = self.cfg
+        return TIRPagedKVCache(
+            attn_kind="mha",
+            max_batch_size=max_batch_size,
+            max_total_seq_len=max_total_seq_len,
+            prefill_chunk_size=prefill_chunk_size,
+            page_size=page_size,
+            support_sliding_window=support_sliding_window,
+            layer_partition=rx.ShapeExpr([0, cfg.num_hidden_layers]),
+            num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads,
+            num_key_value_heads=cfg.num_key_value_heads,
+            qk_head_dim=cfg.head_dim,
+            v_head_dim=cfg.head_dim,
+            mla_original_qk_head_dim=0,
+            mla_original_v_head_dim=0,
+            rope_mode=RopeMode.NORMAL,
+            rope_scale=1,
+            rope_theta=cfg.rope_theta,
+            rope_scaling={},
+            rope_ext_factors=rx.prim_value(0),
+            rotary_dim=cfg.head_dim,
+            enable_disaggregation=False,
+            dtype=self.scheme.model_dtype,
+            target=self.target,
+        )
+
+    def export_spec(self) -> dict[str, Any]:
+        hidden, dtype = self.cfg.hidden_size, self.scheme.model_dtype
+        packed = {"param_mode": "packed", "effect_mode": "none"}
+        kv = nn.spec.Object(object_type=PagedKVCache)
+        return {
+            "embed": {"input_ids": nn.spec.Tensor(["seq_len"], "int32"), "$": packed},
+            "prefill": {
+                "input_embed": nn.spec.Tensor([1, "seq_len", hidden], dtype),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
+            "decode": {"input_embed": nn.spec.Tensor([1, 1, hidden], dtype), "paged_kv_cache": kv, "$": packed},
+            "batch_prefill": {
+                "input_embeds": nn.spec.Tensor([1, "seq_len", hidden], dtype),
+                "logit_positions": nn.spec.Tensor(["batch_size"], "int32"),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
+            "batch_decode": {
+                "input_embeds": nn.spec.Tensor(["batch_size", 1, hidden], dtype),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
+            "batch_verify": {
+                "input_embeds": nn.spec.Tensor([1, "seq_len", hidden], dtype),
+                "paged_kv_cache": kv,
+                "$": packed,
+            },
+            "create_tir_paged_kv_cache": {
+                "max_batch_size": int,
+                "max_total_seq_len": int,
+                "prefill_chunk_size": int,
+                "page_size": int,
+                "support_sliding_window": int,
+                "$": {"param_mode": "none", "effect_mode": "none"},
+            },
+        }

@@ -1,0 +1,52 @@
+"""Architecture + config + quantization -> a Relax IRModule with the VM functions WebLLM looks up."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import tvm
+from tvm import IRModule, relax
+from tvm.target import Target
+
+from webbuild.build.arch.attention_merge import replace_merge_kernel
+from webbuild.build.arch.blocks import CausalLM, DecoderConfig
+from webbuild.build.quantize import QuantScheme
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass
+class ExportedModel:
+    mod: IRModule
+    params: list[ParamSpec]
+    metadata: dict[str, Any]
+
+
+def export_model(cfg: DecoderConfig, scheme: QuantScheme, target: Target) -> ExportedModel:
+    """The KV-cache kernels depend on the target, so each target gets its own export."""
+    model = CausalLM(cfg, scheme, target)
+    mod, named_params = model.export_tvm(spec=model.export_spec())
+    mod = replace_merge_kernel(mod, cfg.num_attention_heads, scheme.model_dtype, target)
+    params = [ParamSpec(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in named_params]
+    metadata = {
+        "model_type": cfg.model_type,
+        "quantization": scheme.name,
+        "context_window_size": cfg.context_window_size,
+        "prefill_chunk_size": cfg.prefill_chunk_size,
+        "sliding_window_size": -1,
+        "attention_sink_size": -1,
+        "tensor_parallel_shards": 1,
+        "kv_state_kind": "kv_cache",
+        "params": [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype} for p in params],
+    }
+    mod["_metadata"] = relax.Function(
+        [], tvm.ir.StringImm(json.dumps(metadata)), tvm.ir.StringType(), is_pure=True
+    ).with_attr("global_symbol", "_metadata")
+    return ExportedModel(mod, params, metadata)

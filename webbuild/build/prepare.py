@@ -1,0 +1,138 @@
+"""A model ready to run: architecture config, quantized parameters in definition order, tokenizer files.
+
+``webbuild package`` writes one to a bundle's ``models/<id>/`` folder; the Python engine either prepares one
+from a source in memory or reads it back from a bundle, so both engines run the very same weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tvm.target import Target
+
+from webbuild.build.arch import get_architecture
+from webbuild.build.arch.blocks import CausalLM, DecoderConfig
+from webbuild.build.chat_config import build_chat_config, write_chat_config
+from webbuild.errors import InputError, WebbuildError
+from webbuild.build.quantize import QuantScheme, get_scheme, quantize_params
+from webbuild.build.source import ModelSource
+from webbuild.build.tensor_cache import TensorCacheSummary, read_tensor_cache, write_tensor_cache
+
+DEFAULT_CONTEXT_WINDOW = 2048
+DEFAULT_PREFILL_CHUNK = 512
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_CONFIG_JSON = "tokenizer_config.json"
+
+
+@dataclass
+class PreparedModel:
+    model_id: str
+    cfg: DecoderConfig
+    scheme: QuantScheme
+    params: dict[str, np.ndarray]  # in the definition's parameter order
+    tokenizer_json: str
+    tokenizer_config: dict[str, Any]
+    chat_config: dict[str, Any]  # mlc-chat-config.json
+
+    @property
+    def variant_id(self) -> str:
+        return f"{self.model_id}-{self.scheme.name}"
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {"temperature": self.chat_config["temperature"], "top_p": self.chat_config["top_p"]}
+
+
+def parameter_specs(cfg: DecoderConfig, scheme: QuantScheme) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of every parameter the definition declares, in order (no compile needed)."""
+    model = CausalLM(cfg, scheme, Target({"kind": "llvm"}))
+    return {name: (tuple(int(d) for d in p.shape), p.dtype) for name, p in model.named_parameters()}
+
+
+def prepare_model(
+    source: ModelSource,
+    quantization: str | None = None,
+    context_window_size: int | None = None,
+    prefill_chunk_size: int | None = None,
+) -> PreparedModel:
+    arch = get_architecture(str(source.config.get("model_type")))
+    scheme = get_scheme(quantization or source.defaults.get("quantization", "q4f32_1"))
+    cfg = arch.config_from_hf(
+        source.config,
+        context_window_size or source.defaults.get("context_window_size", DEFAULT_CONTEXT_WINDOW),
+        prefill_chunk_size or source.defaults.get("prefill_chunk_size", DEFAULT_PREFILL_CHUNK),
+    )
+    try:
+        converted = dict(arch.convert_weights(source.tensors, cfg))
+    except KeyError as missing:
+        raise InputError(f"{source.origin}: tensor {missing} is missing from the weights") from None
+    stored = quantize_params(converted, scheme)
+    specs = parameter_specs(cfg, scheme)
+    if set(stored) != set(specs):
+        raise WebbuildError(
+            f"weights do not match the {arch.name} definition: missing {sorted(set(specs) - set(stored))[:5]}, "
+            f"unexpected {sorted(set(stored) - set(specs))[:5]}"
+        )
+    for name, (shape, dtype) in specs.items():
+        if stored[name].shape != shape or str(stored[name].dtype) != dtype:
+            raise WebbuildError(
+                f"tensor {name} has shape {stored[name].shape} {stored[name].dtype}, the definition expects "
+                f"{shape} {dtype}: the config does not match the weights"
+            )
+    chat_config = build_chat_config(
+        source.config,
+        source.tokenizer_config,
+        quantization=scheme.name,
+        context_window_size=cfg.context_window_size,
+        prefill_chunk_size=cfg.prefill_chunk_size,
+        temperature=source.defaults.get("temperature", 1.0),
+        top_p=source.defaults.get("top_p", 1.0),
+        model_type=cfg.model_type,
+        tokenizer_json=source.tokenizer_json,
+    )
+    return PreparedModel(
+        model_id=source.model_id,
+        cfg=cfg,
+        scheme=scheme,
+        params={name: stored[name] for name in specs},
+        tokenizer_json=source.tokenizer_json,
+        tokenizer_config=source.tokenizer_config,
+        chat_config=chat_config,
+    )
+
+
+def write_model_files(model: PreparedModel, out_dir: Path) -> TensorCacheSummary:
+    """Writes the browser-loadable model folder: tensor cache, mlc-chat-config.json, tokenizer files."""
+    summary = write_tensor_cache(model.params, out_dir)
+    write_chat_config(out_dir, model.chat_config)
+    (out_dir / TOKENIZER_JSON).write_text(model.tokenizer_json)
+    (out_dir / TOKENIZER_CONFIG_JSON).write_text(json.dumps(model.tokenizer_config, indent=2, ensure_ascii=False))
+    return summary
+
+
+def read_model_files(model_dir: Path, model_id: str, *, params: bool = True) -> PreparedModel:
+    """The inverse of ``write_model_files``, checking integrity of the shards on the way; ``params=False``
+    reads only the configs and tokenizer (the parameters are left empty)."""
+    try:
+        chat_config = json.loads((model_dir / "mlc-chat-config.json").read_text())
+        tokenizer_json = (model_dir / TOKENIZER_JSON).read_text()
+        tokenizer_config = json.loads((model_dir / TOKENIZER_CONFIG_JSON).read_text())
+    except FileNotFoundError as exc:
+        raise InputError(f"{model_dir} is not a webbuild model folder: {exc.filename} is missing") from None
+    arch = get_architecture(chat_config["model_type"])
+    cfg = arch.config_from_hf(
+        chat_config["model_config"], chat_config["context_window_size"], chat_config["prefill_chunk_size"]
+    )
+    return PreparedModel(
+        model_id=model_id,
+        cfg=cfg,
+        scheme=get_scheme(chat_config["quantization"]),
+        params=read_tensor_cache(model_dir) if params else {},
+        tokenizer_json=tokenizer_json,
+        tokenizer_config=tokenizer_config,
+        chat_config=chat_config,
+    )

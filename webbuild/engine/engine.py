@@ -1,0 +1,293 @@
+"""The Python engine: ``Engine(model, device="cpu").chat.completions.create(...)`` with OpenAI's shapes.
+
+It runs the ``llvm`` (or ``cuda``) build of the same model definition the browser runs, with the same
+weights, chat template and tokenizer, so it is the reference the browser is checked against. Concurrent
+requests share decode steps (see scheduler.py); every method may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from webbuild import _log
+from webbuild.build.library import build_library
+from webbuild.build.prepare import PreparedModel, prepare_model, read_model_files
+from webbuild.build.source import load_source
+from webbuild.engine.chat_template import ChatTemplate
+from webbuild.engine.model_runner import ModelRunner
+from webbuild.engine.request import (
+    Choice,
+    Request,
+    ResponseBuilder,
+    TokenLogprob,
+    parse_chat_request,
+    parse_completion_request,
+    usage,
+)
+from webbuild.engine.scheduler import Generation, Job, Scheduler, stats
+from webbuild.errors import ContextLengthExceededError, InputError, InvalidRequestError, UnsupportedError
+
+# mode -> (max concurrent sequences, KV cache size in context windows), as the seed system's modes:
+# one user at a time, a few local apps, or a server.
+MODES: dict[str, tuple[int, int]] = {"interactive": (1, 1), "local": (4, 1), "server": (16, 8)}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Batching limits; unset ones come from ``mode``."""
+
+    mode: str = "local"
+    max_num_sequence: int | None = None
+    max_total_sequence_length: int | None = None
+
+    def limits(self, context_window_size: int) -> tuple[int, int]:
+        if self.mode not in MODES:
+            raise UnsupportedError(f"unknown engine mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        sequences, windows = MODES[self.mode]
+        total = self.max_total_sequence_length or windows * context_window_size
+        if total < context_window_size:
+            raise UnsupportedError(
+                f"max_total_sequence_length {total} is smaller than the context window {context_window_size}"
+            )
+        return self.max_num_sequence or sequences, total
+
+
+def load_prepared(model: str | Path, quantization: str | None = None, *, params: bool = True) -> PreparedModel:
+    """A bundle directory (its default or ``quantization`` variant) or any model spec ``package`` accepts;
+    ``params=False`` skips a bundle's weights (configs and tokenizer only)."""
+    path = Path(model)
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        info = json.loads(manifest.read_text())
+        variants = {m["quantization"]: m for m in info["models"]}
+        chosen = (
+            variants.get(quantization)
+            if quantization
+            else next(m for m in info["models"] if m["id"] == info["default_model"])
+        )
+        if chosen is None:
+            raise InputError(f"{path} has no {quantization} build; it has {', '.join(variants)}")
+        return read_model_files(path / chosen["model_url"], info["name"], params=params)
+    with _log.timed(f"loading {model}"):
+        return prepare_model(load_source(str(model)), quantization)
+
+
+class Engine:
+    """One model on one device serving any number of concurrent requests."""
+
+    def __init__(
+        self,
+        model: str | Path | PreparedModel,
+        device: str = "cpu",
+        quantization: str | None = None,
+        config: EngineConfig = EngineConfig(),
+    ):
+        self.model = model if isinstance(model, PreparedModel) else load_prepared(model, quantization)
+        self.model_name = self.model.variant_id
+        cfg = self.model.cfg
+        max_num_sequence, max_total = config.limits(cfg.context_window_size)
+        runner = ModelRunner(
+            build_library(cfg, self.model.scheme, device),
+            self.model.params,
+            list(self.model.params),
+            context_window_size=cfg.context_window_size,
+            prefill_chunk_size=cfg.prefill_chunk_size,
+            max_num_sequence=max_num_sequence,
+            max_total_sequence_length=max_total,
+            device=device,
+        )
+        self.tokenizer = Tokenizer.from_str(self.model.tokenizer_json)
+        has_template = bool(self.model.tokenizer_config.get("chat_template"))
+        self.template = ChatTemplate(self.model.tokenizer_config) if has_template else None
+        conv = self.model.chat_config.get("conv_template", {})
+        eos = self.model.chat_config.get("eos_token_id")
+        eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        self.stop_token_ids = set(conv.get("stop_token_ids") or []) | set(eos_ids)
+        self.scheduler = Scheduler(runner, self.stop_token_ids, self.decode)
+        self.chat = _Chat(_Creator(self, chat=True))
+        self.completions = _Creator(self, chat=False)
+
+    def metrics(self) -> dict[str, int]:
+        """Gauges for /metrics: requests running and waiting, KV cache tokens used and available."""
+        return self.scheduler.metrics()
+
+    # -- tokens ---------------------------------------------------------------------------------------------
+    def encode_messages(self, messages: list[dict[str, str]]) -> list[int]:
+        if self.template is None:
+            raise InputError("this model has no chat template; use completions.create(prompt=...)")
+        return self.tokenizer.encode(self.template.render(messages), add_special_tokens=False).ids
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt, add_special_tokens=True).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _check_token_ids(self, ids: list[int], param: str) -> None:
+        """An id outside the vocabulary would index past the embedding table inside a kernel."""
+        if not ids:
+            raise InvalidRequestError("the prompt is empty: it encodes to no tokens", param=param)
+        vocab = self.model.cfg.vocab_size
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise InvalidRequestError(f"token id {bad} is outside the vocabulary (0..{vocab - 1})", param=param)
+
+    def score(self, prompt: list[int], forced: list[int] = ()) -> list[np.ndarray]:
+        """Teacher forcing through ``prefill`` then one ``decode`` per forced token, as the browser's
+        ``engine.forwardTokens`` does: logits after the prompt, then after each forced token."""
+        self._check_token_ids([*prompt, *forced], "prompt")
+        return self._single_sequence(prompt, lambda step, logits: forced[step] if step < len(forced) else None)
+
+    def greedy(self, prompt: list[int], max_tokens: int) -> tuple[list[int], list[np.ndarray]]:
+        """The greedy continuation (no stop tokens) and the logits each token was chosen from."""
+        self._check_token_ids(prompt, "prompt")
+        tokens: list[int] = []
+
+        def choose(step: int, logits: np.ndarray) -> int | None:
+            tokens.append(int(np.argmax(logits)))
+            return tokens[-1] if step + 1 < max_tokens else None
+
+        return tokens, self._single_sequence(prompt, choose)
+
+    def score_positions(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Teacher-forced logits at every position, [len(token_ids), vocab] float32 (row i predicts token
+        i + 1), through ``batch_verify`` one prefill chunk at a time, as the browser's ``scoreTokens``."""
+        if not token_ids:
+            raise InputError("score_positions needs at least one token")
+        window = self.model.cfg.context_window_size
+        if len(token_ids) > window:
+            raise ContextLengthExceededError(f"{len(token_ids)} tokens exceed the context window of {window}")
+
+        def run(runner: ModelRunner) -> np.ndarray:
+            seq_id = -1  # never handed out by the scheduler
+            runner.add_sequence(seq_id)
+            try:
+                size = runner.prefill_chunk_size
+                chunks = [token_ids[i : i + size] for i in range(0, len(token_ids), size)]
+                return np.concatenate([runner.verify(seq_id, list(chunk)) for chunk in chunks])
+            finally:
+                runner.remove_sequence(seq_id)
+
+        return self.scheduler.call(run)
+
+    def _single_sequence(self, prompt: list[int], next_token: Any) -> list[np.ndarray]:
+        """Runs on the scheduler thread: prefill, then decode ``next_token(step, logits)`` until it is None."""
+
+        def run(runner: ModelRunner) -> list[np.ndarray]:
+            seq_id = -1  # never handed out by the scheduler
+            runner.add_sequence(seq_id)
+            try:
+                out = [runner.prefill(seq_id, prompt)]
+                while (token := next_token(len(out) - 1, out[-1])) is not None:
+                    out.append(runner.decode(seq_id, token))
+                return out
+            finally:
+                runner.remove_sequence(seq_id)
+
+        return self.scheduler.call(run)
+
+    # -- generation -----------------------------------------------------------------------------------------
+    def create(
+        self, request: Request, abort: threading.Event | None = None
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """Checks the request now (errors raise here), then runs it: a completion dict, or with ``stream`` an
+        iterator of chunks whose ``close()`` aborts the request. Setting ``abort`` from another thread ends the
+        request early too (its choices finish with "abort"); the REST API does that when the client leaves."""
+        chat = request.messages is not None
+        if chat:
+            prompt_ids = self.encode_messages(request.messages)
+        elif isinstance(request.prompt, list):
+            prompt_ids = request.prompt
+        else:
+            prompt_ids = self.encode_prompt(request.prompt or "")
+        param = "messages" if chat else "prompt"
+        self._check_token_ids(prompt_ids, param)
+        window = self.model.cfg.context_window_size
+        if len(prompt_ids) >= window:
+            raise ContextLengthExceededError(
+                f"the prompt has {len(prompt_ids)} tokens; this model's context window is {window}",
+                param=param,
+            )
+        budget = window - len(prompt_ids)
+        job = self.scheduler.submit(
+            prompt_ids,
+            request.sampling,
+            min(request.sampling.max_tokens or budget, budget),
+            n=request.n,
+            top_logprobs=request.top_logprobs if request.logprobs else None,
+            cancel=abort,
+        )
+        builder = ResponseBuilder(model=self.model_name, chat=chat)
+        echo = ""  # completions' echo: every choice's text starts with the prompt's
+        if request.echo:
+            echo = request.prompt if isinstance(request.prompt, str) else self.decode(prompt_ids)
+        if request.stream:
+            return self._stream(job, builder, request, echo)
+        texts: list[list[str]] = [[echo] for _ in range(request.n)]
+        logprobs: list[list[TokenLogprob]] = [[] for _ in range(request.n)]
+        gens: dict[int, Generation] = {}
+        try:
+            for event in self.scheduler.events(job):
+                if event[0] == "delta":
+                    _, index, text, entries = event
+                    texts[index].append(text)
+                    logprobs[index].extend(entries or ())
+                else:
+                    gens[event[1]] = event[2]
+        finally:
+            self.scheduler.abort(job)  # no-op once finished; frees the sequences if the caller was interrupted
+        choices = [
+            Choice("".join(texts[i]), gens[i].finish_reason, logprobs[i] if request.logprobs else None)
+            for i in range(request.n)
+        ]
+        return builder.complete(choices, _usage(gens))
+
+    def _stream(self, job: Job, builder: ResponseBuilder, request: Request, echo: str) -> Iterator[dict[str, Any]]:
+        """Chunks of every choice as they come (choices interleave, each with its index and finish chunk),
+        then the usage chunk if asked for."""
+        try:
+            for index in range(request.n):
+                if builder.chat:
+                    yield builder.chunk(None, role=True, index=index)
+                elif echo:
+                    yield builder.chunk(echo, index=index)
+            gens: dict[int, Generation] = {}
+            for event in self.scheduler.events(job):
+                if event[0] == "delta":
+                    _, index, text, entries = event
+                    yield builder.chunk(text, index=index, logprobs=entries)
+                else:
+                    _, index, gens[index] = event
+                    yield builder.chunk(None if builder.chat else "", gens[index].finish_reason, index=index)
+            if request.include_usage:
+                yield builder.usage_chunk(_usage(gens))
+        finally:
+            self.scheduler.abort(job)
+
+
+def _usage(gens: dict[int, Generation]) -> dict[str, Any]:
+    """Usage of a request: its prompt once, the tokens of all its choices."""
+    every = list(gens.values())
+    return usage(every[0].prompt_tokens, sum(g.completion_tokens for g in every), stats(every))
+
+
+class _Creator:
+    def __init__(self, engine: Engine, chat: bool) -> None:
+        self._engine, self._chat = engine, chat
+
+    def create(self, **body: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        parse = parse_chat_request if self._chat else parse_completion_request
+        return self._engine.create(parse(body, self._engine.model.defaults))
+
+
+@dataclass
+class _Chat:
+    completions: _Creator

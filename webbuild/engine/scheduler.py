@@ -1,0 +1,316 @@
+"""Continuous batching: one thread owns the model runner and interleaves every live request.
+
+Each step prefills waiting prompts in chunks (``prefill_chunk_size`` tokens across sequences, via
+``batch_prefill``) and then advances every decoding sequence by one token in a single ``batch_decode``. A new
+request joins at the next step instead of waiting for the others to finish; a finished or aborted one frees its
+KV pages at once.
+
+A request with ``n`` choices is ``n`` sequences. The first one admitted prefills the prompt; the others fork
+its KV cache at the end of the prompt (sharing the prompt's pages) and sample their first token from the same
+logits, so the prompt is prefilled once. Only a choice admitted after every sibling has finished prefills the
+prompt again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from webbuild.engine.model_runner import PAGE_SIZE, ModelRunner
+from webbuild.engine.request import SamplingParams, TokenLogprob
+from webbuild.engine.sampling import Sampler, apply_penalties, token_logprobs
+from webbuild.engine.text_stream import TextStream
+
+
+@dataclass
+class Generation:
+    """Counters of one choice, reported as usage."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    submitted: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    finished: float | None = None
+    finish_reason: str = "length"
+
+
+def stats(gens: Sequence[Generation]) -> dict[str, float]:
+    """Speeds of one request from the counters of its choices (usage ``extra``)."""
+    now = time.perf_counter()
+    end = max(g.finished or now for g in gens)
+    first = min((g.first_token for g in gens if g.first_token is not None), default=end)
+    ttft = first - min(g.submitted for g in gens)
+    decode_s = end - first
+    decode_steps = sum(max(g.completion_tokens - 1, 0) for g in gens)
+    return {
+        "prefill_tokens_per_s": round(gens[0].prompt_tokens / ttft, 2) if ttft > 0 else 0.0,
+        "decode_tokens_per_s": round(decode_steps / decode_s, 2) if decode_s > 0 else 0.0,
+        "time_to_first_token_s": round(ttft, 4),
+    }
+
+
+@dataclass(eq=False)
+class Job:
+    """One submitted request: ``n`` choices of one prompt, and the events its reader takes in order:
+    ``("delta", index, text, logprobs)``, ``("done", index, Generation)`` per choice, or ``("error", exc)``."""
+
+    prompt: list[int]
+    n: int
+    cancel: threading.Event | None = None  # set from any thread to abort, like Scheduler.abort
+    events: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
+    aborted: bool = False
+    prompt_logits: np.ndarray | None = None  # after the prompt: the first token of every choice comes from them
+
+    @property
+    def cancelled(self) -> bool:
+        return self.aborted or (self.cancel is not None and self.cancel.is_set())
+
+
+@dataclass(eq=False)
+class _Sequence:
+    id: int
+    job: Job
+    index: int  # the choice
+    sampling: SamplingParams
+    max_tokens: int
+    text: TextStream
+    sampler: Sampler
+    gen: Generation
+    top_logprobs: int | None  # None: no logprobs asked for
+    prefilled: int = 0
+    next_token: int | None = None  # sampled, to be fed by the next decode step
+    counts: dict[int, int] = field(default_factory=dict)  # generated token id -> times, for the penalties
+    forks: bool = False  # starts from a sibling's KV instead of prefilling the prompt
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per generated token, when asked for
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.job.prompt
+
+
+class Scheduler:
+    """Owns ``runner``; ``submit`` from any thread, then read the request's events."""
+
+    def __init__(self, runner: ModelRunner, stop_token_ids: set[int], decode_text: Callable[[list[int]], str]):
+        self.runner = runner
+        self.stop_token_ids = stop_token_ids
+        self.decode_text = decode_text
+        self._waiting: deque[_Sequence] = deque()
+        self._running: list[_Sequence] = []
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._ids = itertools.count(1)
+        self._wake = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="webbuild-scheduler", daemon=True)
+        self._thread.start()
+
+    # -- any thread -----------------------------------------------------------------------------------------
+    def submit(
+        self,
+        prompt: list[int],
+        sampling: SamplingParams,
+        max_tokens: int,
+        *,
+        n: int = 1,
+        top_logprobs: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Job:
+        """Queues ``n`` choices of ``prompt``; ``top_logprobs`` (an int, 0 included) asks for logprobs with
+        that many alternatives; setting ``cancel`` aborts the request as ``abort`` does."""
+        job = Job(prompt=prompt, n=n, cancel=cancel)
+        choices = [
+            _Sequence(
+                id=next(self._ids),
+                job=job,
+                index=index,
+                sampling=sampling,
+                max_tokens=max_tokens,
+                text=TextStream(self.decode_text, sampling.stop),
+                sampler=Sampler(sampling.seed, index),
+                gen=Generation(prompt_tokens=len(prompt)),
+                top_logprobs=top_logprobs,
+            )
+            for index in range(n)
+        ]
+        with self._wake:
+            self._waiting.extend(choices)
+            self._wake.notify()
+        return job
+
+    def abort(self, job: Job) -> None:
+        """Ends every choice of ``job`` still waiting or running (finish reason "abort"); no-op once done."""
+        with self._wake:
+            job.aborted = True
+            self._wake.notify()
+
+    def call(self, fn: Callable[[ModelRunner], Any]) -> Any:
+        """Runs ``fn(runner)`` on the scheduler thread between steps and returns its result."""
+        future: Future[Any] = Future()
+        with self._wake:
+            self._calls.append((lambda: fn(self.runner), future))
+            self._wake.notify()
+        return future.result()
+
+    def events(self, job: Job) -> Iterator[tuple[Any, ...]]:
+        """The job's ("delta", index, text, logprobs) and ("done", index, Generation) events until every
+        choice is done; an error raises here."""
+        done = 0
+        while done < job.n:
+            event = job.events.get()
+            if event[0] == "error":
+                raise event[1]
+            done += event[0] == "done"
+            yield event
+
+    def metrics(self) -> dict[str, int]:
+        with self._wake:
+            return {
+                "running": len(self._running),
+                "waiting": len(self._waiting),
+                "kv_cache_used_tokens": self.runner.used_tokens,
+                "kv_cache_capacity_tokens": self.runner.max_total_sequence_length,
+            }
+
+    # -- scheduler thread -----------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._waiting or self._running or self._calls):
+                    self._wake.wait()
+                calls, self._calls = list(self._calls), deque()
+                self._drop_aborted()
+                self._admit()
+            for fn, future in calls:
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # handed to the caller
+                    future.set_exception(exc)
+            if self._running:
+                try:
+                    self._step()
+                except Exception as exc:  # a failed kernel call fails the requests in it, not the server
+                    for seq in list(self._running):
+                        self._finish(seq, error=exc)
+
+    def _drop_aborted(self) -> None:
+        for seq in [s for s in self._waiting if s.job.cancelled]:
+            self._waiting.remove(seq)
+            seq.gen.finish_reason = "abort"
+            seq.job.events.put(("done", seq.index, seq.gen))
+        for seq in [s for s in self._running if s.job.cancelled]:
+            seq.gen.finish_reason = "abort"
+            self._finish(seq)
+
+    def _admit(self) -> None:
+        """Admits waiting sequences in order while sequence slots and KV tokens last. Each reserves its prompt
+        and ``max_tokens``; a choice that forks a running sibling's prompt reserves only a page for the copied
+        partial last page, and a prompt counts once while any of its choices runs."""
+        reserved = sum(s.max_tokens + (PAGE_SIZE if s.forks else 0) for s in self._running)
+        reserved += sum(len(job.prompt) for job in {id(s.job): s.job for s in self._running}.values())
+        while self._waiting and len(self._running) < self.runner.max_num_sequence:
+            seq = self._waiting[0]
+            forks = any(s.job is seq.job for s in self._running)
+            cost = seq.max_tokens + (PAGE_SIZE if forks else len(seq.prompt))
+            if self._running and reserved + cost > self.runner.max_total_sequence_length:
+                break
+            self._waiting.popleft()
+            seq.forks = forks
+            if not forks:
+                self.runner.add_sequence(seq.id)  # a fork adds its sequence when it happens
+            self._running.append(seq)
+            reserved += cost
+
+    def _step(self) -> None:
+        for seq in list(self._running):  # choices admitted beside a sibling that already has the prompt
+            if seq.forks and not seq.prefilled and (source := self._prompt_holder(seq.job)) is not None:
+                self._fork(source, seq)
+        budget = self.runner.prefill_chunk_size
+        chunks: list[tuple[_Sequence, list[int]]] = []
+        for seq in self._running:
+            if budget and not seq.forks and seq.prefilled < len(seq.prompt):
+                chunk = seq.prompt[seq.prefilled : seq.prefilled + budget]
+                chunks.append((seq, chunk))
+                budget -= len(chunk)
+        if chunks:
+            logits = self.runner.prefill_batch([(seq.id, chunk) for seq, chunk in chunks])
+            for (seq, chunk), row in zip(chunks, logits, strict=True):
+                seq.prefilled += len(chunk)
+                if seq.prefilled == len(seq.prompt):
+                    seq.job.prompt_logits = row
+                    # Fork the waiting siblings before this choice samples: it may finish and free the prompt.
+                    for sibling in [s for s in self._running if s.job is seq.job and s.forks and not s.prefilled]:
+                        self._fork(seq, sibling)
+                    self._emit(seq, row)
+        decoding = [s for s in self._running if s.next_token is not None]
+        if decoding:
+            logits = self.runner.decode_batch([(s.id, s.next_token) for s in decoding])
+            for seq, row in zip(decoding, logits, strict=True):
+                self._emit(seq, row)
+
+    def _prompt_holder(self, job: Job) -> _Sequence | None:
+        return next((s for s in self._running if s.job is job and s.prefilled == len(job.prompt)), None)
+
+    def _fork(self, source: _Sequence, seq: _Sequence) -> None:
+        assert seq.job.prompt_logits is not None  # set when the prompt was prefilled
+        self.runner.fork_sequence(source.id, seq.id, len(seq.prompt))
+        seq.prefilled = len(seq.prompt)
+        self._emit(seq, seq.job.prompt_logits)
+
+    def _emit(self, seq: _Sequence, logits: np.ndarray) -> None:
+        """Samples the next token of ``seq`` and reports it; finishes the sequence when it is done."""
+        seq.next_token = None
+        sampling = seq.sampling
+        if sampling.logit_bias or sampling.presence_penalty or sampling.frequency_penalty:
+            logits = apply_penalties(
+                logits, seq.counts, sampling.logit_bias, sampling.presence_penalty, sampling.frequency_penalty
+            )
+        token = seq.sampler.sample(logits, sampling.temperature, sampling.top_p)
+        seq.counts[token] = seq.counts.get(token, 0) + 1
+        gen = seq.gen
+        if gen.first_token is None:
+            gen.first_token = time.perf_counter()
+        if token in self.stop_token_ids:
+            gen.finish_reason = "stop"
+            return self._finish(seq)
+        gen.completion_tokens += 1
+        if seq.top_logprobs is not None:
+            logprob, top = token_logprobs(logits, token, seq.top_logprobs)
+            text = self.decode_text
+            seq.logprobs.append(TokenLogprob(text([token]), logprob, tuple((text([t]), lp) for t, lp in top)))
+        self._report(seq, seq.text.push(token))
+        if seq.text.stopped:
+            gen.finish_reason = "stop"
+        elif gen.completion_tokens >= seq.max_tokens:
+            gen.finish_reason = "length"
+        else:
+            seq.next_token = token
+            return None
+        return self._finish(seq)
+
+    def _report(self, seq: _Sequence, delta: str) -> None:
+        """Sends ``delta`` with the logprobs of the tokens whose text it completes."""
+        logprobs = None
+        if seq.top_logprobs is not None:
+            logprobs = [replace(seq.logprobs[i], offset=offset) for i, offset in seq.text.released()]
+        if delta or logprobs:
+            seq.job.events.put(("delta", seq.index, delta, logprobs))
+
+    def _finish(self, seq: _Sequence, error: Exception | None = None) -> None:
+        with self._wake:
+            if seq in self._running:
+                self._running.remove(seq)
+        self.runner.remove_sequence(seq.id)
+        seq.gen.finished = time.perf_counter()
+        if error is not None:
+            seq.job.events.put(("error", error))
+            return
+        self._report(seq, seq.text.flush())
+        seq.job.events.put(("done", seq.index, seq.gen))
