@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from webbuild.engine import Engine, EngineConfig, load_prepared
-from webbuild.prepare import parameter_specs
+from webbuild.build.prepare import parameter_specs
+from webbuild.engine.engine import Engine, EngineConfig, load_prepared
 
 PROMPTS = [
     "Write a short poem about the sea.",

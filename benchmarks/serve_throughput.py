@@ -39,7 +39,7 @@ from pathlib import Path
 
 import httpx
 
-from webbuild.presets import fetch_weights, load_preset
+from webbuild.build.presets import fetch_weights, load_preset
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPTS = [

@@ -9,8 +9,8 @@ import pytest
 
 from webbuild.browser import launch_options
 from webbuild.commands.package import PackageOptions, package
-from webbuild.engine import Engine
-from webbuild.server import serving
+from webbuild.engine.engine import Engine
+from webbuild.serve.app import serving
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
