@@ -14,14 +14,14 @@ import {
 import {
   parseChatRequest,
   parseCompletionRequest,
+  checkAgainstModel,
   chatChunk,
   chatCompletion,
   textChunk,
   textCompletion,
   usageChunk,
   makeUsage,
-  newCompletionId,
-  nowSeconds,
+  responseHead,
 } from "./openai.js";
 import { resolveModel, fetchJson, generationDefaults, stopTokenIds, chatStopStrings, errorText } from "./config.js";
 import { TextTokenizer } from "./tokenizer.js";
@@ -179,8 +179,8 @@ export class Engine {
       });
     }
     const promptIds = tokenizer.encode(this.template.render(params.messages));
-    this.checkContext(promptIds.length, params.max_tokens);
-    const head = { id: newCompletionId("chatcmpl"), created: nowSeconds(), model: info.id };
+    params.max_tokens = checkAgainstModel(params, this.limits(), promptIds.length);
+    const head = responseHead("chatcmpl", info.id);
     const stops = [...params.stop, ...this.chatStops];
     const include = params.include_usage;
 
@@ -220,9 +220,9 @@ export class Engine {
     this.checkModelName(params.model);
     const promptIds =
       typeof params.prompt === "string" ? tokenizer.encode(params.prompt, { addSpecialTokens: true }) : params.prompt;
-    this.checkContext(promptIds.length, params.max_tokens);
-    const head = { id: newCompletionId("cmpl"), created: nowSeconds(), model: info.id };
+    params.max_tokens = checkAgainstModel(params, this.limits(), promptIds.length);
     this.checkTokenIds(promptIds, "prompt");
+    const head = responseHead("cmpl", info.id);
     const echo = !params.echo
       ? ""
       : typeof params.prompt === "string"
@@ -414,20 +414,9 @@ export class Engine {
     }
   }
 
-  /**
-   * OpenAI's rule: the prompt plus max_tokens (when given) must fit the context window.
-   * @param {number} promptTokens
-   * @param {number | null} maxTokens
-   */
-  checkContext(promptTokens, maxTokens) {
-    const window = this.requireModel().pipeline.contextWindowSize;
-    if (promptTokens >= window || (maxTokens != null && promptTokens + maxTokens > window)) {
-      const asked = maxTokens != null ? ` (${promptTokens} in the prompt + ${maxTokens} max_tokens)` : "";
-      throw new ContextLengthExceededError(
-        `This model's context window is ${window} tokens; the request needs ${promptTokens + (maxTokens ?? 1)}${asked}.`,
-        { param: "messages", data: { context_window_size: window, prompt_tokens: promptTokens } },
-      );
-    }
+  /** @returns {import("./openai.js").ModelLimits} what checkAgainstModel checks a request against */
+  limits() {
+    return { contextWindowSize: this.requireModel().pipeline.contextWindowSize, vocabSize: this.vocabSize };
   }
 
   /**

@@ -1,12 +1,14 @@
 // OpenAI request validation and response builders. The field set, defaults and error codes match the
-// Python REST API (webbuild/openai_api.py); test/fixtures/request_cases.json holds the cases both sides must
+// Python REST API (webbuild/engine/request.py); test/fixtures/request_cases.json holds the cases both sides must
 // pass.
 
-import { InvalidRequestError, UnsupportedParameterError } from "./errors.js";
+import { ContextLengthExceededError, InvalidRequestError, UnsupportedParameterError } from "./errors.js";
 
 /**
  * @typedef {object} GenerationParams  a validated request, defaults applied
- * @property {number | null} max_tokens  null = until the context window ends
+ * @property {number | null} max_tokens  as given; when omitted, null for chat and 16 for completions (the
+ *   effective value depends on the prompt's length: checkAgainstModel)
+ * @property {boolean} max_tokens_given  whether the request set max_tokens (or max_completion_tokens)
  * @property {number} temperature
  * @property {number} top_p
  * @property {number} presence_penalty
@@ -128,6 +130,58 @@ export function parseCompletionRequest(request, defaults = {}) {
 }
 
 /**
+ * @typedef {object} ModelLimits  what checkAgainstModel needs to know of the loaded model
+ * @property {number} contextWindowSize  tokens the KV cache holds: prompt plus generated
+ * @property {number | null} [vocabSize]  null or absent: logit_bias ids are not checked
+ */
+
+/**
+ * The request checks that need the model and the prompt's length, run by the engine after it tokenized
+ * the prompt. The Python engine applies exactly these rules (test/fixtures/request_cases.json
+ * "model_cases" holds the shared cases); W = contextWindowSize, P = promptTokens:
+ *   a. P >= W: ContextLengthExceededError (context_length_exceeded), param "messages" (chat) or "prompt"
+ *      (completions): nothing would be left to generate. The message names P and W.
+ *   b. max_tokens given and P + max_tokens > W: ContextLengthExceededError, param "max_tokens" (also when
+ *      the request named it max_completion_tokens). A given max_tokens is never clamped, as in OpenAI's API.
+ *      The message names P, max_tokens and W.
+ *   c. max_tokens omitted: the effective max_tokens is W - P for chat, min(16, W - P) for completions.
+ *   d. logit_bias names a token id >= vocabSize: InvalidRequestError, code invalid_request (the parser's
+ *      code for every out-of-range value), param "logit_bias". The message names the id and vocabSize.
+ * Checked in the order a, b, d: a request that breaks several gets the first one's error.
+ * @param {ChatParams | CompletionParams} params  a parsed request (parseChatRequest / parseCompletionRequest)
+ * @param {ModelLimits} model
+ * @param {number} promptTokens  the prompt's length in tokens (chat template applied)
+ * @returns {number}  the effective max_tokens
+ */
+export function checkAgainstModel(params, { contextWindowSize: window, vocabSize = null }, promptTokens) {
+  const chat = !("prompt" in params);
+  if (promptTokens >= window) {
+    throw new ContextLengthExceededError(
+      `The prompt has ${promptTokens} tokens; this model's context window is ${window} tokens, and the reply ` +
+        "needs at least one more. Shorten the prompt.",
+      { param: chat ? "messages" : "prompt", data: { context_window_size: window, prompt_tokens: promptTokens } },
+    );
+  }
+  const room = window - promptTokens;
+  if (params.max_tokens_given && /** @type {number} */ (params.max_tokens) > room) {
+    throw new ContextLengthExceededError(
+      `The prompt's ${promptTokens} tokens plus max_tokens ${params.max_tokens} exceed this model's context ` +
+        `window of ${window} tokens. Lower max_tokens to ${room} or shorten the prompt.`,
+      { param: "max_tokens", data: { context_window_size: window, prompt_tokens: promptTokens } },
+    );
+  }
+  if (vocabSize != null && params.logit_bias) {
+    // Keys are digit strings (the parser checked); a huge one still compares right as a Number.
+    const bad = Object.keys(params.logit_bias).find((id) => Number(id) >= vocabSize);
+    if (bad !== undefined) {
+      throw invalid("logit_bias", `logit_bias names token id ${bad}; the vocabulary has ${vocabSize} tokens.`);
+    }
+  }
+  if (params.max_tokens_given) return /** @type {number} */ (params.max_tokens);
+  return chat ? room : Math.min(COMPLETION_DEFAULT_MAX_TOKENS, room);
+}
+
+/**
  * @param {Record<string, any>} req
  * @param {ModelDefaults} defaults
  * @param {string} maxField
@@ -145,10 +199,11 @@ function parseCommon(req, defaults, maxField, defaultMax) {
     const opts = requireObject(req.stream_options, "stream_options");
     includeUsage = optionalBool(opts, "include_usage", "stream_options.include_usage") ?? false;
   }
-  const maxTokens = req[maxField] == null ? defaultMax : integer(req[maxField], maxField, 1);
+  const maxGiven = req[maxField] != null;
   return {
     model: req.model ?? null,
-    max_tokens: maxTokens,
+    max_tokens: maxGiven ? integer(req[maxField], maxField, 1) : defaultMax,
+    max_tokens_given: maxGiven,
     temperature: number(req.temperature ?? defaults.temperature ?? 1, "temperature", 0, 2),
     top_p: number(req.top_p ?? defaults.top_p ?? 1, "top_p", 0, 1),
     presence_penalty: number(req.presence_penalty ?? defaults.presence_penalty ?? 0, "presence_penalty", -2, 2),
@@ -336,6 +391,20 @@ export function makeUsage(promptTokens, completionTokens, extra) {
 }
 
 /**
+ * @typedef {{id: string, created: number, model: string}} ResponseHead  shared by every chunk of one response
+ */
+
+/**
+ * A new response's head: a fresh id ("chatcmpl-..." for chat, "cmpl-..." for completions) and the time.
+ * @param {"chatcmpl" | "cmpl"} prefix
+ * @param {string} model  the loaded model's id
+ * @returns {ResponseHead}
+ */
+export function responseHead(prefix, model) {
+  return { id: newCompletionId(prefix), created: nowSeconds(), model };
+}
+
+/**
  * @param {"chatcmpl" | "cmpl"} prefix
  * @returns {string}
  */
@@ -350,15 +419,25 @@ export function nowSeconds() {
 }
 
 /**
- * @typedef {{id: string, created: number, model: string}} ResponseHead  shared by every chunk of one response
- */
-
-/**
  * @typedef {object} ChoiceOutput  one finished choice, as the engine collected it
  * @property {string} text  message content, or completion text (echoed prompt included)
  * @property {string} finishReason
  * @property {import("./logprobs.js").TokenLogprob[] | null} logprobs  null when not requested
  */
+
+/**
+ * The envelope every response object shares: {id, object, created, model, choices}, then `usage` unless it
+ * is undefined (a streamed chunk carries usage: null only when the request asked for include_usage).
+ * @template C
+ * @param {ResponseHead} head
+ * @param {"chat.completion" | "chat.completion.chunk" | "text_completion"} object
+ * @param {C[]} choices
+ * @param {Usage | null} [usage]
+ */
+export function envelope(head, object, choices, usage) {
+  const body = { id: head.id, object, created: head.created, model: head.model, choices };
+  return usage === undefined ? body : { ...body, usage };
+}
 
 /**
  * One `chat.completion.chunk`. Per choice: the first carries {role: "assistant", content: ""}, then content
@@ -372,23 +451,18 @@ export function nowSeconds() {
  * @param {{index?: number, logprobs?: import("./logprobs.js").TokenLogprob[] | null}} [choice]
  */
 export function chatChunk(head, delta, finishReason, includeUsage, { index = 0, logprobs = null } = {}) {
-  const chunk = {
-    id: head.id,
-    object: "chat.completion.chunk",
-    created: head.created,
-    model: head.model,
-    choices: [{ index, delta, logprobs: chatLogprobs(logprobs), finish_reason: finishReason }],
-  };
-  return includeUsage ? { ...chunk, usage: null } : chunk;
+  const choice = { index, delta, logprobs: chatLogprobs(logprobs), finish_reason: finishReason };
+  return envelope(head, "chat.completion.chunk", [choice], includeUsage ? null : undefined);
 }
 
 /**
+ * The last chunk of a stream that asked for include_usage: no choices, the usage.
  * @param {ResponseHead} head
  * @param {Usage} usage
  * @param {"chat.completion.chunk" | "text_completion"} object
  */
 export function usageChunk(head, usage, object) {
-  return { id: head.id, object, created: head.created, model: head.model, choices: [], usage };
+  return envelope(head, object, [], usage);
 }
 
 /**
@@ -397,19 +471,13 @@ export function usageChunk(head, usage, object) {
  * @param {Usage} usage
  */
 export function chatCompletion(head, choices, usage) {
-  return {
-    id: head.id,
-    object: "chat.completion",
-    created: head.created,
-    model: head.model,
-    choices: choices.map((c, index) => ({
-      index,
-      message: { role: "assistant", content: c.text },
-      logprobs: chatLogprobs(c.logprobs),
-      finish_reason: c.finishReason,
-    })),
-    usage,
-  };
+  const out = choices.map((c, index) => ({
+    index,
+    message: { role: "assistant", content: c.text },
+    logprobs: chatLogprobs(c.logprobs),
+    finish_reason: c.finishReason,
+  }));
+  return envelope(head, "chat.completion", out, usage);
 }
 
 /**
@@ -421,14 +489,8 @@ export function chatCompletion(head, choices, usage) {
  * @param {{index?: number, logprobs?: import("./logprobs.js").TokenLogprob[] | null}} [choice]
  */
 export function textChunk(head, text, finishReason, includeUsage, { index = 0, logprobs = null } = {}) {
-  const chunk = {
-    id: head.id,
-    object: "text_completion",
-    created: head.created,
-    model: head.model,
-    choices: [{ index, text, logprobs: completionLogprobs(logprobs), finish_reason: finishReason }],
-  };
-  return includeUsage ? { ...chunk, usage: null } : chunk;
+  const choice = { index, text, logprobs: completionLogprobs(logprobs), finish_reason: finishReason };
+  return envelope(head, "text_completion", [choice], includeUsage ? null : undefined);
 }
 
 /**
@@ -438,19 +500,13 @@ export function textChunk(head, text, finishReason, includeUsage, { index = 0, l
  * @param {Usage} usage
  */
 export function textCompletion(head, choices, usage) {
-  return {
-    id: head.id,
-    object: "text_completion",
-    created: head.created,
-    model: head.model,
-    choices: choices.map((c, index) => ({
-      index,
-      text: c.text,
-      logprobs: completionLogprobs(c.logprobs),
-      finish_reason: c.finishReason,
-    })),
-    usage,
-  };
+  const out = choices.map((c, index) => ({
+    index,
+    text: c.text,
+    logprobs: completionLogprobs(c.logprobs),
+    finish_reason: c.finishReason,
+  }));
+  return envelope(head, "text_completion", out, usage);
 }
 
 /**

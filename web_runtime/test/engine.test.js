@@ -166,6 +166,27 @@ test("a prompt that does not fit the context window is refused before generating
     engine.chat.completions.create({ ...user("Hi"), stream: true, max_tokens: 60 }),
     errors.ContextLengthExceededError,
   );
+  await assert.rejects(engine.completions.create({ prompt: "x", logit_bias: { 400: 1 } }), (err) => {
+    assert.ok(err instanceof errors.InvalidRequestError);
+    assert.equal(err.param, "logit_bias");
+    return true;
+  });
+});
+
+test("an omitted max_tokens is what the context window leaves (16 at most for completions)", async () => {
+  const engine = await loadEngine({ pipe: new ScriptedPipeline([], { after: 7, contextWindowSize: 20 }) });
+  const prompt = Array.from({ length: 17 }, (_, i) => i + 5);
+  const completion = await engine.completions.create({ prompt });
+  assert.equal(completion.usage.completion_tokens, 3);
+  assert.equal(completion.choices[0].finish_reason, "length");
+  assert.equal((await engine.completions.create({ prompt: [5] })).usage.completion_tokens, 16);
+  await assert.rejects(engine.completions.create({ prompt, max_tokens: 4 }), (err) => {
+    assert.equal(err.code, "context_length_exceeded");
+    assert.equal(err.param, "max_tokens");
+    return true;
+  });
+  const chat = await engine.chat.completions.create({ ...user("") });
+  assert.equal(chat.usage.prompt_tokens + chat.usage.completion_tokens, 20);
 });
 
 test("text completion: raw prompt, default 16 tokens, echo", async () => {

@@ -10,11 +10,12 @@ import {
   textCompletion,
   makeUsage,
   newCompletionId,
+  checkAgainstModel,
 } from "../openai.js";
-import { WebbuildError } from "../errors.js";
+import { WebbuildError, ContextLengthExceededError, InvalidRequestError } from "../errors.js";
 import { fixture } from "./helpers.js";
 
-const { cases } = fixture("request_cases.json");
+const { cases, model, model_cases: modelCases } = fixture("request_cases.json");
 
 for (const c of cases) {
   test(`request case: ${c.name}`, () => {
@@ -36,6 +37,49 @@ for (const c of cases) {
     }
   });
 }
+
+const limits = { contextWindowSize: model.context_window_size, vocabSize: model.vocab_size };
+
+for (const c of modelCases) {
+  test(`model case: ${c.name}`, () => {
+    const params = (c.endpoint === "chat" ? parseChatRequest : parseCompletionRequest)(c.request);
+    if (c.ok) {
+      assert.equal(checkAgainstModel(params, limits, c.prompt_tokens), c.expect.max_tokens);
+    } else {
+      assert.throws(
+        () => checkAgainstModel(params, limits, c.prompt_tokens),
+        (err) => {
+          const cls = c.code === "context_length_exceeded" ? ContextLengthExceededError : InvalidRequestError;
+          assert.ok(err instanceof cls, err.name);
+          assert.equal(err.code, c.code);
+          assert.equal(err.param, c.param);
+          assert.equal(err.status, 400);
+          return true;
+        },
+      );
+    }
+  });
+}
+
+test("model cases cover every rule on both endpoints, with both sides of each boundary", () => {
+  const seen = new Set(modelCases.map((c) => `${c.endpoint} ${c.ok ? "ok" : `${c.code} ${c.param}`}`));
+  for (const endpoint of ["chat", "completion"]) {
+    for (const outcome of ["ok", "context_length_exceeded max_tokens", "invalid_request logit_bias"]) {
+      assert.ok(seen.has(`${endpoint} ${outcome}`), `${endpoint} ${outcome}`);
+    }
+    const promptParam = endpoint === "chat" ? "messages" : "prompt";
+    assert.ok(seen.has(`${endpoint} context_length_exceeded ${promptParam}`), `${endpoint} ${promptParam}`);
+  }
+});
+
+test("context errors name the numbers; logit_bias errors name the id and the vocabulary size", () => {
+  const chat = parseChatRequest({ messages: [{ role: "user", content: "x" }], max_tokens: 23 });
+  assert.throws(() => checkAgainstModel(chat, limits, 33), /33.*32/);
+  assert.throws(() => checkAgainstModel(chat, limits, 10), /10.*23.*32/);
+  const biased = parseCompletionRequest({ prompt: "x", logit_bias: { 100: 1 } });
+  assert.throws(() => checkAgainstModel(biased, limits, 1), /100.*100/);
+  assert.equal(checkAgainstModel(biased, { contextWindowSize: 32 }, 1), 16, "no vocabSize: ids unchecked");
+});
 
 test("model defaults fill what the request leaves out; the request wins", () => {
   const defaults = { temperature: 0.2, top_p: 0.9, presence_penalty: 0.5 };
