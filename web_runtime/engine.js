@@ -1,52 +1,19 @@
 // The engine behind the OpenAI-style API, wherever it is hosted (in the page, or in a Worker via worker.js):
-// loads a model (configs, tokenizer, chat template, then the GPU pipeline), turns requests into prompts,
-// runs one generation at a time (generation.js: a request's n choices one after another), and builds OpenAI
-// responses and chunks.
+// loads a model (configs, tokenizer, chat template, then the GPU pipeline), turns requests into prompts and
+// checks them against the model, and runs one GPU job at a time (lock.js). The work itself lives beside it:
+// generation.js (a request's n choices), responses.js (OpenAI responses and chunks), scoring.js (teacher
+// forcing).
 
-import {
-  ContextLengthExceededError,
-  InvalidRequestError,
-  ModelNotFoundError,
-  ModelNotLoadedError,
-  WebbuildError,
-  DeviceLostError,
-} from "./errors.js";
-import {
-  parseChatRequest,
-  parseCompletionRequest,
-  checkAgainstModel,
-  chatChunk,
-  chatCompletion,
-  textChunk,
-  textCompletion,
-  usageChunk,
-  makeUsage,
-  responseHead,
-} from "./openai.js";
-import { resolveModel, fetchJson, generationDefaults, stopTokenIds, chatStopStrings, errorText } from "./config.js";
-import { TextTokenizer } from "./tokenizer.js";
-import { ChatTemplate } from "./chat_template.js";
+import { InvalidRequestError, ModelNotFoundError, ModelNotLoadedError, WebbuildError, DeviceLostError } from "./errors.js";
+import { parseChatRequest, parseCompletionRequest, checkAgainstModel, makeUsage, responseHead } from "./openai.js";
+import { chatChunks, chatResponse, completionChunks, completionResponse } from "./responses.js";
+import { errorText } from "./config.js";
+import { loadModel, checkSequence, checkTokenIds } from "./model.js";
 import { generateChoices } from "./generation.js";
-import { addRows, createScores } from "./scoring.js";
+import { forwardLogits, scoreSequence, MAX_TOP_K } from "./scoring.js";
+import { SerialLock } from "./lock.js";
 
-/** Most candidates per position scoreTokens returns. */
-const MAX_TOP_K = 64;
-
-/**
- * What the engine needs of a model on a device; pipeline.js implements it with tvmjs, tests with fakes.
- * @typedef {object} Pipeline
- * @property {number} contextWindowSize
- * @property {number} prefillChunkSize
- * @property {(ids: number[]) => Promise<Float32Array>} prefill  appends tokens, returns last logits
- * @property {(id: number) => Promise<Float32Array>} decode
- * @property {(ids: number[], onChunk: (logits: Float32Array, start: number, count: number) => void) => Promise<void>}
- *   [verify]  appends tokens, handing over the logits at every position chunk by chunk (batch_verify)
- * @property {() => void} reset  empties the KV cache
- * @property {(n: number) => void | Promise<void>} [popN]  drops the last n tokens from the KV cache, so a
- *   request's next choice reuses the prompt's (without it, the prompt is prefilled again)
- * @property {() => void} dispose
- * @property {boolean} [lost]
- */
+/** @typedef {import("./model.js").Pipeline} Pipeline */
 
 /**
  * @typedef {object} ModelInfo
@@ -80,17 +47,11 @@ export class Engine {
   constructor({ detectGpu, loadPipeline } = {}) {
     this.detectGpu = detectGpu ?? (async () => (await import("./pipeline.js")).detectGpu());
     this.loadPipeline = loadPipeline ?? (async (args) => (await import("./pipeline.js")).ModelPipeline.load(args));
-    /** @type {Pipeline | null} */ this.pipeline = null;
+    /** @type {import("./model.js").LoadedModel | null} */ this.model = null;
     /** @type {ModelInfo | null} */ this.info = null;
-    /** @type {TextTokenizer | null} */ this.tokenizer = null;
-    /** @type {ChatTemplate | null} */ this.template = null;
-    /** @type {import("./openai.js").ModelDefaults} */ this.defaults = {};
-    /** @type {Set<number>} */ this.stopIds = new Set();
-    /** @type {number | null} */ this.vocabSize = null;
-    /** @type {string[]} */ this.chatStops = [];
     /** @type {Record<string, number>} */ this.lastStats = {};
     this.interrupted = false;
-    this.lock = Promise.resolve();
+    this.lock = new SerialLock();
     // OpenAI-style namespaces, forwarding to one method each.
     this.chat = { completions: { create: (/** @type {any} */ req) => this.chatCompletion(req) } };
     this.completions = { create: (/** @type {any} */ req) => this.completion(req) };
@@ -104,56 +65,29 @@ export class Engine {
    */
   async reload(source, options = {}) {
     const { onProgress = () => {}, signal, model = null, baseUrl, cacheType } = options;
-    return this.exclusive(async () => {
+    return this.lock.run(async () => {
       const t0 = now();
       await this.unloadNow();
       const gpu = await this.detectGpu();
       let loaded;
       try {
-        loaded = await this.loadParts(source, gpu, { model, baseUrl, signal, cacheType, onProgress });
+        loaded = await loadModel(source, gpu, this.loadPipeline, { model, baseUrl, signal, cacheType, onProgress });
       } catch (err) {
         gpu.device?.destroy?.(); // the device is ours until a pipeline owns it
         throw err;
       }
-      const { record, chatConfig, tokenizer, template, pipeline } = loaded;
-      this.pipeline = pipeline;
-      this.tokenizer = tokenizer;
-      this.template = template;
-      this.defaults = generationDefaults(chatConfig);
-      this.stopIds = stopTokenIds(chatConfig, tokenizer);
-      this.vocabSize = Number.isInteger(chatConfig.vocab_size) ? chatConfig.vocab_size : null;
-      this.chatStops = chatStopStrings(chatConfig, tokenizer, this.stopIds);
+      this.model = loaded;
       this.info = {
-        id: record.id,
-        quantization: record.quantization,
-        context_window_size: pipeline.contextWindowSize,
-        prefill_chunk_size: pipeline.prefillChunkSize,
+        id: loaded.record.id,
+        quantization: loaded.record.quantization,
+        context_window_size: loaded.pipeline.contextWindowSize,
+        prefill_chunk_size: loaded.pipeline.prefillChunkSize,
         shader_f16: gpu.hasShaderF16,
         adapter: { ...gpu.info },
         load_seconds: now() - t0,
       };
       return this.info;
     });
-  }
-
-  /**
-   * Resolves the variant, fetches its configs and tokenizer, then loads the GPU pipeline.
-   * @param {Parameters<Engine["reload"]>[0]} source
-   * @param {import("./pipeline.js").GpuInfo} gpu
-   * @param {ReloadOptions} options
-   */
-  async loadParts(source, gpu, { model = null, baseUrl, signal, cacheType, onProgress }) {
-    const { record } = await resolveModel(source, { model, hasShaderF16: gpu.hasShaderF16, baseUrl, signal });
-    const url = (/** @type {string} */ name) => new URL(name, record.model_url).href;
-    const [chatConfig, tokenizerJson, tokenizerConfig] = await Promise.all([
-      fetchJson(url("mlc-chat-config.json"), "the model config", signal),
-      fetchJson(url("tokenizer.json"), "the tokenizer", signal),
-      fetchJson(url("tokenizer_config.json"), "the tokenizer config", signal),
-    ]);
-    const tokenizer = new TextTokenizer(tokenizerJson, tokenizerConfig);
-    const template = ChatTemplate.fromTokenizerConfig(tokenizerConfig);
-    const pipeline = await this.loadPipeline({ record, gpu, onProgress, signal, cacheType });
-    return { record, chatConfig, tokenizer, template, pipeline };
   }
 
   /**
@@ -170,40 +104,21 @@ export class Engine {
    * @param {{signal?: AbortSignal}} [options]
    */
   async chatCompletion(request, { signal } = {}) {
-    const { tokenizer, info } = this.requireModel();
-    const params = parseChatRequest(request, this.defaults);
+    const model = this.requireModel();
+    const params = parseChatRequest(request, model.defaults);
     this.checkModelName(params.model);
-    if (!this.template) {
+    if (!model.template) {
       throw new InvalidRequestError("This model has no chat template; use completions.create() with a prompt.", {
         param: "messages",
       });
     }
-    const promptIds = tokenizer.encode(this.template.render(params.messages));
-    params.max_tokens = checkAgainstModel(params, this.limits(), promptIds.length);
-    const head = responseHead("chatcmpl", info.id);
-    const stops = [...params.stop, ...this.chatStops];
-    const include = params.include_usage;
-
-    if (params.stream) {
-      const self = this;
-      return (async function* chatStream() {
-        const role = (/** @type {number} */ index) =>
-          chatChunk(head, { role: "assistant", content: "" }, null, include, { index });
-        yield role(0); // before waiting for the lock: the reply visibly starts at once
-        const run = await self.run(promptIds, params, stops, signal);
-        let current = 0;
-        for await (const d of run.deltas) {
-          if (d.index !== current) yield role((current = d.index));
-          yield d.finishReason
-            ? chatChunk(head, {}, d.finishReason, include, { index: d.index })
-            : chatChunk(head, { content: d.text }, null, include, { index: d.index, logprobs: d.logprobs });
-        }
-        if (include) yield usageChunk(head, run.result.usage, "chat.completion.chunk");
-      })();
-    }
-    const run = await this.run(promptIds, params, stops, signal);
-    const choices = await collectChoices(run.deltas, params, "");
-    return chatCompletion(head, choices, run.result.usage);
+    const promptIds = model.tokenizer.encode(model.template.render(params.messages));
+    params.max_tokens = checkAgainstModel(params, limits(model), promptIds.length);
+    const head = responseHead("chatcmpl", model.record.id);
+    const stops = [...params.stop, ...model.chatStops];
+    const start = () => this.run(promptIds, params, stops, signal);
+    if (params.stream) return chatChunks(head, start, params.include_usage);
+    return chatResponse(head, await start(), params);
   }
 
   /**
@@ -215,39 +130,23 @@ export class Engine {
    * @param {{signal?: AbortSignal}} [options]
    */
   async completion(request, { signal } = {}) {
-    const { tokenizer, info } = this.requireModel();
-    const params = parseCompletionRequest(request, this.defaults);
+    const model = this.requireModel();
+    const { tokenizer } = model;
+    const params = parseCompletionRequest(request, model.defaults);
     this.checkModelName(params.model);
     const promptIds =
       typeof params.prompt === "string" ? tokenizer.encode(params.prompt, { addSpecialTokens: true }) : params.prompt;
-    params.max_tokens = checkAgainstModel(params, this.limits(), promptIds.length);
-    this.checkTokenIds(promptIds, "prompt");
-    const head = responseHead("cmpl", info.id);
+    params.max_tokens = checkAgainstModel(params, limits(model), promptIds.length);
+    checkTokenIds(model, promptIds, "prompt");
+    const head = responseHead("cmpl", model.record.id);
     const echo = !params.echo
       ? ""
       : typeof params.prompt === "string"
         ? params.prompt
         : tokenizer.decode(params.prompt);
-    const include = params.include_usage;
-
-    if (params.stream) {
-      const self = this;
-      return (async function* completionStream() {
-        const start = (/** @type {number} */ index) => textChunk(head, echo, null, include, { index });
-        if (echo) yield start(0);
-        const run = await self.run(promptIds, params, params.stop, signal);
-        let current = 0;
-        for await (const d of run.deltas) {
-          if (d.index !== current && echo) yield start(d.index);
-          current = d.index;
-          yield textChunk(head, d.text, d.finishReason, include, { index: d.index, logprobs: d.logprobs });
-        }
-        if (include) yield usageChunk(head, run.result.usage, "text_completion");
-      })();
-    }
-    const run = await this.run(promptIds, params, params.stop, signal);
-    const choices = await collectChoices(run.deltas, params, echo);
-    return textCompletion(head, choices, run.result.usage);
+    const start = () => this.run(promptIds, params, params.stop, signal);
+    if (params.stream) return completionChunks(head, start, echo, params.include_usage);
+    return completionResponse(head, await start(), params, echo);
   }
 
   /**
@@ -259,26 +158,13 @@ export class Engine {
    * @returns {Promise<Float32Array[]>}  1 + decodeIds.length arrays of vocab_size logits
    */
   async forwardTokens(promptIds, decodeIds = []) {
-    const { pipeline } = this.requireModel();
-    const all = [...promptIds, ...decodeIds];
-    if (promptIds.length === 0) {
+    const model = this.requireModel();
+    const { pipeline } = model;
+    if (!Array.isArray(promptIds) || promptIds.length === 0) {
       throw new InvalidRequestError("forwardTokens needs a non-empty list of token ids.", { param: "promptIds" });
     }
-    this.checkTokenIds(all, "promptIds");
-    if (all.length > pipeline.contextWindowSize) {
-      throw new ContextLengthExceededError(
-        `${all.length} tokens exceed the context window of ${pipeline.contextWindowSize}.`,
-        { param: "promptIds" },
-      );
-    }
-    return this.exclusive(() =>
-      this.guard(async () => {
-        pipeline.reset();
-        const out = [await pipeline.prefill(promptIds)];
-        for (const id of decodeIds) out.push(await pipeline.decode(id));
-        return out;
-      }),
-    );
+    checkSequence(model, [...promptIds, ...decodeIds], "promptIds");
+    return this.lock.run(() => this.guard(() => forwardLogits(pipeline, promptIds, decodeIds)));
   }
 
   /**
@@ -293,7 +179,8 @@ export class Engine {
    * @returns {Promise<import("./scoring.js").TokenScores>}
    */
   async scoreTokens(tokenIds, { topK = 5, fullLogits = false } = {}) {
-    const { pipeline } = this.requireModel();
+    const model = this.requireModel();
+    const { pipeline } = model;
     if (!Array.isArray(tokenIds) || tokenIds.length === 0) {
       throw new InvalidRequestError("scoreTokens needs a non-empty list of token ids.", { param: "tokenIds" });
     }
@@ -302,32 +189,13 @@ export class Engine {
         param: "topK",
       });
     }
-    this.checkTokenIds(tokenIds, "tokenIds");
-    if (tokenIds.length > pipeline.contextWindowSize) {
-      throw new ContextLengthExceededError(
-        `${tokenIds.length} tokens exceed the context window of ${pipeline.contextWindowSize}.`,
-        { param: "tokenIds" },
-      );
-    }
+    checkSequence(model, tokenIds, "tokenIds");
     if (typeof pipeline.verify !== "function") {
       throw new InvalidRequestError("This model pipeline cannot score tokens (no batch_verify).", {
         param: "tokenIds",
       });
     }
-    const verify = pipeline.verify.bind(pipeline);
-    return this.exclusive(() =>
-      this.guard(async () => {
-        pipeline.reset();
-        /** @type {import("./scoring.js").TokenScores | null} */
-        let scores = null;
-        await verify(tokenIds, (logits, start, count) => {
-          scores ??= createScores(tokenIds.length, logits.length / count, { topK, fullLogits });
-          addRows(scores, logits, start, count, tokenIds);
-        });
-        pipeline.reset(); // the sequence is not a conversation to continue
-        return /** @type {import("./scoring.js").TokenScores} */ (scores);
-      }),
-    );
+    return this.lock.run(() => this.guard(() => scoreSequence(pipeline, tokenIds, { topK, fullLogits })));
   }
 
   /**
@@ -343,9 +211,9 @@ export class Engine {
    * @param {{addGenerationPrompt?: boolean}} [options]
    */
   applyChatTemplate(messages, options = {}) {
-    this.requireModel();
-    if (!this.template) throw new InvalidRequestError("This model has no chat template.", { param: "messages" });
-    return this.template.render(messages, options);
+    const { template } = this.requireModel();
+    if (!template) throw new InvalidRequestError("This model has no chat template.", { param: "messages" });
+    return template.render(messages, options);
   }
 
   /**
@@ -358,7 +226,7 @@ export class Engine {
 
   async resetChat() {
     const { pipeline } = this.requireModel();
-    await this.exclusive(async () => pipeline.reset());
+    await this.lock.run(() => pipeline.reset());
   }
 
   /** @returns {Record<string, number>} timings of the last request (same numbers as usage.extra) */
@@ -372,82 +240,32 @@ export class Engine {
   }
 
   async unload() {
-    await this.exclusive(() => this.unloadNow());
+    await this.lock.run(() => this.unloadNow());
   }
 
   // ---- internals ------------------------------------------------------------------------------------
 
   async unloadNow() {
-    const pipeline = this.pipeline;
-    this.pipeline = null;
+    const pipeline = this.model?.pipeline;
+    this.model = null;
     this.info = null;
-    this.tokenizer = null;
-    this.template = null;
     pipeline?.dispose();
   }
 
+  /** @returns {import("./model.js").LoadedModel} */
   requireModel() {
-    if (!this.pipeline || !this.info || !this.tokenizer) {
+    if (!this.model) {
       throw new ModelNotLoadedError("No model is loaded.", { tip: "Call reload() first (and wait for it)." });
     }
-    return { pipeline: this.pipeline, info: this.info, tokenizer: this.tokenizer };
+    return this.model;
   }
 
   /** @param {string | null} name */
   checkModelName(name) {
-    const id = this.info?.id;
+    const id = this.model?.record.id;
     if (name != null && name !== id) {
       throw new ModelNotFoundError(`Model "${name}" is not loaded; this engine runs "${id}".`, { param: "model" });
     }
-  }
-
-  /**
-   * Token ids outside the vocabulary would index past the embedding table on the GPU: refuse them here.
-   * @param {number[]} ids
-   * @param {string} param
-   */
-  checkTokenIds(ids, param) {
-    const limit = this.vocabSize ?? Infinity;
-    const bad = ids.find((t) => !Number.isInteger(t) || t < 0 || t >= limit);
-    if (bad !== undefined) {
-      throw new InvalidRequestError(`Token id ${bad} is not in the vocabulary (0..${limit - 1}).`, { param });
-    }
-  }
-
-  /** @returns {import("./openai.js").ModelLimits} what checkAgainstModel checks a request against */
-  limits() {
-    return { contextWindowSize: this.requireModel().pipeline.contextWindowSize, vocabSize: this.vocabSize };
-  }
-
-  /**
-   * Serializes GPU work: one request (or load) at a time, in call order.
-   * @template T
-   * @param {() => Promise<T>} fn
-   * @returns {Promise<T>}
-   */
-  exclusive(fn) {
-    const result = this.lock.then(fn);
-    this.lock = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    return result;
-  }
-
-  /**
-   * Takes the lock for a whole generation; returns the release function.
-   * @returns {Promise<() => void>}
-   */
-  async acquire() {
-    /** @type {() => void} */
-    let release = () => {};
-    const held = new Promise((resolve) => {
-      release = () => resolve(undefined);
-    });
-    const previous = this.lock;
-    this.lock = previous.then(() => held);
-    await previous;
-    return release;
   }
 
   /**
@@ -461,7 +279,7 @@ export class Engine {
       return await fn();
     } catch (err) {
       if (err instanceof WebbuildError && !(err instanceof DeviceLostError)) throw err;
-      const lost = err instanceof DeviceLostError || this.pipeline?.lost;
+      const lost = err instanceof DeviceLostError || this.model?.pipeline.lost;
       await this.unloadNow();
       if (lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model.", cause: err });
       throw new WebbuildError(`The model runtime failed: ${errorText(err)}`, {
@@ -483,7 +301,7 @@ export class Engine {
     /** @type {import("./generation.js").GenerationResult} */
     const result = { usage: makeUsage(promptIds.length, 0) };
     const self = this;
-    const release = await this.acquire();
+    const release = await this.lock.acquire();
     async function* deltas() {
       try {
         yield* self.generate(promptIds, params, stops, signal, result);
@@ -504,12 +322,12 @@ export class Engine {
    * @returns {AsyncGenerator<import("./generation.js").ChoiceDelta>}
    */
   async *generate(promptIds, params, stops, signal, result) {
-    const { pipeline, tokenizer } = this.requireModel();
+    const { pipeline, tokenizer, stopIds } = this.requireModel();
     this.interrupted = false;
     const model = {
       pipeline,
       tokenizer,
-      stopIds: this.stopIds,
+      stopIds,
       interrupted: () => this.interrupted,
       guard: (/** @type {() => Promise<any>} */ fn) => this.guard(fn),
     };
@@ -519,26 +337,12 @@ export class Engine {
 }
 
 /**
- * Gathers a non-streamed response's choices from the deltas.
- * @param {AsyncIterable<import("./generation.js").ChoiceDelta>} deltas
- * @param {import("./openai.js").GenerationParams} params
- * @param {string} prefix  text every choice starts with (the echoed prompt)
- * @returns {Promise<import("./openai.js").ChoiceOutput[]>}
+ * What checkAgainstModel checks a request against.
+ * @param {import("./model.js").LoadedModel} model
+ * @returns {import("./openai.js").ModelLimits}
  */
-async function collectChoices(deltas, params, prefix) {
-  /** @type {import("./openai.js").ChoiceOutput[]} */
-  const choices = Array.from({ length: params.n }, () => ({
-    text: prefix,
-    finishReason: "stop",
-    logprobs: params.logprobs ? [] : null,
-  }));
-  for await (const d of deltas) {
-    const choice = choices[d.index];
-    choice.text += d.text;
-    if (d.logprobs) choice.logprobs?.push(...d.logprobs);
-    if (d.finishReason) choice.finishReason = d.finishReason;
-  }
-  return choices;
+function limits(model) {
+  return { contextWindowSize: model.pipeline.contextWindowSize, vocabSize: model.vocabSize };
 }
 
 /**

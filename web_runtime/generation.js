@@ -14,7 +14,7 @@ import { applyPenalties, choiceSeed, createRng, drawToken, randomSeed } from "./
 
 /**
  * @typedef {object} GenerationModel  what one generation needs from the engine
- * @property {import("./engine.js").Pipeline} pipeline
+ * @property {import("./model.js").Pipeline} pipeline
  * @property {import("./tokenizer.js").TextTokenizer} tokenizer
  * @property {Set<number>} stopIds  token ids that end generation (EOS, end of turn)
  * @property {() => boolean} interrupted  polled between tokens

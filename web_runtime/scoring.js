@@ -1,6 +1,6 @@
 // Teacher-forced scoring: what `engine.scoreTokens` returns for every position of a token sequence. Rows of
 // logits are summarised as they arrive from the GPU (chunk by chunk), so the full [positions, vocab] logits
-// are kept only when the caller asks for them.
+// are kept only when the caller asks for them. forwardLogits is the same check on the generation path.
 
 /**
  * @typedef {object} TokenScores  the model's prediction after each of `positions` tokens
@@ -97,4 +97,43 @@ export function logSumExp(row, max) {
   let sum = 0;
   for (let v = 0; v < row.length; v++) sum += Math.exp(row[v] - max);
   return max + Math.log(sum);
+}
+
+/** Most candidates per position scoreTokens returns. */
+export const MAX_TOP_K = 64;
+
+/**
+ * The logits after `promptIds` (prefilled from an empty KV cache) and after each of `decodeIds` (decoded
+ * one by one): the generation path, for checking a build against a reference.
+ * @param {import("./model.js").Pipeline} pipeline
+ * @param {number[]} promptIds
+ * @param {number[]} decodeIds
+ * @returns {Promise<Float32Array[]>}
+ */
+export async function forwardLogits(pipeline, promptIds, decodeIds) {
+  pipeline.reset();
+  const out = [await pipeline.prefill(promptIds)];
+  for (const id of decodeIds) out.push(await pipeline.decode(id));
+  return out;
+}
+
+/**
+ * Scores every position of `tokenIds` with the pipeline's batch_verify, from an empty KV cache, and empties
+ * it again after (the sequence is not a conversation to continue).
+ * @param {import("./model.js").Pipeline} pipeline  one with `verify` (the engine checks)
+ * @param {number[]} tokenIds
+ * @param {{topK: number, fullLogits: boolean}} options
+ * @returns {Promise<TokenScores>}
+ */
+export async function scoreSequence(pipeline, tokenIds, options) {
+  pipeline.reset();
+  /** @type {TokenScores | null} */
+  let scores = null;
+  const verify = /** @type {NonNullable<import("./model.js").Pipeline["verify"]>} */ (pipeline.verify);
+  await verify.call(pipeline, tokenIds, (logits, start, count) => {
+    scores ??= createScores(tokenIds.length, logits.length / count, options);
+    addRows(scores, logits, start, count, tokenIds);
+  });
+  pipeline.reset();
+  return /** @type {TokenScores} */ (scores);
 }

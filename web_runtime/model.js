@@ -1,0 +1,106 @@
+// A loaded model: what Engine.reload() fetches for one variant (its configs, tokenizer and chat template),
+// what it derives from them (generation defaults, stop tokens and strings, vocabulary size), and the GPU
+// pipeline that runs it. Also the checks of token ids against that model.
+
+import { ContextLengthExceededError, InvalidRequestError } from "./errors.js";
+import { resolveModel, fetchJson, generationDefaults, stopTokenIds, chatStopStrings } from "./config.js";
+import { TextTokenizer } from "./tokenizer.js";
+import { ChatTemplate } from "./chat_template.js";
+
+/**
+ * What the engine needs of a model on a device; pipeline.js implements it with tvmjs, tests with fakes.
+ * @typedef {object} Pipeline
+ * @property {number} contextWindowSize
+ * @property {number} prefillChunkSize
+ * @property {(ids: number[]) => Promise<Float32Array>} prefill  appends tokens, returns last logits
+ * @property {(id: number) => Promise<Float32Array>} decode
+ * @property {(ids: number[], onChunk: (logits: Float32Array, start: number, count: number) => void) => Promise<void>}
+ *   [verify]  appends tokens, handing over the logits at every position chunk by chunk (batch_verify)
+ * @property {() => void} reset  empties the KV cache
+ * @property {(n: number) => void | Promise<void>} [popN]  drops the last n tokens from the KV cache, so a
+ *   request's next choice reuses the prompt's (without it, the prompt is prefilled again)
+ * @property {() => void} dispose
+ * @property {boolean} [lost]
+ */
+
+/**
+ * @typedef {object} LoadedModel
+ * @property {import("./config.js").ModelRecord} record  the manifest's entry for the variant
+ * @property {Pipeline} pipeline
+ * @property {TextTokenizer} tokenizer
+ * @property {ChatTemplate | null} template  null when tokenizer_config.json has none (completions only)
+ * @property {import("./openai.js").ModelDefaults} defaults  sampling defaults from mlc-chat-config.json
+ * @property {Set<number>} stopIds  token ids that end generation
+ * @property {string[]} chatStops  stop strings chat requests add to their own
+ * @property {number | null} vocabSize  null when the config does not say
+ */
+
+/**
+ * @typedef {object} LoadOptions
+ * @property {string | null} [model]  variant id to load from a manifest (default: the manifest's choice)
+ * @property {string} [baseUrl]  resolves relative URLs
+ * @property {"cache" | "indexeddb" | "none"} [cacheType]
+ * @property {(p: import("./pipeline.js").LoadProgress) => void} onProgress
+ * @property {AbortSignal} [signal]
+ */
+
+/**
+ * Resolves the variant, fetches its configs and tokenizer, then loads the GPU pipeline.
+ * @param {string | import("./config.js").Manifest | import("./config.js").ModelRecord} source
+ * @param {import("./pipeline.js").GpuInfo} gpu
+ * @param {(args: any) => Promise<Pipeline>} loadPipeline
+ * @param {LoadOptions} options
+ * @returns {Promise<LoadedModel>}
+ */
+export async function loadModel(source, gpu, loadPipeline, { model = null, baseUrl, signal, cacheType, onProgress }) {
+  const { record } = await resolveModel(source, { model, hasShaderF16: gpu.hasShaderF16, baseUrl, signal });
+  const url = (/** @type {string} */ name) => new URL(name, record.model_url).href;
+  const [chatConfig, tokenizerJson, tokenizerConfig] = await Promise.all([
+    fetchJson(url("mlc-chat-config.json"), "the model config", signal),
+    fetchJson(url("tokenizer.json"), "the tokenizer", signal),
+    fetchJson(url("tokenizer_config.json"), "the tokenizer config", signal),
+  ]);
+  const tokenizer = new TextTokenizer(tokenizerJson, tokenizerConfig);
+  const template = ChatTemplate.fromTokenizerConfig(tokenizerConfig);
+  const pipeline = await loadPipeline({ record, gpu, onProgress, signal, cacheType });
+  const stopIds = stopTokenIds(chatConfig, tokenizer);
+  return {
+    record,
+    pipeline,
+    tokenizer,
+    template,
+    defaults: generationDefaults(chatConfig),
+    stopIds,
+    chatStops: chatStopStrings(chatConfig, tokenizer, stopIds),
+    vocabSize: Number.isInteger(chatConfig.vocab_size) ? chatConfig.vocab_size : null,
+  };
+}
+
+/**
+ * Token ids outside the vocabulary would index past the embedding table on the GPU: refuse them here.
+ * @param {LoadedModel} model
+ * @param {number[]} ids
+ * @param {string} param
+ */
+export function checkTokenIds(model, ids, param) {
+  const limit = model.vocabSize ?? Infinity;
+  const bad = ids.find((t) => !Number.isInteger(t) || t < 0 || t >= limit);
+  if (bad !== undefined) {
+    throw new InvalidRequestError(`Token id ${bad} is not in the vocabulary (0..${limit - 1}).`, { param });
+  }
+}
+
+/**
+ * A token sequence run as it is (forwardTokens, scoreTokens): ids in the vocabulary, and no longer than
+ * the context window.
+ * @param {LoadedModel} model
+ * @param {number[]} ids
+ * @param {string} param
+ */
+export function checkSequence(model, ids, param) {
+  checkTokenIds(model, ids, param);
+  const window = model.pipeline.contextWindowSize;
+  if (ids.length > window) {
+    throw new ContextLengthExceededError(`${ids.length} tokens exceed the context window of ${window}.`, { param });
+  }
+}
