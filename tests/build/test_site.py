@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from webbuild import site as site_mod
-from webbuild.build.site import RUNTIME_DIR, VENDOR_FILES, SiteModel, assemble_site
+from webbuild.build import site as site_mod
+from webbuild.build.site import RUNTIME_DIR, VENDOR_FILES, SiteVariant, assemble_site
 from webbuild.errors import CorruptFileError, InputError
+from webbuild.site_format import Variant
 
 FIXTURES = RUNTIME_DIR / "test" / "fixtures"
 WASM = b"\x00asm\x01\x00\x00\x00"
 
 
-def fake_model(root: Path, model_id: str, quant: str, *, shard_bytes: int = 1000) -> SiteModel:
+def fake_variant(root: Path, model_id: str, quant: str, *, shard_bytes: int = 1000) -> SiteVariant:
     """A model directory that looks like the weight writer's output (contents are not a real model)."""
     d = root / model_id
     d.mkdir(parents=True)
@@ -35,27 +36,21 @@ def fake_model(root: Path, model_id: str, quant: str, *, shard_bytes: int = 1000
     (d / "unrelated.txt").write_text("not part of the site")
     lib = root / f"{model_id}.wasm"
     lib.write_bytes(WASM)
-    return SiteModel(
-        id=model_id,
-        quantization=quant,
-        model_dir=d,
-        library=lib,
-        needs_shader_f16="f16" in quant,
-        context_window_size=512,
-    )
+    variant = Variant(id=model_id, quantization=quant, needs_shader_f16="f16" in quant, context_window_size=512)
+    return SiteVariant(variant, d, lib)
 
 
 @pytest.fixture()
-def models(tmp_path: Path) -> list[SiteModel]:
+def variants(tmp_path: Path) -> list[SiteVariant]:
     return [
-        fake_model(tmp_path / "build", "tiny-q4f16_1", "q4f16_1"),
-        fake_model(tmp_path / "build", "tiny-q4f32_1", "q4f32_1"),
+        fake_variant(tmp_path / "build", "tiny-q4f16_1", "q4f16_1"),
+        fake_variant(tmp_path / "build", "tiny-q4f32_1", "q4f32_1"),
     ]
 
 
 @pytest.fixture()
-def built(tmp_path: Path, models: list[SiteModel]) -> Path:
-    return assemble_site(tmp_path / "dist" / "tiny", name="tiny", models=models)
+def built(tmp_path: Path, variants: list[SiteVariant]) -> Path:
+    return assemble_site(tmp_path / "dist" / "tiny", name="tiny", variants=variants)
 
 
 def files_under(root: Path) -> set[str]:
@@ -95,9 +90,9 @@ def test_site_has_the_contract_layout(built: Path) -> None:
 def test_manifest_lists_every_model_file_with_size_and_sha256(built: Path) -> None:
     manifest = json.loads((built / "manifest.json").read_text())
     assert manifest["name"] == "tiny"
-    assert manifest["default_model"] == "tiny-q4f16_1"
+    assert manifest["default_variant"] == "tiny-q4f16_1"
     assert re.match(r"\d{4}-\d\d-\d\dT", manifest["created"])
-    by_id = {m["id"]: m for m in manifest["models"]}
+    by_id = {m["id"]: m for m in manifest["variants"]}
     m = by_id["tiny-q4f32_1"]
     assert m["quantization"] == "q4f32_1"
     assert m["model_url"] == "models/tiny-q4f32_1/"
@@ -105,7 +100,7 @@ def test_manifest_lists_every_model_file_with_size_and_sha256(built: Path) -> No
     assert m["needs_shader_f16"] is False and by_id["tiny-q4f16_1"]["needs_shader_f16"] is True
     assert m["context_window_size"] == 512
     listed: set[str] = set()
-    for model in manifest["models"]:
+    for model in manifest["variants"]:
         for f in model["files"]:
             data = (built / f["path"]).read_bytes()
             assert f["bytes"] == len(data)
@@ -171,17 +166,17 @@ def test_vendored_modules_have_no_bare_imports(built: Path) -> None:
     assert (built / "runtime" / "vendor" / "LICENSE.tvmjs.txt").is_file()
 
 
-def test_rebuilding_replaces_the_previous_site(tmp_path: Path, models: list[SiteModel]) -> None:
+def test_rebuilding_replaces_the_previous_site(tmp_path: Path, variants: list[SiteVariant]) -> None:
     out = tmp_path / "dist" / "tiny"
-    assemble_site(out, name="tiny", models=models)
+    assemble_site(out, name="tiny", variants=variants)
     (out / "stale.txt").write_text("from the old build")
-    assemble_site(out, name="tiny", models=models[1:])
+    assemble_site(out, name="tiny", variants=variants[1:])
     assert not (out / "stale.txt").exists()
-    assert [m["id"] for m in json.loads((out / "manifest.json").read_text())["models"]] == ["tiny-q4f32_1"]
+    assert [m["id"] for m in json.loads((out / "manifest.json").read_text())["variants"]] == ["tiny-q4f32_1"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]
 
 
-def test_a_failure_midway_leaves_no_partial_site(tmp_path: Path, models: list[SiteModel], monkeypatch) -> None:
+def test_a_failure_midway_leaves_no_partial_site(tmp_path: Path, variants: list[SiteVariant], monkeypatch) -> None:
     out = tmp_path / "dist" / "tiny"
     calls = {"n": 0}
     real_write = site_mod._write
@@ -194,52 +189,52 @@ def test_a_failure_midway_leaves_no_partial_site(tmp_path: Path, models: list[Si
 
     monkeypatch.setattr(site_mod, "_write", failing_write)
     with pytest.raises(OSError, match="disk full"):
-        assemble_site(out, name="tiny", models=models)
+        assemble_site(out, name="tiny", variants=variants)
     assert not out.exists()
     assert list(out.parent.iterdir()) == []
 
 
-def test_a_failed_rebuild_keeps_the_previous_site(tmp_path: Path, models: list[SiteModel], monkeypatch) -> None:
+def test_a_failed_rebuild_keeps_the_previous_site(tmp_path: Path, variants: list[SiteVariant], monkeypatch) -> None:
     out = tmp_path / "dist" / "tiny"
-    assemble_site(out, name="tiny", models=models)
+    assemble_site(out, name="tiny", variants=variants)
     before = {f: (out / f).read_bytes() for f in files_under(out)}
     monkeypatch.setattr(site_mod, "_manifest", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
-        assemble_site(out, name="tiny", models=models[1:])
+        assemble_site(out, name="tiny", variants=variants[1:])
     assert {f: (out / f).read_bytes() for f in files_under(out)} == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]
 
 
-def test_a_missing_or_truncated_shard_is_reported_before_writing(tmp_path: Path, models: list[SiteModel]) -> None:
+def test_a_missing_or_truncated_shard_is_reported_before_writing(tmp_path: Path, variants: list[SiteVariant]) -> None:
     out = tmp_path / "dist" / "tiny"
-    (models[0].model_dir / "params_shard_1.bin").write_bytes(b"\x02" * 10)
+    (variants[0].model_dir / "params_shard_1.bin").write_bytes(b"\x02" * 10)
     with pytest.raises(CorruptFileError, match="params_shard_1.bin has 10 bytes"):
-        assemble_site(out, name="tiny", models=models)
-    (models[0].model_dir / "params_shard_1.bin").unlink()
+        assemble_site(out, name="tiny", variants=variants)
+    (variants[0].model_dir / "params_shard_1.bin").unlink()
     with pytest.raises(CorruptFileError, match="missing"):
-        assemble_site(out, name="tiny", models=models)
+        assemble_site(out, name="tiny", variants=variants)
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
-def test_bad_inputs_are_refused_with_clear_errors(tmp_path: Path, models: list[SiteModel]) -> None:
+def test_bad_inputs_are_refused_with_clear_errors(tmp_path: Path, variants: list[SiteVariant]) -> None:
     out = tmp_path / "dist" / "tiny"
-    with pytest.raises(InputError, match="No model"):
-        assemble_site(out, name="tiny", models=[])
+    with pytest.raises(InputError, match="No model variants"):
+        assemble_site(out, name="tiny", variants=[])
     with pytest.raises(InputError, match="unique"):
-        assemble_site(out, name="tiny", models=[models[0], models[0]])
-    with pytest.raises(InputError, match="default_model"):
-        assemble_site(out, name="tiny", models=models, default_model="other")
-    models[1].library.unlink()
+        assemble_site(out, name="tiny", variants=[variants[0], variants[0]])
+    with pytest.raises(InputError, match="default_variant"):
+        assemble_site(out, name="tiny", variants=variants, default_variant="other")
+    variants[1].library.unlink()
     with pytest.raises(InputError, match="model library"):
-        assemble_site(out, name="tiny", models=models)
+        assemble_site(out, name="tiny", variants=variants)
 
 
-def test_a_directory_that_is_not_a_site_is_never_replaced(tmp_path: Path, models: list[SiteModel]) -> None:
+def test_a_directory_that_is_not_a_site_is_never_replaced(tmp_path: Path, variants: list[SiteVariant]) -> None:
     out = tmp_path / "precious"
     out.mkdir()
     (out / "thesis.tex").write_text("years of work")
     with pytest.raises(InputError, match="not a webbuild site"):
-        assemble_site(out, name="tiny", models=models)
+        assemble_site(out, name="tiny", variants=variants)
     assert (out / "thesis.tex").read_text() == "years of work"
 
 
@@ -255,7 +250,7 @@ import { VerifiedCache } from "../runtime/cache.js";
 async function checkCache() {
   const root = new URL("../", self.location.href);
   const manifest = await fetch(new URL("manifest.json", root)).then((r) => r.json());
-  const files = manifest.models.find((m) => m.id === "tiny-q4f32_1").files;
+  const files = manifest.variants.find((m) => m.id === "tiny-q4f32_1").files;
   const digests = new Map(files.map((f) => [new URL(f.path, root).href, f.sha256]));
   const shard = new URL("models/tiny-q4f32_1/params_shard_0.bin", root).href;
   const cache = new VerifiedCache("webbuild-test", { digests });
@@ -365,11 +360,11 @@ def served_site(tmp_path_factory: pytest.TempPathFactory):
     from webbuild.serve.app import create_app, serving
 
     root = tmp_path_factory.mktemp("browser")
-    models = [
-        fake_model(root / "build", "tiny-q4f16_1", "q4f16_1"),
-        fake_model(root / "build", "tiny-q4f32_1", "q4f32_1"),
+    variants = [
+        fake_variant(root / "build", "tiny-q4f16_1", "q4f16_1"),
+        fake_variant(root / "build", "tiny-q4f32_1", "q4f32_1"),
     ]
-    site = assemble_site(root / "dist" / "tiny", name="tiny", models=models)
+    site = assemble_site(root / "dist" / "tiny", name="tiny", variants=variants)
     (site / "check").mkdir()
     (site / "check" / "worker.js").write_text(CHECK_WORKER)
     (site / "check" / "fake_engine_worker.js").write_text(fake_engine_worker("../runtime/", "../runtime/worker.js"))

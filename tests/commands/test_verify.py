@@ -16,8 +16,6 @@ import pytest
 from tiny_llama import tiny_llama_model, wide_head_model, write_hf_dir
 
 from webbuild import cli
-from webbuild.commands.verify import _choose_variant
-from webbuild.errors import InputError
 
 ALTERED = "model.layers.1.mlp.down_proj.q_scale"
 PROMPTS = [
@@ -158,18 +156,6 @@ def test_a_folder_without_a_manifest_is_refused(tmp_path: Path, capsys) -> None:
     code = cli.main(["--quiet", "verify", str(tmp_path)])
     assert code == 1
     assert "not a built site" in capsys.readouterr().err
-
-
-def test_the_variant_defaults_to_one_that_runs_without_shader_f16(tmp_path: Path) -> None:
-    models = [
-        {"id": "m-q4f16_1", "quantization": "q4f16_1", "needs_shader_f16": True},
-        {"id": "m-q4f32_1", "quantization": "q4f32_1", "needs_shader_f16": False},
-    ]
-    (tmp_path / "manifest.json").write_text(json.dumps({"default_model": "m-q4f16_1", "models": models}))
-    assert _choose_variant(tmp_path, None)["id"] == "m-q4f32_1"
-    assert _choose_variant(tmp_path, "q4f16_1")["id"] == "m-q4f16_1"
-    with pytest.raises(InputError, match="no q0f32 build"):
-        _choose_variant(tmp_path, "q0f32")
 
 
 @pytest.mark.gpu

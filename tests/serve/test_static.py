@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -13,15 +12,16 @@ from starlette.testclient import TestClient
 
 from webbuild.serve.app import create_app
 from webbuild.serve.static import IMMUTABLE
+from webbuild.site_format import FileRecord, Manifest, Variant, write_manifest
 
 SHARD = bytes(range(256)) * 64  # 16 KiB, every byte value
 WASM = b"\x00asm\x01\x00\x00\x00" + b"\x01\x02\x03\x04" * 2048
 RUNTIME_JS = "export const x = 1;\n" * 200
 
 
-def _record(root: Path, rel: str) -> dict:
+def _record(root: Path, rel: str) -> FileRecord:
     data = (root / rel).read_bytes()
-    return {"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return FileRecord(rel, len(data), hashlib.sha256(data).hexdigest())
 
 
 def _sha(data: bytes) -> str:
@@ -38,6 +38,7 @@ def site(tmp_path: Path) -> Path:
     (root / "libs").mkdir()
     (root / "index.html").write_text("<!doctype html><title>t</title>" + "<p>chat</p>" * 200)
     (root / "runtime" / "index.js").write_text(RUNTIME_JS)
+    (root / "runtime" / "small.js").write_text("export {};\n")
     (model / "params_shard_0.bin").write_bytes(SHARD)
     hashed = f"params_shard_1.{_sha(SHARD[::-1])[:12]}.bin"
     (model / hashed).write_bytes(SHARD[::-1])
@@ -45,12 +46,9 @@ def site(tmp_path: Path) -> Path:
     (root / ".env").write_text("SECRET=1")
     (tmp_path / "secret.txt").write_text("outside the site")
     files = ["models/m-q4f32_1/params_shard_0.bin", f"models/m-q4f32_1/{hashed}", "libs/m-q4f32_1-webgpu.wasm"]
-    manifest = {
-        "name": "t",
-        "models": [{"id": "m-q4f32_1", "files": [_record(root, f) for f in files]}],
-        "files": [_record(root, "index.html"), _record(root, "runtime/index.js")],
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    variant = Variant("m-q4f32_1", "q4f32_1", False, 64, [_record(root, f) for f in files])
+    site_files = [_record(root, "index.html"), _record(root, "runtime/index.js")]
+    write_manifest(root, Manifest("t", "2026-12-02T00:00:00+00:00", variant.id, [variant], site_files))
     return root
 
 
@@ -190,7 +188,7 @@ def test_gzip_body_is_really_gzip(site: Path) -> None:
 
 
 def test_small_files_are_not_worth_compressing(client: TestClient) -> None:
-    assert "content-encoding" not in client.get("/manifest.json", headers={"accept-encoding": "gzip"}).headers
+    assert "content-encoding" not in client.get("/runtime/small.js", headers={"accept-encoding": "gzip"}).headers
 
 
 def test_weight_shards_are_not_compressed(client: TestClient) -> None:

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from webbuild.site_format import Manifest, Variant, write_manifest
 from webbuild.verify.references import compare_weights, resolve_source
 
 
@@ -20,7 +21,8 @@ def test_the_weights_check_names_each_tensor_that_differs() -> None:
 
 
 def test_a_site_whose_model_is_not_a_preset_has_no_source_and_says_how_to_give_one(tmp_path) -> None:
-    (tmp_path / "manifest.json").write_text(json.dumps({"name": "my-local-model"}))
+    variant = Variant("my-local-model-q4f32_1", "q4f32_1", False, 64)
+    write_manifest(tmp_path, Manifest("my-local-model", "2026-12-02T00:00:00+00:00", variant.id, [variant], []))
     source, note = resolve_source(tmp_path, None)
     assert source is None
     assert "my-local-model" in note and "--source" in note

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-CHAT_CONFIG_JSON = "mlc-chat-config.json"
+from webbuild.site_format import CHAT_CONFIG_JSON
+
 CHAT_CONFIG_VERSION = "0.1.0"
 
 # HF config.json keys that describe the checkpoint or generation, not the architecture.

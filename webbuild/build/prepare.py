@@ -17,15 +17,14 @@ from tvm.target import Target
 from webbuild.build.arch import get_architecture
 from webbuild.build.arch.blocks import CausalLM, DecoderConfig
 from webbuild.build.chat_config import build_chat_config, write_chat_config
-from webbuild.errors import InputError, WebbuildError
 from webbuild.build.quantize import QuantScheme, get_scheme, quantize_params
 from webbuild.build.source import ModelSource
-from webbuild.build.tensor_cache import TensorCacheSummary, read_tensor_cache, write_tensor_cache
+from webbuild.errors import InputError, WebbuildError
+from webbuild.site_format import CHAT_CONFIG_JSON, TOKENIZER_CONFIG_JSON, TOKENIZER_JSON
+from webbuild.site_format.tensor_cache import TensorCacheSummary, read_tensor_cache, write_tensor_cache
 
 DEFAULT_CONTEXT_WINDOW = 2048
 DEFAULT_PREFILL_CHUNK = 512
-TOKENIZER_JSON = "tokenizer.json"
-TOKENIZER_CONFIG_JSON = "tokenizer_config.json"
 
 
 @dataclass
@@ -118,7 +117,7 @@ def read_model_files(model_dir: Path, model_id: str, *, params: bool = True) -> 
     """The inverse of ``write_model_files``, checking integrity of the shards on the way; ``params=False``
     reads only the configs and tokenizer (the parameters are left empty)."""
     try:
-        chat_config = json.loads((model_dir / "mlc-chat-config.json").read_text())
+        chat_config = json.loads((model_dir / CHAT_CONFIG_JSON).read_text())
         tokenizer_json = (model_dir / TOKENIZER_JSON).read_text()
         tokenizer_config = json.loads((model_dir / TOKENIZER_CONFIG_JSON).read_text())
     except FileNotFoundError as exc:

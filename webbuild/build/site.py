@@ -7,13 +7,12 @@ failure leaves no partial site and an existing site is replaced only when the ne
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,13 @@ from typing import Any
 import jinja2
 
 from webbuild import _log
-from webbuild.errors import CorruptFileError, InputError, ToolchainError
+from webbuild.errors import InputError, ToolchainError
+from webbuild.site_format import MANIFEST_JSON, MODEL_FILES, FileRecord, Manifest, Variant, write_manifest
+from webbuild.site_format.tensor_cache import shard_files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_DIR = REPO_ROOT / "web_runtime"
 TEMPLATE_DIR = REPO_ROOT / "site_template"
-
-# Files the browser runtime needs from each model directory (tensor-cache.json names the shards).
-MODEL_FILES = ("tensor-cache.json", "mlc-chat-config.json", "tokenizer.json", "tokenizer_config.json")
 
 # runtime/vendor/<name> <- web_runtime/node_modules/<package>/<file>: ES modules (or, for tvmjs, a UMD
 # bundle that defines globalThis.tvmjs) with no bare imports, so the browser loads them without a bundler.
@@ -52,19 +50,18 @@ _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
-class SiteModel:
-    """One built model variant to put on the site.
+class SiteVariant:
+    """One built variant to put on the site: its manifest entry (``files`` are filled in when written) and
+    where its files are now. ``model_dir`` holds tensor-cache.json, its params_shard_*.bin,
+    mlc-chat-config.json, tokenizer.json and tokenizer_config.json; ``library`` is its WebGPU model library."""
 
-    ``model_dir`` holds tensor-cache.json, its params_shard_*.bin, mlc-chat-config.json, tokenizer.json and
-    tokenizer_config.json; ``library`` is the WebGPU model library (.wasm) for the same build.
-    """
-
-    id: str  # "<model_id>-<quantization>", e.g. "smollm2-135m-instruct-q4f32_1"
-    quantization: str
+    variant: Variant
     model_dir: Path
     library: Path
-    needs_shader_f16: bool
-    context_window_size: int
+
+    @property
+    def id(self) -> str:
+        return self.variant.id
 
 
 @dataclass(frozen=True)
@@ -80,24 +77,26 @@ def assemble_site(
     out_dir: Path,
     *,
     name: str,
-    models: Sequence[SiteModel],
-    default_model: str | None = None,
+    variants: Sequence[SiteVariant],
+    default_variant: str | None = None,
     title: str | None = None,
     runtime_dir: Path = RUNTIME_DIR,
     template_dir: Path = TEMPLATE_DIR,
 ) -> Path:
-    """Write the site for ``models`` to ``out_dir`` (replacing a previous site there) and return its path.
+    """Write the site for ``variants`` to ``out_dir`` (replacing a previous site there) and return its path.
 
     Layout: index.html, assets/, runtime/ (+ runtime/vendor/), models/<id>/, libs/<id>-webgpu.wasm and
     manifest.json listing every model file with its size and sha256.
     """
     out_dir = Path(out_dir).absolute()
-    default_model = _check_models(models, default_model)
+    default_variant = _check_variants(variants, default_variant)
     _check_replaceable(out_dir)
     _log.step(f"Assembling site {out_dir}")
 
-    model_entries = {m.id: _model_entries(m) for m in models}
-    page = _render_page(template_dir, name=name, title=title or name, models=models, default_model=default_model)
+    model_entries = {v.id: _model_entries(v) for v in variants}
+    page = _render_page(
+        template_dir, name=name, title=title or name, variants=variants, default_variant=default_variant
+    )
     site_entries = [
         _Entry("index.html", data=page.encode()),
         *_asset_entries(template_dir),
@@ -111,13 +110,19 @@ def assemble_site(
         with _log.bar(total, "copy model files", unit="B", unit_scale=True) as bar:
             site_files = [_write(tmp, e) for e in site_entries]
             model_files = {mid: [_write(tmp, e, bar.update) for e in es] for mid, es in model_entries.items()}
-        manifest = _manifest(name, models, default_model, model_files, site_files)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = Manifest(
+            name=name,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            default_variant=default_variant,
+            variants=[replace(v.variant, files=model_files[v.id]) for v in variants],
+            files=site_files,
+        )
+        write_manifest(tmp, manifest)
         _replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _log.detail(f"{len(models)} model(s), {total / 2**20:.1f} MiB of model files")
+    _log.detail(f"{len(variants)} variant(s), {total / 2**20:.1f} MiB of model files")
     return out_dir
 
 
@@ -130,52 +135,37 @@ def vendor_sources(runtime_dir: Path = RUNTIME_DIR) -> dict[str, Path]:
 # ---- inputs ---------------------------------------------------------------------------------------------
 
 
-def _check_models(models: Sequence[SiteModel], default_model: str | None) -> str:
-    if not models:
+def _check_variants(variants: Sequence[SiteVariant], default_variant: str | None) -> str:
+    if not variants:
         raise InputError("No model variants to put on the site.")
-    ids = [m.id for m in models]
-    for m in models:
-        if not _ID_RE.match(m.id):
-            raise InputError(f"Model id {m.id!r} is not usable in a URL.", tip="Use letters, digits, '.', '_', '-'.")
-        if m.context_window_size <= 0:
-            raise InputError(f"Model {m.id}: context_window_size must be positive, got {m.context_window_size}.")
+    ids = [v.id for v in variants]
+    for v in variants:
+        if not _ID_RE.match(v.id):
+            raise InputError(f"Variant id {v.id!r} is not usable in a URL.", tip="Use letters, digits, '.', '_', '-'.")
+        if v.variant.context_window_size <= 0:
+            raise InputError(
+                f"Variant {v.id}: context_window_size must be positive, got {v.variant.context_window_size}."
+            )
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise InputError(f"Model ids must be unique; repeated: {', '.join(dupes)}.")
-    default = default_model or ids[0]
+        raise InputError(f"Variant ids must be unique; repeated: {', '.join(dupes)}.")
+    default = default_variant or ids[0]
     if default not in ids:
-        raise InputError(f"default_model {default!r} is not among the models: {', '.join(ids)}.")
+        raise InputError(f"default_variant {default!r} is not among the variants: {', '.join(ids)}.")
     return default
 
 
-def _model_entries(m: SiteModel) -> list[_Entry]:
+def _model_entries(v: SiteVariant) -> list[_Entry]:
     """The files of one variant, checked against its tensor-cache.json before anything is written."""
-    model_dir = Path(m.model_dir)
+    model_dir = Path(v.model_dir)
     for fname in MODEL_FILES:
         if not (model_dir / fname).is_file():
-            raise InputError(f"Model {m.id}: {model_dir / fname} is missing.", tip="Re-run the weight conversion.")
-    if not Path(m.library).is_file():
-        raise InputError(f"Model {m.id}: model library {m.library} is missing.", tip="Re-run the compile/link step.")
-    index_path = model_dir / "tensor-cache.json"
-    try:
-        index = json.loads(index_path.read_text())
-        shards = [(rec["dataPath"], int(rec["nbytes"])) for rec in index["records"]]
-    except (ValueError, KeyError, TypeError) as err:
-        raise CorruptFileError(f"{index_path} is not a valid tensor cache index: {err}") from err
-    entries = [_Entry(f"models/{m.id}/{f}", src=model_dir / f) for f in MODEL_FILES]
-    for data_path, nbytes in shards:
-        shard = model_dir / data_path
-        if Path(data_path).is_absolute() or ".." in Path(data_path).parts:
-            raise CorruptFileError(f"{index_path} names a shard outside its directory: {data_path!r}.")
-        if not shard.is_file():
-            raise CorruptFileError(f"Model {m.id}: shard {shard} listed in tensor-cache.json is missing.")
-        if shard.stat().st_size != nbytes:
-            raise CorruptFileError(
-                f"Model {m.id}: shard {shard} has {shard.stat().st_size} bytes; tensor-cache.json says {nbytes}.",
-                tip="The weights were written incompletely; re-run the weight conversion.",
-            )
-        entries.append(_Entry(f"models/{m.id}/{data_path}", src=shard))
-    entries.append(_Entry(f"libs/{m.id}-webgpu.wasm", src=Path(m.library)))
+            raise InputError(f"Variant {v.id}: {model_dir / fname} is missing.", tip="Re-run the weight conversion.")
+    if not Path(v.library).is_file():
+        raise InputError(f"Variant {v.id}: model library {v.library} is missing.", tip="Re-run the compile/link step.")
+    files = [model_dir / f for f in MODEL_FILES] + shard_files(model_dir)
+    entries = [_Entry(f"{v.variant.model_url}{f.relative_to(model_dir).as_posix()}", src=f) for f in files]
+    entries.append(_Entry(v.variant.model_lib, src=Path(v.library)))
     return entries
 
 
@@ -203,7 +193,9 @@ def _asset_entries(template_dir: Path) -> list[_Entry]:
     ]
 
 
-def _render_page(template_dir: Path, *, name: str, title: str, models: Sequence[SiteModel], default_model: str) -> str:
+def _render_page(
+    template_dir: Path, *, name: str, title: str, variants: Sequence[SiteVariant], default_variant: str
+) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir),
         autoescape=True,
@@ -214,14 +206,14 @@ def _render_page(template_dir: Path, *, name: str, title: str, models: Sequence[
         template = env.get_template("index.html.j2")
     except jinja2.TemplateNotFound as err:
         raise ToolchainError(f"Site template {template_dir / 'index.html.j2'} is missing.") from err
-    variants = [{"id": m.id, "quantization": m.quantization, "needs_shader_f16": m.needs_shader_f16} for m in models]
-    return template.render(name=name, title=title, models=variants, default_model=default_model)
+    listed = [asdict(v.variant) for v in variants]
+    return template.render(name=name, title=title, variants=listed, default_variant=default_variant)
 
 
 def _check_replaceable(out_dir: Path) -> None:
     """Refuse to replace a directory that is not a site we wrote (it may be the user's files)."""
     if out_dir.exists() and (
-        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file())
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST_JSON).is_file())
     ):
         raise InputError(
             f"{out_dir} exists and is not a webbuild site (no manifest.json); not replacing it.",
@@ -232,7 +224,7 @@ def _check_replaceable(out_dir: Path) -> None:
 # ---- output ---------------------------------------------------------------------------------------------
 
 
-def _write(root: Path, entry: _Entry, progress: Any = None) -> dict[str, Any]:
+def _write(root: Path, entry: _Entry, progress: Any = None) -> FileRecord:
     """Writes one file under ``root``, hashing it on the way; returns its manifest record."""
     dest = root / entry.dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -252,34 +244,7 @@ def _write(root: Path, entry: _Entry, progress: Any = None) -> dict[str, Any]:
                     size += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
-    return {"path": entry.dest, "bytes": size, "sha256": digest.hexdigest()}
-
-
-def _manifest(
-    name: str,
-    models: Sequence[SiteModel],
-    default_model: str,
-    model_files: dict[str, list[dict[str, Any]]],
-    site_files: list[dict[str, Any]],
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "default_model": default_model,
-        "models": [
-            {
-                "id": m.id,
-                "quantization": m.quantization,
-                "model_url": f"models/{m.id}/",
-                "model_lib": f"libs/{m.id}-webgpu.wasm",
-                "needs_shader_f16": m.needs_shader_f16,
-                "context_window_size": m.context_window_size,
-                "files": model_files[m.id],
-            }
-            for m in models
-        ],
-        "files": site_files,
-    }
+    return FileRecord(entry.dest, size, digest.hexdigest())
 
 
 def _replace(tmp: Path, out_dir: Path) -> None:

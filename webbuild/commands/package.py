@@ -11,8 +11,9 @@ from webbuild import _log
 from webbuild.build.library import build_library
 from webbuild.build.prepare import prepare_model, write_model_files
 from webbuild.build.quantize import get_scheme
-from webbuild.build.site import SiteModel, assemble_site
+from webbuild.build.site import SiteVariant, assemble_site
 from webbuild.build.source import load_source
+from webbuild.site_format import Variant
 
 
 @dataclass
@@ -52,7 +53,7 @@ def package(opts: PackageOptions) -> PackageResult:
     out = opts.out or Path("dist") / source.model_id
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".webbuild-", dir=out.parent) as tmp:
-        models = []
+        variants = []
         for q in quantizations:
             _log.step(f"preparing {source.model_id} as {q}")
             prepared = prepare_model(source, q, opts.context_window_size, opts.prefill_chunk_size)
@@ -60,17 +61,14 @@ def package(opts: PackageOptions) -> PackageResult:
             with _log.timed(f"writing weights to tensor-cache shards ({q})"):
                 write_model_files(prepared, model_dir)
             library = build_library(prepared.cfg, prepared.scheme, "webgpu", opts.dump_ir)
-            models.append(
-                SiteModel(
-                    id=prepared.variant_id,
-                    quantization=q,
-                    model_dir=model_dir,
-                    library=library,
-                    needs_shader_f16=prepared.scheme.needs_shader_f16,
-                    context_window_size=prepared.cfg.context_window_size,
-                )
+            variant = Variant(
+                id=prepared.variant_id,
+                quantization=q,
+                needs_shader_f16=prepared.scheme.needs_shader_f16,
+                context_window_size=prepared.cfg.context_window_size,
             )
+            variants.append(SiteVariant(variant, model_dir, library))
             del prepared
         with _log.timed(f"assembling the site in {out}"):
-            assemble_site(out, name=source.model_id, models=models)
+            assemble_site(out, name=source.model_id, variants=variants)
     return PackageResult(site=out, seconds=time.monotonic() - t0, parts=size_by_part(out))

@@ -9,7 +9,6 @@ unquantized model (hf), and the CPU build's, are reported as quantization loss.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from webbuild import _log
 from webbuild.engine.chat_template import ChatTemplate
 from webbuild.engine.text_stream import TextStream
 from webbuild.errors import InputError
+from webbuild.site_format import read_manifest
 from webbuild.verify.metrics import PositionMetrics, Summary, Thresholds, compare, summarize
 from webbuild.verify.prompts import BUILTIN_PROMPTS, VerifyPrompt, fill_length, load_prompts
 from webbuild.verify.references import ReferenceStatus, WeightsCheck, build_references, resolve_source
@@ -85,26 +85,6 @@ class VerifyResult:
         return not self.failures
 
 
-def _choose_variant(site: Path, quantization: str | None) -> dict[str, Any]:
-    """The manifest record to verify: the asked quantization, else the default if it runs without
-    shader-f16 (as on software adapters), else the first f32 build."""
-    manifest = site / "manifest.json"
-    if not manifest.is_file():
-        raise InputError(f"{site} is not a built site (no manifest.json)", tip="Build one with `webbuild package`.")
-    info = json.loads(manifest.read_text())
-    models = info["models"]
-    if quantization:
-        for m in models:
-            if m["quantization"] == quantization:
-                return m
-        have = ", ".join(m["quantization"] for m in models)
-        raise InputError(f"{site} has no {quantization} build; it has {have}", param="quantization")
-    default = next(m for m in models if m["id"] == info["default_model"])
-    if not default.get("needs_shader_f16"):
-        return default
-    return next((m for m in models if not m.get("needs_shader_f16")), default)
-
-
 def _encode(bundle: PreparedModel, tokenizer: Tokenizer, prompt: VerifyPrompt, tokens: int) -> list[int]:
     """Prompt token ids as the browser's chat page would make them (chat template, or the raw text)."""
     has_template = bool(bundle.tokenizer_config.get("chat_template"))
@@ -136,16 +116,18 @@ def verify(opts: VerifyOptions) -> VerifyResult:
 
     t0 = time.monotonic()
     site = Path(opts.site)
-    record = _choose_variant(site, opts.quantization)
-    model_dir = site / record["model_url"]
-    bundle = read_model_files(model_dir, record["id"], params=False)
+    manifest = read_manifest(site)
+    # Without a quantization asked for, the variant every adapter runs (software ones lack shader-f16).
+    variant = manifest.variant(opts.quantization) if opts.quantization else manifest.portable_variant()
+    model_dir = site / variant.model_url
+    bundle = read_model_files(model_dir, variant.id, params=False)
     prompts = load_prompts(opts.prompts) if opts.prompts else list(BUILTIN_PROMPTS)
     if opts.tokens < 1:
         raise InputError("--tokens must be at least 1", param="tokens")
     tokenizer = Tokenizer.from_str(bundle.tokenizer_json)
     encoded = [_encode(bundle, tokenizer, p, opts.tokens) for p in prompts]
 
-    with BrowserScorer(site, model_id=record["id"], load_timeout_s=opts.load_timeout_s) as browser:
+    with BrowserScorer(site, model_id=variant.id, load_timeout_s=opts.load_timeout_s) as browser:
         # The page loads the model in its Worker while the references start here.
         source, note = resolve_source(site, opts.source)
         refs = build_references(
@@ -191,8 +173,8 @@ def verify(opts: VerifyOptions) -> VerifyResult:
         )
     return VerifyResult(
         site=site,
-        model_id=str(info.get("id", record["id"])),
-        quantization=str(info.get("quantization", record["quantization"])),
+        model_id=str(info.get("id", variant.id)),
+        quantization=str(info.get("quantization", variant.quantization)),
         adapter=dict(info.get("adapter") or {}),
         references=refs.statuses,
         weights=refs.weights,

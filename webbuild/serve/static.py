@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import re
 import threading
@@ -31,6 +30,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Receive, Scope, Send
+
+from webbuild.errors import WebbuildError
+from webbuild.site_format import MANIFEST_JSON, read_manifest
 
 # Set explicitly rather than trusting the platform's mimetypes table: module workers refuse scripts that
 # are not JavaScript, and WebAssembly.instantiateStreaming refuses wasm that is not application/wasm.
@@ -77,7 +79,7 @@ class HashIndex:
 
     def _listing(self) -> dict[str, tuple[str, int]]:
         """The manifest's entries, re-read when manifest.json changes (a rebuild replaces the folder)."""
-        manifest = self.root / "manifest.json"
+        manifest = self.root / MANIFEST_JSON
         try:
             st = os.stat(manifest)
         except OSError:
@@ -87,10 +89,8 @@ class HashIndex:
             if key == self._manifest_key:
                 return self._listed
         try:
-            info = json.loads(manifest.read_bytes())
-            records = [*info.get("files", []), *(f for m in info.get("models", []) for f in m.get("files", []))]
-            listed = {r["path"]: (str(r["sha256"]).lower(), int(r["bytes"])) for r in records}
-        except (ValueError, TypeError, KeyError, AttributeError):
+            listed = {f.path: (f.sha256, f.bytes) for f in read_manifest(self.root).all_files()}
+        except WebbuildError:
             listed = {}  # an unreadable manifest makes nothing immutable; serving goes on
         with self._lock:
             self._manifest_key, self._listed, self._verified = key, listed, {}

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from webbuild import _log
 from webbuild.errors import InputError, WebbuildError
+from webbuild.site_format import read_manifest
 
 if TYPE_CHECKING:  # TVM and the weight readers load only when a run needs them
     from webbuild.build.prepare import PreparedModel
@@ -116,7 +116,7 @@ class References:
 
 def site_source_spec(site: Path) -> str:
     """The model a site was built from, as recorded in its manifest (a preset name for presets)."""
-    return str(json.loads((Path(site) / "manifest.json").read_text())["name"])
+    return read_manifest(site).name
 
 
 def resolve_source(site: Path, spec: str | None) -> tuple[ModelSource | None, str]:
@@ -159,8 +159,8 @@ def build_references(
     """Starts the requested references (``cpu``, ``cuda``, ``hf``); unavailable ones are reported as
     skipped, not raised, except that ``cpu`` must start when asked for."""
     from webbuild.build.prepare import prepare_model
-    from webbuild.build.tensor_cache import read_tensor_cache
     from webbuild.engine.engine import Engine, EngineConfig
+    from webbuild.site_format.tensor_cache import read_tensor_cache
 
     unknown = [n for n in names if n not in REFERENCES]
     if unknown:

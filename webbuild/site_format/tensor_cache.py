@@ -17,8 +17,8 @@ import numpy as np
 
 from webbuild import _log
 from webbuild.errors import CorruptFileError, InputError
+from webbuild.site_format.manifest import TENSOR_CACHE_JSON as CACHE_JSON
 
-CACHE_JSON = "tensor-cache.json"
 SHARD_PREFIX = "params_shard_"
 SHARD_HASH_DIGITS = 16
 SHARD_CAP = 32 * 1024 * 1024
@@ -190,39 +190,56 @@ def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
 
 
-def read_tensor_cache(cache_dir: str | Path, *, verify: bool = True) -> dict[str, np.ndarray]:
-    """Reads a tensor cache (ours or MLC's) back into ``{name: array}``, in record order.
-
-    With ``verify``, each shard's size and md5 are checked against the json. ``f32-to-bf16``
-    records are widened to float32, as the browser runtime does.
-    """
-    root = Path(cache_dir)
+def _read_index(root: Path) -> tuple[Path, list[dict]]:
     json_path = root / CACHE_JSON
     if not json_path.is_file():
         raise InputError(f"No {CACHE_JSON} in {root}.", tip="Point at a model directory written by `webbuild package`.")
     try:
-        doc = json.loads(json_path.read_text())
-        shards = doc["records"]
-    except (ValueError, KeyError) as err:
+        shards = json.loads(json_path.read_text())["records"]
+        for shard in shards:
+            data_path = Path(shard["dataPath"])
+            if data_path.is_absolute() or ".." in data_path.parts:
+                raise ValueError(f"a shard outside its directory: {shard['dataPath']!r}")
+            shard["nbytes"] = int(shard["nbytes"])
+    except (ValueError, KeyError, TypeError) as err:
         raise CorruptFileError(f"{json_path} is not a valid tensor cache: {err}") from None
+    return json_path, shards
 
-    result: dict[str, np.ndarray] = {}
+
+def shard_files(cache_dir: str | Path) -> list[Path]:
+    """The shard files a tensor cache lists, each present with the size the json gives (no hashing)."""
+    root = Path(cache_dir)
+    json_path, shards = _read_index(root)
+    paths = []
     for shard in shards:
         path = root / shard["dataPath"]
         if not path.is_file():
             raise CorruptFileError(f"Shard {path} listed in {json_path} is missing.")
+        if path.stat().st_size != shard["nbytes"]:
+            raise CorruptFileError(
+                f"Shard {path} has {path.stat().st_size} bytes, {json_path} says {shard['nbytes']}.",
+                tip="The weights were written incompletely; re-run `webbuild package`.",
+            )
+        paths.append(path)
+    return paths
+
+
+def read_tensor_cache(cache_dir: str | Path, *, verify: bool = True) -> dict[str, np.ndarray]:
+    """Reads a tensor cache (ours or MLC's) back into ``{name: array}``, in record order.
+
+    With ``verify``, each shard's md5 is checked against the json (sizes always are). ``f32-to-bf16``
+    records are widened to float32, as the browser runtime does.
+    """
+    root = Path(cache_dir)
+    json_path, shards = _read_index(root)
+    result: dict[str, np.ndarray] = {}
+    for shard, path in zip(shards, shard_files(root), strict=True):
         data = np.fromfile(path, dtype=np.uint8)
-        if verify:
-            if "nbytes" in shard and data.size != shard["nbytes"]:
-                raise CorruptFileError(
-                    f"Shard {path} has {data.size} bytes, {json_path} says {shard['nbytes']}.",
-                    tip="Re-run `webbuild package` to rewrite the weights.",
-                )
-            if shard.get("md5sum") and hashlib.md5(data).hexdigest() != shard["md5sum"]:
-                raise CorruptFileError(
-                    f"Shard {path} fails its md5 check.",
-                    tip="Re-run `webbuild package` to rewrite the weights.",
-                )
+        if verify and shard.get("md5sum") and hashlib.md5(data).hexdigest() != shard["md5sum"]:
+            raise CorruptFileError(
+                f"Shard {path} fails its md5 check.",
+                tip="Re-run `webbuild package` to rewrite the weights.",
+            )
         for rec in shard["records"]:
             start, nbytes = int(rec["byteOffset"]), int(rec["nbytes"])
             if start + nbytes > data.size:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from webbuild.build.tensor_cache import read_tensor_cache, write_tensor_cache
 from webbuild.errors import CorruptFileError, InputError
+from webbuild.site_format.tensor_cache import read_tensor_cache, write_tensor_cache
 
 KIB = 1024
 
