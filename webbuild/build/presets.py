@@ -15,11 +15,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from webbuild.cache import cache_dir
 from webbuild.build.download import download, extract_member, is_cached
+from webbuild.build.resources import PRESETS_DIR
+from webbuild.cache import cache_dir
 from webbuild.errors import InputError
 
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "models"
 WEIGHT_FORMATS = ("gguf",)
 
 
