@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from webbuild.engine.request import Choice, Request, ResponseBuilder, usage
+from webbuild.engine.request import Request, check_model_limits
+from webbuild.engine.response import Choice, ResponseBuilder, usage
 
 WORDS = ["Paris", " is", " the", " capital", " of", " France", "."]
+PROMPT_TOKENS = 5  # every prompt counts as this many tokens
 
 
 class FakeStream:
@@ -34,7 +36,8 @@ class FakeStream:
 class FakeEngine:
     """Replies with ``WORDS`` (cut by max_tokens); ``delay`` seconds per chunk; ``fail_after`` chunks then
     ``failure`` is raised; ``endless`` streams until closed, and a non-streamed request waits until aborted;
-    ``create_error`` is raised by ``create``."""
+    ``create_error`` is raised by ``create``. Requests pass the engine's model-dependent checks, every prompt
+    counting ``PROMPT_TOKENS``."""
 
     model_name: str = "fake-model-q4f32_1"
     delay: float = 0.0
@@ -71,10 +74,14 @@ class FakeEngine:
         self.requests.append(request)
         if self.create_error is not None:
             raise self.create_error
+        cfg = self.model.cfg
+        request = check_model_limits(
+            request, PROMPT_TOKENS, context_window_size=cfg.context_window_size, vocab_size=cfg.vocab_size
+        )
         builder = ResponseBuilder(model=self.model_name, chat=request.messages is not None)
         words = WORDS[: request.sampling.max_tokens or len(WORDS)]
         finish = "length" if len(words) < len(WORDS) else "stop"
-        used = usage(5, len(words), {"time_to_first_token_s": 0.01})
+        used = usage(PROMPT_TOKENS, len(words), {"time_to_first_token_s": 0.01})
         if not request.stream:
             if self.endless:
                 assert abort is not None and abort.wait(30), "the request was never aborted"

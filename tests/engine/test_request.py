@@ -1,5 +1,5 @@
-"""The Python request parser agrees with the browser's (web_runtime/openai.js) on the shared cases, and the
-response builders produce OpenAI's shapes."""
+"""The Python request contract agrees with the browser's (web_runtime/src/openai.js) on the shared cases, and
+the parser accepts exactly what the field declarations (which /openapi.json is written from) say."""
 
 from __future__ import annotations
 
@@ -10,25 +10,35 @@ from typing import Any
 import pytest
 
 from webbuild.engine.request import (
-    Choice,
-    ResponseBuilder,
-    TokenLogprob,
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    Request,
+    check_model_limits,
     parse_chat_request,
     parse_completion_request,
-    usage,
 )
-from webbuild.errors import InvalidRequestError, UnsupportedParameterError
+from webbuild.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedParameterError
 
-CASES = json.loads(
+FIXTURE = json.loads(
     (Path(__file__).parents[2] / "web_runtime/test/fixtures/request_cases.json").read_text(encoding="utf-8")
-)["cases"]
+)
+CASES, MODEL, MODEL_CASES = FIXTURE["cases"], FIXTURE["model"], FIXTURE["model_cases"]
 PARSERS = {"chat": parse_chat_request, "completion": parse_completion_request}
+FIELDS = {"chat": CHAT_FIELDS, "completion": COMPLETION_FIELDS}
+MINIMAL = {"chat": {"messages": [{"role": "user", "content": "hi"}]}, "completion": {"prompt": "a"}}
+
+
+def _flat(request: Request) -> dict[str, Any]:
+    """A request as one flat dict, so a case's `expect` keys name Request or SamplingParams fields."""
+    return {**vars(request), **vars(request.sampling)}
 
 
 def _fields(body: Any, endpoint: str) -> dict[str, Any]:
-    """The parsed request as one flat dict, so a case's `expect` keys name Request or SamplingParams fields."""
-    request = PARSERS[endpoint](body, {})
-    return {**vars(request), **vars(request.sampling)}
+    return _flat(PARSERS[endpoint](body, {}))
+
+
+def _fit(request: Request, prompt_tokens: int, window: int = MODEL["context_window_size"]) -> Request:
+    return check_model_limits(request, prompt_tokens, context_window_size=window, vocab_size=MODEL["vocab_size"])
 
 
 def test_the_shared_cases_are_all_here():
@@ -48,6 +58,86 @@ def test_refused_case(case):
     with pytest.raises(InvalidRequestError) as caught:
         PARSERS[case["endpoint"]](case["request"], {})
     assert (caught.value.code, caught.value.param) == (case["error"]["code"], case["error"]["param"])
+
+
+def test_the_shared_model_cases_cover_both_endpoints():
+    assert len({c["name"] for c in MODEL_CASES}) == len(MODEL_CASES)
+    assert {(c["endpoint"], c["ok"]) for c in MODEL_CASES} == {(e, ok) for e in PARSERS for ok in (True, False)}
+
+
+@pytest.mark.parametrize("case", [c for c in MODEL_CASES if c["ok"]], ids=lambda c: c["name"])
+def test_accepted_model_case(case):
+    fields = _flat(_fit(PARSERS[case["endpoint"]](case["request"], {}), case["prompt_tokens"]))
+    for key, value in case["expect"].items():
+        assert fields[key] == value, key
+
+
+@pytest.mark.parametrize("case", [c for c in MODEL_CASES if not c["ok"]], ids=lambda c: c["name"])
+def test_refused_model_case(case):
+    request = PARSERS[case["endpoint"]](case["request"], {})
+    with pytest.raises(InvalidRequestError) as caught:
+        _fit(request, case["prompt_tokens"])
+    assert (caught.value.code, caught.value.param) == (case["code"], case["param"])
+
+
+def test_model_errors_name_the_numbers_and_leave_the_request_alone():
+    chat = parse_chat_request({**MINIMAL["chat"], "max_tokens": 23, "logit_bias": {"150": 1}})
+    with pytest.raises(ContextLengthExceededError) as caught:
+        _fit(chat, 40)
+    assert "40" in caught.value.message and "32" in caught.value.message
+    with pytest.raises(ContextLengthExceededError) as caught:
+        _fit(chat, 10)
+    assert all(n in caught.value.message for n in ("10", "23", "32"))
+    with pytest.raises(InvalidRequestError) as caught:
+        _fit(chat, 10, window=64)
+    assert "150" in caught.value.message and "100" in caught.value.message
+    omitted = parse_chat_request(MINIMAL["chat"])
+    assert _fit(omitted, 10).sampling.max_tokens == 22
+    assert omitted.sampling.max_tokens is None  # the caller's request is not changed
+
+
+NUMERIC = [
+    (endpoint, name)
+    for endpoint, fields in FIELDS.items()
+    for name, spec in fields.items()
+    if spec.type in ("number", "integer") and (spec.minimum is not None or spec.maximum is not None)
+]
+
+
+@pytest.mark.parametrize(("endpoint", "name"), NUMERIC)
+def test_the_parser_accepts_exactly_the_declared_range(endpoint, name):
+    spec, parse = FIELDS[endpoint][name], PARSERS[endpoint]
+    base = {**MINIMAL[endpoint], "logprobs": True} if name == "top_logprobs" else MINIMAL[endpoint]
+    step = 1 if spec.type == "integer" else 0.5
+    for bound, outside in ((spec.minimum, -step), (spec.maximum, step)):
+        if bound is None:
+            continue
+        parse({**base, name: bound})
+        with pytest.raises(InvalidRequestError) as caught:
+            parse({**base, name: bound + outside})
+        assert caught.value.param == name
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "name"), [(e, n) for e, fields in FIELDS.items() for n, spec in fields.items() if spec.enum]
+)
+def test_values_outside_a_declared_enum_are_unsupported(endpoint, name):
+    for value in FIELDS[endpoint][name].enum:
+        PARSERS[endpoint]({**MINIMAL[endpoint], name: value})
+    with pytest.raises(UnsupportedParameterError) as caught:
+        PARSERS[endpoint]({**MINIMAL[endpoint], name: "something else"})
+    assert caught.value.param == name
+
+
+@pytest.mark.parametrize("endpoint", PARSERS)
+def test_absent_fields_take_the_declared_defaults_and_null_means_absent(endpoint):
+    parse, fields = PARSERS[endpoint], FIELDS[endpoint]
+    minimal = _fields(MINIMAL[endpoint], endpoint)
+    for name, spec in fields.items():
+        if spec.default is not None:
+            assert minimal[name] == spec.default, name
+        if not spec.required:
+            assert parse({**MINIMAL[endpoint], name: None}) == parse(MINIMAL[endpoint]), name
 
 
 def test_developer_role_renders_as_system_and_text_parts_are_joined():
@@ -92,102 +182,3 @@ def test_completion_only_and_conflicting_fields():
     with pytest.raises(InvalidRequestError) as caught:
         parse_chat_request(body)
     assert caught.value.param == "max_completion_tokens"
-
-
-def test_chat_chunks_carry_role_then_content_then_finish_reason():
-    builder = ResponseBuilder(model="m", chat=True)
-    first, middle, last = builder.chunk(None, role=True), builder.chunk("Hi"), builder.chunk(None, "stop")
-    assert builder.id.startswith("chatcmpl-")
-    assert {first["id"], middle["id"], last["id"]} == {builder.id}
-    assert first["object"] == "chat.completion.chunk" and first["model"] == "m"
-    assert [c["choices"][0]["delta"] for c in (first, middle, last)] == [{"role": "assistant"}, {"content": "Hi"}, {}]
-    assert [c["choices"][0]["finish_reason"] for c in (first, middle, last)] == [None, None, "stop"]
-
-
-def test_text_completion_chunks():
-    builder = ResponseBuilder(model="m", chat=False)
-    chunk = builder.chunk("abc")
-    assert builder.id.startswith("cmpl-")
-    assert chunk["object"] == "text_completion"
-    assert chunk["choices"] == [{"index": 0, "text": "abc", "logprobs": None, "finish_reason": None}]
-    assert builder.chunk("", "length")["choices"][0]["finish_reason"] == "length"
-
-
-@pytest.mark.parametrize("chat", [True, False])
-def test_usage_chunk_has_no_choices(chat):
-    builder = ResponseBuilder(model="m", chat=chat)
-    chunk = builder.usage_chunk(usage(3, 2))
-    assert chunk["choices"] == []
-    assert chunk["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-    assert chunk["object"] == ("chat.completion.chunk" if chat else "text_completion")
-
-
-def test_non_streaming_completions_include_usage():
-    stats = {"decode_tokens_per_s": 10.0}
-    chat = ResponseBuilder(model="m", chat=True).complete([Choice("Hello", "stop")], usage(4, 1, stats))
-    assert chat["object"] == "chat.completion"
-    assert chat["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
-    assert chat["choices"][0]["finish_reason"] == "stop" and chat["choices"][0]["logprobs"] is None
-    assert chat["usage"] == {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5, "extra": stats}
-    text = ResponseBuilder(model="m", chat=False).complete([Choice("Hello", "length")], usage(4, 1))
-    assert text["object"] == "text_completion"
-    assert text["choices"][0]["text"] == "Hello" and text["usage"]["total_tokens"] == 5
-
-
-def test_choices_are_indexed_in_order():
-    out = ResponseBuilder(model="m", chat=True).complete([Choice("a", "stop"), Choice("b", "length")], usage(2, 3))
-    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in out["choices"]] == [
-        (0, "a", "stop"),
-        (1, "b", "length"),
-    ]
-    chunk = ResponseBuilder(model="m", chat=False).chunk("x", index=2)
-    assert chunk["choices"][0]["index"] == 2
-
-
-ENTRIES = [
-    TokenLogprob("Hé", -0.25, (("Hé", -0.25), ("Ha", -1.5)), offset=0),
-    TokenLogprob("!", -2.0, (("?", -0.5), ("!", -2.0)), offset=2),
-]
-
-
-def test_chat_logprobs_shape():
-    chat = ResponseBuilder(model="m", chat=True)
-    choice = chat.complete([Choice("Hé!", "stop", ENTRIES)], usage(1, 2))["choices"][0]
-    assert choice["logprobs"] == {
-        "content": [
-            {
-                "token": "Hé",
-                "logprob": -0.25,
-                "bytes": [72, 195, 169],
-                "top_logprobs": [
-                    {"token": "Hé", "logprob": -0.25, "bytes": [72, 195, 169]},
-                    {"token": "Ha", "logprob": -1.5, "bytes": [72, 97]},
-                ],
-            },
-            {
-                "token": "!",
-                "logprob": -2.0,
-                "bytes": [33],
-                "top_logprobs": [
-                    {"token": "?", "logprob": -0.5, "bytes": [63]},
-                    {"token": "!", "logprob": -2.0, "bytes": [33]},
-                ],
-            },
-        ]
-    }
-    assert chat.chunk("!", index=1, logprobs=ENTRIES[1:])["choices"][0]["logprobs"]["content"][0]["token"] == "!"
-    assert chat.chunk("!", logprobs=[])["choices"][0]["logprobs"] == {"content": []}
-    assert chat.chunk("!")["choices"][0]["logprobs"] is None
-
-
-def test_completion_logprobs_are_columns():
-    text = ResponseBuilder(model="m", chat=False)
-    choice = text.complete([Choice("Hé!", "stop", ENTRIES)], usage(1, 2))["choices"][0]
-    assert choice["logprobs"] == {
-        "tokens": ["Hé", "!"],
-        "token_logprobs": [-0.25, -2.0],
-        "top_logprobs": [{"Hé": -0.25, "Ha": -1.5}, {"?": -0.5, "!": -2.0}],
-        "text_offset": [0, 2],
-    }
-    same_text = TokenLogprob("\ufffd", -1.0, (("\ufffd", -1.0), ("\ufffd", -3.0)))
-    assert text.chunk("", logprobs=[same_text])["choices"][0]["logprobs"]["top_logprobs"] == [{"\ufffd": -1.0}]

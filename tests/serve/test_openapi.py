@@ -1,9 +1,13 @@
-"""webbuild.serve.openapi: the served spec matches the routes, and fuzzing it (schemathesis) finds no server error."""
+"""webbuild.serve.openapi: the served spec matches the routes and the request contract, and fuzzing it
+(schemathesis) finds no server error."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
+import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -14,12 +18,22 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 from starlette.routing import Mount, Route
+from starlette.testclient import TestClient
 from tiny_llama import tiny_llama_model
 
 from webbuild.serve.app import create_app, serving
 from webbuild.serve.openapi import openapi_spec
 
 schema = schemathesis.openapi.from_dict(openapi_spec())
+CASES = json.loads(
+    (Path(__file__).parents[2] / "web_runtime/test/fixtures/request_cases.json").read_text(encoding="utf-8")
+)["cases"]
+# Rules where one field's validity depends on another's value; the parser checks them, the schema cannot say them.
+CROSS_FIELD_CASES = {"stream_options without stream", "top_logprobs needs logprobs"}
+
+
+def _validator(spec: dict, name: str) -> jsonschema_rs.Validator:
+    return jsonschema_rs.validator_for({**spec, "$ref": f"#/components/schemas/{name}"})
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +58,26 @@ def test_every_documented_path_is_routed() -> None:
             routed.add(route.path)
     documented = {p.replace("{model}", "{model:path}") for p in openapi_spec()["paths"]}
     assert documented == routed - {"/openapi.json"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["name"])
+def test_the_request_schemas_accept_what_the_parser_accepts(case: dict) -> None:
+    """The schemas are written from the declarations the parser checks against, so the shared cases agree."""
+    name = {"chat": "ChatCompletionRequest", "completion": "CompletionRequest"}[case["endpoint"]]
+    valid = _validator(openapi_spec(), name).is_valid(case["request"])
+    assert valid == (case.get("ok", False) or case["name"] in CROSS_FIELD_CASES)
+
+
+def test_the_served_spec_has_the_models_sampling_defaults() -> None:
+    from fake_engine import FakeEngine
+
+    spec = TestClient(create_app(engine=FakeEngine())).get("/openapi.json").json()
+    chat = spec["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert chat["temperature"]["anyOf"][0]["default"] == 0.7  # the fake model's, not the declared 1.0
+    assert chat["temperature"]["anyOf"][0]["maximum"] == 2
+    assert chat["messages"]["items"] == {"$ref": "#/components/schemas/Message"}
+    completion = spec["components"]["schemas"]["CompletionRequest"]["properties"]
+    assert completion["max_tokens"]["anyOf"][0]["default"] == 16
 
 
 @pytest.mark.toolchain

@@ -23,15 +23,8 @@ from webbuild.build.prepare import PreparedModel, prepare_model, read_model_file
 from webbuild.build.source import load_source
 from webbuild.engine.chat_template import ChatTemplate
 from webbuild.engine.model_runner import ModelRunner
-from webbuild.engine.request import (
-    Choice,
-    Request,
-    ResponseBuilder,
-    TokenLogprob,
-    parse_chat_request,
-    parse_completion_request,
-    usage,
-)
+from webbuild.engine.request import Request, check_model_limits, parse_chat_request, parse_completion_request
+from webbuild.engine.response import Choice, ResponseBuilder, TokenLogprob, usage
 from webbuild.engine.scheduler import Generation, Job, Scheduler, stats
 from webbuild.errors import ContextLengthExceededError, InputError, InvalidRequestError, UnsupportedError
 
@@ -208,19 +201,15 @@ class Engine:
             prompt_ids = request.prompt
         else:
             prompt_ids = self.encode_prompt(request.prompt or "")
-        param = "messages" if chat else "prompt"
-        self._check_token_ids(prompt_ids, param)
-        window = self.model.cfg.context_window_size
-        if len(prompt_ids) >= window:
-            raise ContextLengthExceededError(
-                f"the prompt has {len(prompt_ids)} tokens; this model's context window is {window}",
-                param=param,
-            )
-        budget = window - len(prompt_ids)
+        self._check_token_ids(prompt_ids, "messages" if chat else "prompt")
+        cfg = self.model.cfg
+        request = check_model_limits(
+            request, len(prompt_ids), context_window_size=cfg.context_window_size, vocab_size=cfg.vocab_size
+        )
         job = self.scheduler.submit(
             prompt_ids,
             request.sampling,
-            min(request.sampling.max_tokens or budget, budget),
+            request.sampling.max_tokens,
             n=request.n,
             top_logprobs=request.top_logprobs if request.logprobs else None,
             cancel=abort,

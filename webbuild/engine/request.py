@@ -1,38 +1,161 @@
-"""OpenAI request parsing and response/chunk builders, shared by the Python engine and the REST server.
+"""The OpenAI request contract shared by the Python engine, the REST server and (in JavaScript) the browser.
 
-The browser runtime (web_runtime/openai.js) applies the same field set, defaults and validation rules.
+Every field is declared once below as data (type, range, default, accepted values): the parser checks
+requests against the declaration and serve/openapi.py writes /openapi.json from it. ``check_model_limits``
+adds the rules that need the model and the tokenized prompt. web_runtime/openai.js applies the same rules;
+web_runtime/test/fixtures/request_cases.json holds the cases both sides must pass.
 """
 
 from __future__ import annotations
 
 import math
-import time
-import uuid
-from dataclasses import dataclass, field
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from webbuild.errors import InvalidRequestError, UnsupportedParameterError
+from webbuild.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedParameterError
 
-_COMMON_FIELDS = frozenset(
-    {
-        "model", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "max_tokens", "n",
-        "seed", "stop", "stream", "stream_options", "temperature", "top_p", "user",
-    }
-)  # fmt: skip
-CHAT_FIELDS = _COMMON_FIELDS | {
-    "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
-    "response_format",
-}  # fmt: skip
-COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt", "echo", "suffix", "best_of"}
+# The browser parses JSON into doubles and refuses integers past this; refusing them here keeps both sides equal.
+MAX_SAFE_INTEGER = 2**53 - 1
+# OpenAI's default for text completions; chat runs until a stop or the context window ends.
+COMPLETION_DEFAULT_MAX_TOKENS = 16
 ROLES = ("system", "developer", "user", "assistant", "tool")
 # The one place roles are renamed: "developer" is OpenAI's newer "system", which chat templates know.
 ROLE_ALIASES = {"developer": "system"}
-# OpenAI's default for text completions; chat runs until a stop or the context window ends.
-COMPLETION_DEFAULT_MAX_TOKENS = 16
-# The browser parses JSON into doubles and refuses integers past this; refusing them here keeps both sides equal.
-_MAX_SAFE_INTEGER = 2**53 - 1
-MAX_CHOICES = 16  # n
-MAX_TOP_LOGPROBS = {"chat": 20, "completion": 5}  # chat top_logprobs, completions logprobs (OpenAI's limits)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One value of the contract. ``type`` is a JSON Schema type, or "any_of" (one of ``options``). A
+    field that is not ``required`` may also be null, which means absent; integers are also within
+    ±MAX_SAFE_INTEGER. ``enum`` lists the only values this engine supports (others are unsupported, not
+    invalid); ``keys``/``values`` describe an object used as a map; ``name`` publishes the value's schema as a
+    named component."""
+
+    type: str
+    description: str = ""
+    required: bool = False
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    enum: tuple[Any, ...] = ()
+    items: Field | None = None
+    min_items: int | None = None
+    max_items: int | None = None
+    properties: Mapping[str, Field] = field(default_factory=dict)
+    keys: str | None = None  # regular expression every key matches
+    values: Field | None = None
+    options: tuple[Field, ...] = ()
+    name: str | None = None
+
+
+_STRING = Field("string")
+_TOKEN_IDS = Field("array", min_items=1, items=Field("integer", minimum=0))
+_TEXT_PART = Field(
+    "object",
+    properties={"type": Field("string", required=True, enum=("text",)), "text": Field("string", required=True)},
+)
+MESSAGE = Field(
+    "object",
+    properties={
+        "role": Field("string", required=True, enum=ROLES),
+        "content": Field(
+            "any_of",
+            "Required except for assistant messages.",
+            options=(_STRING, Field("array", items=_TEXT_PART)),
+        ),
+        "name": _STRING,
+        "tool_calls": Field("null", "Tool calls are not supported yet."),
+    },
+    name="Message",
+)
+
+
+def _penalty(description: str) -> Field:
+    return Field("number", description, default=0.0, minimum=-2, maximum=2)
+
+
+_COMMON_FIELDS: dict[str, Field] = {
+    "model": Field("string", "Must be the served model's id (GET /v1/models)."),
+    "frequency_penalty": _penalty("Penalty growing with how often a token already appeared."),
+    "presence_penalty": _penalty("Penalty for tokens that already appeared."),
+    "logit_bias": Field(
+        "object",
+        "Token id (below the vocabulary size) -> bias added to its logit.",
+        keys="^[0-9]+$",
+        values=Field("number", minimum=-100, maximum=100),
+    ),
+    "n": Field(
+        "integer",
+        "Choices to generate, each an independent sample of the prompt (with a seed, choice i draws from a "
+        "stream derived from the seed and i).",
+        default=1,
+        minimum=1,
+        maximum=16,
+    ),
+    "seed": Field("integer", "The same seed and request give the same output."),
+    "stop": Field(
+        "any_of",
+        "Up to 4 sequences that end the output; they are not part of it.",
+        options=(_STRING, Field("array", items=_STRING, max_items=4)),
+    ),
+    "stream": Field("boolean", "Server-sent events, ending with `data: [DONE]`.", default=False),
+    "stream_options": Field(
+        "object", "Only with stream: true.", properties={"include_usage": Field("boolean", default=False)}
+    ),
+    "temperature": Field("number", "0 is greedy.", default=1.0, minimum=0, maximum=2),
+    "top_p": Field("number", "Nucleus sampling mass.", default=1.0, minimum=0, maximum=1),
+    "user": Field("string", "Accepted; it only labels the request."),
+}
+_CHAT_MAX_TOKENS = Field(
+    "integer",
+    "Most tokens to generate; the prompt plus this must fit the context window. Default: the rest of the window.",
+    minimum=1,
+)
+CHAT_FIELDS: dict[str, Field] = {
+    "messages": Field("array", required=True, min_items=1, items=MESSAGE),
+    **_COMMON_FIELDS,
+    "max_tokens": _CHAT_MAX_TOKENS,
+    "max_completion_tokens": replace(_CHAT_MAX_TOKENS, description="The same as max_tokens."),
+    "logprobs": Field("boolean", "Log probability of every generated token of the output.", default=False),
+    "top_logprobs": Field(
+        "integer", "Most likely alternatives per token; only with logprobs: true.", default=0, minimum=0, maximum=20
+    ),
+    "tools": Field("array", "Tool calls are not supported yet.", max_items=0),
+    "tool_choice": Field("string", enum=("none", "auto")),
+    "parallel_tool_calls": Field("boolean", "Accepted; it means nothing without tools."),
+    "response_format": Field("object", properties={"type": Field("string", required=True, enum=("text",))}),
+}
+COMPLETION_FIELDS: dict[str, Field] = {
+    "prompt": Field(
+        "any_of",
+        "One prompt: text, or token ids below the vocabulary size.",
+        required=True,
+        options=(
+            _STRING,
+            _TOKEN_IDS,
+            Field("array", min_items=1, max_items=1, items=Field("any_of", options=(_STRING, _TOKEN_IDS))),
+        ),
+    ),  # fmt: skip
+    **_COMMON_FIELDS,
+    "max_tokens": replace(
+        _CHAT_MAX_TOKENS,
+        description="Most tokens to generate; the prompt plus this must fit the context window. Default: 16, "
+        "or the rest of the window if less.",
+        default=COMPLETION_DEFAULT_MAX_TOKENS,
+    ),
+    # OpenAI's legacy API: the number of alternatives per token (chat's top_logprobs).
+    "logprobs": Field(
+        "integer",
+        "Log probability of every generated token, with this many most likely alternatives.",
+        minimum=0,
+        maximum=5,
+    ),
+    "echo": Field("boolean", "Start the text with the prompt; not with logprobs.", default=False),
+    "suffix": Field("string", enum=("",)),
+    "best_of": Field("integer", enum=(1,)),
+}
 
 
 @dataclass
@@ -62,27 +185,7 @@ class Request:
     n: int = 1  # choices, each an independent sample of the prompt
     logprobs: bool = False  # a log probability for every generated token of the output
     top_logprobs: int = 0  # and this many most likely alternatives for each
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """One generated token's entry in ``logprobs``: its text (decoded alone), its natural-log probability,
-    the ``top_logprobs`` most likely tokens at its position (best first), and where its text starts in the
-    choice's generated text."""
-
-    token: str
-    logprob: float
-    top: tuple[tuple[str, float], ...] = ()
-    offset: int = 0
-
-
-@dataclass
-class Choice:
-    """One finished choice: ``logprobs`` is None unless the request asked for them."""
-
-    text: str
-    finish_reason: str
-    logprobs: list[TokenLogprob] | None = None
+    max_tokens_given: bool = False  # False: sampling.max_tokens is the endpoint's default, fitted to the window
 
 
 def _invalid(param: str | None, message: str) -> InvalidRequestError:
@@ -98,8 +201,8 @@ def _same(a: Any, b: Any) -> bool:
     return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
-def _first(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
+def _supported(value: Any, spec: Field) -> bool:
+    return value is None or any(_same(value, v) for v in spec.enum)
 
 
 def _is_number(value: Any) -> bool:
@@ -119,31 +222,37 @@ def _object(value: Any, param: str | None = None) -> dict[str, Any]:
     return value
 
 
-def _bool(obj: dict[str, Any], key: str, param: str | None = None) -> bool:
-    value = obj.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise _invalid(param or key, f"{param or key} must be a boolean.")
-    return bool(value)
+def _in_range(value: float, param: str, spec: Field) -> None:
+    lo, hi = spec.minimum, spec.maximum
+    if (lo is None or value >= lo) and (hi is None or value <= hi):
+        return
+    if lo is not None and hi is not None:
+        bounds = f"between {lo} and {hi}"
+    else:
+        bounds = f"at least {lo}" if lo is not None else f"at most {hi}"
+    raise _invalid(param, f"{param} must be {bounds}, got {value}.")
 
 
-def _number(value: Any, param: str, lo: float, hi: float) -> float:
-    if not _is_number(value):
-        raise _invalid(param, f"{param} must be a number.")
-    if not lo <= value <= hi:
-        raise _invalid(param, f"{param} must be between {lo} and {hi}, got {value}.")
-    return float(value)
+def _scalar(value: Any, param: str, spec: Field) -> Any:
+    """A string, boolean, number or integer checked against its declaration; absent (None) gives its default."""
+    if value is None:
+        return spec.default
+    kinds = {"string": "a string", "boolean": "a boolean", "number": "a number", "integer": "an integer"}
+    ok = {
+        "string": isinstance(value, str),
+        "boolean": isinstance(value, bool),
+        "number": _is_number(value),
+        "integer": _is_integer(value) and abs(value) <= MAX_SAFE_INTEGER,
+    }[spec.type]
+    if not ok:
+        raise _invalid(param, f"{param} must be {kinds[spec.type]}.")
+    if spec.type in ("number", "integer"):
+        _in_range(value, param, spec)
+        return int(value) if spec.type == "integer" else float(value)
+    return value
 
 
-def _integer(value: Any, param: str, lo: int, hi: int | None = None) -> int:
-    if not _is_integer(value) or abs(value) > _MAX_SAFE_INTEGER:
-        raise _invalid(param, f"{param} must be an integer.")
-    if value < lo or (hi is not None and value > hi):
-        bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
-        raise _invalid(param, f"{param} must be {bounds}, got {value}.")
-    return int(value)
-
-
-def _check_fields(req: dict[str, Any], allowed: frozenset[str]) -> None:
+def _check_fields(req: dict[str, Any], allowed: Mapping[str, Field]) -> None:
     for key in req:
         if key not in allowed:
             raise _invalid(key, f"Unrecognized request argument supplied: {key}")
@@ -157,7 +266,7 @@ def _content(content: Any, role: str, param: str) -> str:
     if isinstance(content, list):  # OpenAI content parts; only text ones exist for a text model
         for j, part in enumerate(content):
             part = _object(part, f"{param}.content[{j}]")
-            if part.get("type") != "text":
+            if part.get("type") not in _TEXT_PART.properties["type"].enum:
                 raise _unsupported(
                     f"{param}.content[{j}].type", f"Content parts of type {part.get('type')!r} are not supported."
                 )
@@ -172,13 +281,14 @@ def _content(content: Any, role: str, param: str) -> str:
 def _messages(messages: Any) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages", "messages must be a non-empty array.")
+    roles = MESSAGE.properties["role"].enum
     out = []
     for i, m in enumerate(messages):
         param = f"messages[{i}]"
         msg = _object(m, param)
         role = msg.get("role")
-        if role not in ROLES:
-            raise _invalid(f"{param}.role", f"{param}.role must be one of {', '.join(ROLES)}.")
+        if role not in roles:
+            raise _invalid(f"{param}.role", f"{param}.role must be one of {', '.join(roles)}.")
         if msg.get("tool_calls") is not None:
             raise _unsupported(f"{param}.tool_calls", "Tool calls are not supported yet.")
         parsed = {"role": ROLE_ALIASES.get(role, role), "content": _content(msg.get("content"), role, param)}
@@ -206,68 +316,74 @@ def _stop(stop: Any) -> list[str]:
     stops = [stop] if isinstance(stop, str) else stop
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise _invalid("stop", "stop must be a string or an array of strings.")
-    if len(stops) > 4:
-        raise _invalid("stop", "stop takes at most 4 sequences.")
+    most = _COMMON_FIELDS["stop"].options[1].max_items
+    if len(stops) > most:
+        raise _invalid("stop", f"stop takes at most {most} sequences.")
     return [s for s in stops if s]
 
 
 def _logit_bias(bias: Any) -> dict[int, float] | None:
     if bias is None:
         return None
+    spec = _COMMON_FIELDS["logit_bias"]
+    assert spec.keys is not None and spec.values is not None
     out = {}
     for key, value in _object(bias, "logit_bias").items():
-        if not (key.isascii() and key.isdigit()):
+        if not (key.isascii() and re.fullmatch(spec.keys, key)):
             raise _invalid("logit_bias", f"logit_bias keys must be token ids, got {key!r}.")
-        out[int(key)] = _number(value, f"logit_bias.{key}", -100, 100)
+        out[int(key)] = _scalar(value, f"logit_bias.{key}", spec.values)
     return out
 
 
-def _logprobs(req: dict[str, Any], endpoint: str) -> tuple[bool, int]:
-    """(logprobs, top_logprobs): chat takes ``logprobs: true`` plus ``top_logprobs`` 0-20; text completions
-    take ``logprobs`` 0-5, the number of alternatives, as OpenAI's legacy API does."""
-    value, most = req.get("logprobs"), MAX_TOP_LOGPROBS[endpoint]
-    if endpoint == "completion":
-        if value is None:
-            return False, 0
-        return True, _integer(value, "logprobs", 0, most)
-    if value is not None and not isinstance(value, bool):
-        raise _invalid("logprobs", "logprobs must be a boolean.")
+def _chat_logprobs(req: dict[str, Any]) -> tuple[bool, int]:
+    """(logprobs, top_logprobs): ``logprobs: true`` plus ``top_logprobs``."""
+    logprobs = _scalar(req.get("logprobs"), "logprobs", CHAT_FIELDS["logprobs"])
     if req.get("top_logprobs") is None:
-        return value is True, 0
-    if value is not True:
+        return logprobs, 0
+    if not logprobs:
         raise _invalid("top_logprobs", "top_logprobs is only allowed with logprobs: true.")
-    return True, _integer(req["top_logprobs"], "top_logprobs", 0, most)
+    return True, _scalar(req["top_logprobs"], "top_logprobs", CHAT_FIELDS["top_logprobs"])
 
 
-def _common(req: dict[str, Any], defaults: dict[str, Any], max_field: str, default_max: int | None) -> Request:
+def _common(req: dict[str, Any], fields: Mapping[str, Field], defaults: dict[str, Any], max_field: str) -> Request:
     """The fields chat and text completions share, checked in the browser's order so both report one error."""
-    if req.get("model") is not None and not isinstance(req["model"], str):
-        raise _invalid("model", "model must be a string.")
-    if req.get("user") is not None and not isinstance(req["user"], str):  # accepted; it only labels the request
-        raise _invalid("user", "user must be a string.")
-    n = 1 if req.get("n") is None else _integer(req["n"], "n", 1, MAX_CHOICES)
-    stream = _bool(req, "stream")
+
+    def get(name: str) -> Any:
+        return _scalar(req.get(name), name, fields[name])
+
+    def sampling_number(name: str) -> float:  # the model's defaults come before the declared ones
+        value = req.get(name)
+        return _scalar(defaults.get(name) if value is None else value, name, fields[name])
+
+    model = get("model")
+    get("user")
+    n = get("n")
+    stream = get("stream")
     include_usage = False
     if req.get("stream_options") is not None:
         if not stream:
             raise _invalid("stream_options", "stream_options is only allowed when stream is true.")
         options = _object(req["stream_options"], "stream_options")
-        include_usage = _bool(options, "include_usage", "stream_options.include_usage")
-
-    def number(name: str, fallback: float, lo: float, hi: float) -> float:
-        return _number(_first(req.get(name), defaults.get(name), fallback), name, lo, hi)
-
+        spec = fields["stream_options"].properties["include_usage"]
+        include_usage = _scalar(options.get("include_usage"), "stream_options.include_usage", spec)
     sampling = SamplingParams(
-        max_tokens=default_max if req.get(max_field) is None else _integer(req[max_field], max_field, 1),
-        temperature=number("temperature", 1.0, 0, 2),
-        top_p=number("top_p", 1.0, 0, 1),
-        presence_penalty=number("presence_penalty", 0.0, -2, 2),
-        frequency_penalty=number("frequency_penalty", 0.0, -2, 2),
+        max_tokens=_scalar(req.get(max_field), max_field, fields[max_field]),
+        temperature=sampling_number("temperature"),
+        top_p=sampling_number("top_p"),
+        presence_penalty=sampling_number("presence_penalty"),
+        frequency_penalty=sampling_number("frequency_penalty"),
         logit_bias=_logit_bias(req.get("logit_bias")),
         stop=_stop(req.get("stop")),
-        seed=None if req.get("seed") is None else _integer(req["seed"], "seed", -_MAX_SAFE_INTEGER),
+        seed=get("seed"),
     )
-    return Request(sampling=sampling, model=req.get("model"), stream=stream, include_usage=include_usage, n=n)
+    return Request(
+        sampling=sampling,
+        model=model,
+        stream=stream,
+        include_usage=include_usage,
+        n=n,
+        max_tokens_given=req.get(max_field) is not None,
+    )
 
 
 def parse_chat_request(body: Any, defaults: dict[str, Any] | None = None) -> Request:
@@ -275,21 +391,21 @@ def parse_chat_request(body: Any, defaults: dict[str, Any] | None = None) -> Req
     req = _object(body)
     _check_fields(req, CHAT_FIELDS)
     messages = _messages(req.get("messages"))
-    if req.get("tools") not in (None, []):
+    tools, most_tools = req.get("tools"), CHAT_FIELDS["tools"].max_items or 0
+    if tools is not None and not (isinstance(tools, list) and len(tools) <= most_tools):
         raise _unsupported("tools", "Tool calls are not supported by this engine yet.")
-    if req.get("tool_choice") not in (None, "none", "auto"):
+    if not _supported(req.get("tool_choice"), CHAT_FIELDS["tool_choice"]):
         raise _unsupported("tool_choice", "Tool calls are not supported by this engine yet.")
-    # parallel_tool_calls is accepted and means nothing without tools.
     if req.get("response_format") is not None:
         kind = _object(req["response_format"], "response_format").get("type")
-        if kind != "text":
+        if kind not in CHAT_FIELDS["response_format"].properties["type"].enum:
             raise _unsupported("response_format", f"response_format type {kind!r} is not supported yet; use 'text'.")
-    logprobs, top_logprobs = _logprobs(req, "chat")
+    logprobs, top_logprobs = _chat_logprobs(req)
     max_tokens, max_completion = req.get("max_tokens"), req.get("max_completion_tokens")
     if max_tokens is not None and max_completion is not None and not _same(max_tokens, max_completion):
         raise _invalid("max_completion_tokens", "Give max_tokens or max_completion_tokens, not two different values.")
     max_field = "max_tokens" if max_completion is None else "max_completion_tokens"
-    request = _common(req, defaults or {}, max_field, None)
+    request = _common(req, CHAT_FIELDS, defaults or {}, max_field)
     request.messages, request.logprobs, request.top_logprobs = messages, logprobs, top_logprobs
     return request
 
@@ -299,16 +415,15 @@ def parse_completion_request(body: Any, defaults: dict[str, Any] | None = None) 
     req = _object(body)
     _check_fields(req, COMPLETION_FIELDS)
     prompt = _prompt(req.get("prompt"))
-    if req.get("suffix") not in (None, ""):
+    if not _supported(req.get("suffix"), COMPLETION_FIELDS["suffix"]):
         raise _unsupported("suffix", "suffix (insertion) is not supported.")
-    if req.get("best_of") is not None and not _same(req["best_of"], 1):
+    if not _supported(req.get("best_of"), COMPLETION_FIELDS["best_of"]):
         raise _unsupported("best_of", "best_of must be 1.")
-    if req.get("echo") is not None and not isinstance(req["echo"], bool):
-        raise _invalid("echo", "echo must be a boolean.")
-    logprobs, top_logprobs = _logprobs(req, "completion")
-    request = _common(req, defaults or {}, "max_tokens", COMPLETION_DEFAULT_MAX_TOKENS)
-    request.prompt, request.echo = prompt, req.get("echo") is True
-    request.logprobs, request.top_logprobs = logprobs, top_logprobs
+    echo = _scalar(req.get("echo"), "echo", COMPLETION_FIELDS["echo"])
+    top_logprobs = _scalar(req.get("logprobs"), "logprobs", COMPLETION_FIELDS["logprobs"])
+    request = _common(req, COMPLETION_FIELDS, defaults or {}, "max_tokens")
+    request.prompt, request.echo = prompt, echo
+    request.logprobs, request.top_logprobs = top_logprobs is not None, top_logprobs or 0
     if request.echo and request.logprobs:
         raise _unsupported(
             "echo", "echo together with logprobs (log probabilities of the prompt) is not supported; drop one of them."
@@ -316,119 +431,35 @@ def parse_completion_request(body: Any, defaults: dict[str, Any] | None = None) 
     return request
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+def check_model_limits(request: Request, prompt_tokens: int, *, context_window_size: int, vocab_size: int) -> Request:
+    """The rules that need the model and the tokenized prompt; every engine surface applies them after
+    tokenizing, so the Python API, REST and chat refuse the same requests (web_runtime/openai.js too).
 
-
-def usage(prompt_tokens: int, completion_tokens: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-    if extra:
-        out["extra"] = extra
-    return out
-
-
-def _token_bytes(text: str) -> list[int]:
-    return list(text.encode("utf-8"))
-
-
-def chat_logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
-    """A chat choice's ``logprobs``: ``{"content": [{token, logprob, bytes, top_logprobs}]}``."""
-    if entries is None:
-        return None
-    content = [
-        {
-            "token": e.token,
-            "logprob": e.logprob,
-            "bytes": _token_bytes(e.token),
-            "top_logprobs": [{"token": t, "logprob": lp, "bytes": _token_bytes(t)} for t, lp in e.top],
-        }
-        for e in entries
-    ]
-    return {"content": content}
-
-
-def completion_logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
-    """A text completion choice's ``logprobs`` in OpenAI's legacy column layout; ``top_logprobs`` maps token
-    text to log probability (two tokens that decode to the same text keep the likelier one)."""
-    if entries is None:
-        return None
-    tops = []
-    for e in entries:
-        top: dict[str, float] = {}
-        for text, lp in e.top:
-            top.setdefault(text, lp)
-        tops.append(top)
-    return {
-        "tokens": [e.token for e in entries],
-        "token_logprobs": [e.logprob for e in entries],
-        "top_logprobs": tops,
-        "text_offset": [e.offset for e in entries],
-    }
-
-
-@dataclass
-class ResponseBuilder:
-    """Builds the response objects of one request, sharing its id, model and creation time."""
-
-    model: str
-    chat: bool
-    id: str = ""
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    def __post_init__(self) -> None:
-        self.id = self.id or new_id("chatcmpl" if self.chat else "cmpl")
-
-    def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": choices}
-
-    def _logprobs(self, entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
-        return chat_logprobs(entries) if self.chat else completion_logprobs(entries)
-
-    def chunk(
-        self,
-        text: str | None,
-        finish_reason: str | None = None,
-        role: bool = False,
-        *,
-        index: int = 0,
-        logprobs: list[TokenLogprob] | None = None,
-    ) -> dict[str, Any]:
-        """One streamed chunk of choice ``index``; ``logprobs`` are the entries of the tokens ``text`` carries."""
-        if self.chat:
-            delta: dict[str, Any] = {"role": "assistant"} if role else {}
-            if text is not None:
-                delta["content"] = text
-            choice = {
-                "index": index,
-                "delta": delta,
-                "logprobs": self._logprobs(logprobs),
-                "finish_reason": finish_reason,
-            }
-            return self._envelope("chat.completion.chunk", [choice])
-        choice = {
-            "index": index,
-            "text": text or "",
-            "logprobs": self._logprobs(logprobs),
-            "finish_reason": finish_reason,
-        }
-        return self._envelope("text_completion", [choice])
-
-    def usage_chunk(self, usage_: dict[str, Any]) -> dict[str, Any]:
-        return self._envelope("chat.completion.chunk" if self.chat else "text_completion", []) | {"usage": usage_}
-
-    def complete(self, choices: list[Choice], usage_: dict[str, Any]) -> dict[str, Any]:
-        """The whole response; ``choices[i]`` becomes the choice with index i."""
-        out = []
-        for index, c in enumerate(choices):
-            logprobs = self._logprobs(c.logprobs)
-            if self.chat:
-                message = {"role": "assistant", "content": c.text}
-                out.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": c.finish_reason})
-            else:
-                out.append({"index": index, "text": c.text, "logprobs": logprobs, "finish_reason": c.finish_reason})
-        obj = "chat.completion" if self.chat else "text_completion"
-        return self._envelope(obj, out) | {"usage": usage_}
+    The prompt must leave room in the context window; a given ``max_tokens`` must fit beside it (never
+    shortened, as OpenAI refuses it too); an omitted one is the rest of the window for chat and at most 16
+    for completions; ``logit_bias`` ids must be in the vocabulary. Returns the request with
+    ``sampling.max_tokens`` set to the most tokens to generate.
+    """
+    window = context_window_size
+    if prompt_tokens >= window:
+        raise ContextLengthExceededError(
+            f"The prompt has {prompt_tokens} tokens; this model's context window is {window} tokens, which leaves "
+            "none to generate. Shorten the prompt.",
+            param="messages" if request.messages is not None else "prompt",
+        )
+    room, max_tokens = window - prompt_tokens, request.sampling.max_tokens
+    if request.max_tokens_given and max_tokens is not None and max_tokens > room:
+        raise ContextLengthExceededError(
+            f"The prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: {prompt_tokens + max_tokens} in "
+            f"all, past this model's context window of {window} tokens. Ask for at most {room}.",
+            param="max_tokens",
+        )
+    if not request.max_tokens_given:
+        max_tokens = room if max_tokens is None else min(max_tokens, room)
+    bad = next((t for t in request.sampling.logit_bias or () if t >= vocab_size), None)
+    if bad is not None:
+        raise InvalidRequestError(
+            f"logit_bias has token id {bad}; this model's vocabulary has {vocab_size} tokens (0 to {vocab_size - 1}).",
+            param="logit_bias",
+        )
+    return replace(request, sampling=replace(request.sampling, max_tokens=max_tokens))

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from webbuild.engine.model_runner import PAGE_SIZE, ModelRunner
-from webbuild.engine.request import SamplingParams, TokenLogprob
+from webbuild.engine.request import SamplingParams
+from webbuild.engine.response import TokenLogprob
 from webbuild.engine.sampling import Sampler, apply_penalties, token_logprobs
 from webbuild.engine.text_stream import TextStream
 

@@ -1,147 +1,77 @@
 """The OpenAPI 3.1 description of the REST API, served at /openapi.json.
 
-Written by hand to say what ``openai_api.parse_*`` accepts (ranges, the values this engine supports, no
-unknown fields), so clients and fuzzers (schemathesis) learn the real contract; tests keep the two in step.
+The request schemas are written from the field declarations the parser checks against
+(``webbuild.engine.request``: types, ranges, defaults, the values this engine supports, no unknown fields),
+so clients and fuzzers (schemathesis) learn the real contract. The response schemas are written here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from webbuild.engine.request import MAX_CHOICES, MAX_TOP_LOGPROBS, ROLES
-
-_MAX_SAFE_INTEGER = 2**53 - 1
+from webbuild.engine.request import CHAT_FIELDS, COMPLETION_FIELDS, MAX_SAFE_INTEGER, MESSAGE, Field
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-def _number(lo: float, hi: float, description: str) -> dict[str, Any]:
-    return _nullable({"type": "number", "minimum": lo, "maximum": hi, "description": description})
-
-
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-_COMMON_FIELDS: dict[str, Any] = {
-    "model": _nullable({"type": "string", "description": "Must be the served model's id (GET /v1/models)."}),
-    "frequency_penalty": _number(-2, 2, "Penalty growing with how often a token already appeared."),
-    "presence_penalty": _number(-2, 2, "Penalty for tokens that already appeared."),
-    "logit_bias": _nullable(
-        {
-            "type": "object",
-            "propertyNames": {"pattern": "^[0-9]+$"},
-            "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
-            "description": "Token id (below the vocabulary size) -> bias added to its logit.",
-        }
-    ),
-    "max_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": _MAX_SAFE_INTEGER}),
-    "n": _nullable(
-        {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": MAX_CHOICES,
-            "description": "Choices to generate, each an independent sample of the prompt (with a seed, choice i "
-            "draws from a stream derived from the seed and i).",
-        }
-    ),
-    "seed": _nullable({"type": "integer", "minimum": -_MAX_SAFE_INTEGER, "maximum": _MAX_SAFE_INTEGER}),
-    "stop": _nullable(
-        {
-            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}],
-            "description": "Up to 4 sequences that end the output; they are not part of it.",
-        }
-    ),
-    "stream": _nullable({"type": "boolean", "description": "Server-sent events, ending with `data: [DONE]`."}),
-    "stream_options": _nullable(
-        {
-            "type": "object",
-            "properties": {"include_usage": _nullable({"type": "boolean"})},
-            "description": "Only with stream: true.",
-        }
-    ),
-    "temperature": _number(0, 2, "0 is greedy."),
-    "top_p": _number(0, 1, "Nucleus sampling mass."),
-    "user": _nullable({"type": "string"}),
-}
+def field_schema(spec: Field, default: Any = None) -> dict[str, Any]:
+    """The JSON Schema of one declared value (a reference for a named one); ``default`` overrides the declared
+    default."""
+    return _ref(spec.name) if spec.name else _inline(spec, default)
 
-_TEXT_PART = {
-    "type": "object",
-    "required": ["type", "text"],
-    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
-}
-_MESSAGE = {
-    "type": "object",
-    "required": ["role"],
-    "properties": {
-        "role": {"enum": list(ROLES)},
-        "content": _nullable(
-            {
-                "anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}],
-                "description": "Required except for assistant messages.",
-            }
-        ),
-        "name": {"type": "string"},
-        "tool_calls": {"type": "null"},
-    },
-}
-_CHAT_REQUEST = {
-    "type": "object",
-    "required": ["messages"],
-    "additionalProperties": False,
-    "properties": {
-        "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
-        **_COMMON_FIELDS,
-        "max_completion_tokens": _nullable({"type": "integer", "minimum": 1, "maximum": _MAX_SAFE_INTEGER}),
-        "logprobs": _nullable(
-            {"type": "boolean", "description": "Log probability of every generated token of the output."}
-        ),
-        "top_logprobs": _nullable(
-            {
-                "type": "integer",
-                "minimum": 0,
-                "maximum": MAX_TOP_LOGPROBS["chat"],
-                "description": "Most likely alternatives per token; only with logprobs: true.",
-            }
-        ),
-        "tools": _nullable({"type": "array", "maxItems": 0}),
-        "tool_choice": {"enum": ["none", "auto", None]},
-        "parallel_tool_calls": _nullable({"type": "boolean"}),
-        "response_format": _nullable(
-            {"type": "object", "required": ["type"], "properties": {"type": {"const": "text"}}}
-        ),
-    },
-}
-_TOKEN_IDS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
-_COMPLETION_REQUEST = {
-    "type": "object",
-    "required": ["prompt"],
-    "additionalProperties": False,
-    "properties": {
-        "prompt": {
-            "anyOf": [
-                {"type": "string"},
-                _TOKEN_IDS,
-                {"type": "array", "minItems": 1, "maxItems": 1, "items": {"anyOf": [{"type": "string"}, _TOKEN_IDS]}},
-            ],
-            "description": "One prompt: text, or token ids below the vocabulary size.",
-        },
-        **_COMMON_FIELDS,
-        "logprobs": _nullable(
-            {
-                "type": "integer",
-                "minimum": 0,
-                "maximum": MAX_TOP_LOGPROBS["completion"],
-                "description": "Log probability of every generated token, with this many most likely alternatives.",
-            }
-        ),
-        "echo": _nullable({"type": "boolean", "description": "Start the text with the prompt; not with logprobs."}),
-        "suffix": {"enum": ["", None]},
-        "best_of": {"enum": [1, None]},
-    },
-}
+
+def _inline(spec: Field, default: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = (
+        {"anyOf": [field_schema(o) for o in spec.options]} if spec.type == "any_of" else {"type": spec.type}
+    )
+    if len(spec.enum) == 1:
+        out["const"] = spec.enum[0]
+    elif spec.enum:
+        out["enum"] = list(spec.enum)
+    if spec.type == "integer" and not spec.enum:  # every integer is one JavaScript's doubles hold exactly
+        out["minimum"] = -MAX_SAFE_INTEGER if spec.minimum is None else spec.minimum
+        out["maximum"] = MAX_SAFE_INTEGER if spec.maximum is None else spec.maximum
+    else:
+        out |= {k: v for k, v in (("minimum", spec.minimum), ("maximum", spec.maximum)) if v is not None}
+    if spec.items is not None:
+        out["items"] = field_schema(spec.items)
+    out |= {k: v for k, v in (("minItems", spec.min_items), ("maxItems", spec.max_items)) if v is not None}
+    if spec.properties:
+        out |= _object(spec.properties)
+    if spec.keys is not None:
+        out["propertyNames"] = {"pattern": spec.keys}
+    if spec.values is not None:
+        out["additionalProperties"] = field_schema(spec.values)
+    if spec.description:
+        out["description"] = spec.description
+    default = spec.default if default is None else default
+    if default is not None:
+        out["default"] = default
+    return out
+
+
+def _object(fields: Mapping[str, Field], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``properties`` and ``required`` of an object; a field that is not required may be null (absent)."""
+    defaults = defaults or {}
+    properties = {}
+    for name, spec in fields.items():
+        schema = field_schema(spec, defaults.get(name))
+        properties[name] = schema if spec.required or spec.type == "null" else _nullable(schema)
+    required = [name for name, spec in fields.items() if spec.required]
+    return {"properties": properties, "required": required} if required else {"properties": properties}
+
+
+def request_schema(fields: Mapping[str, Field], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A request body: the declared fields and no others; ``defaults`` are the served model's."""
+    return {"type": "object", "additionalProperties": False, **_object(fields, defaults)}
+
 
 _USAGE = {
     "type": "object",
@@ -311,8 +241,8 @@ def _generate(request: str, response: str, summary: str) -> dict[str, Any]:
     }
 
 
-def openapi_spec(version: str = "0.1.0") -> dict[str, Any]:
-    """The spec as a JSON-ready dict."""
+def openapi_spec(version: str = "0.1.0", defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The spec as a JSON-ready dict; ``defaults`` are the served model's sampling defaults."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -373,9 +303,9 @@ def openapi_spec(version: str = "0.1.0") -> dict[str, Any]:
         },
         "components": {
             "schemas": {
-                "Message": _MESSAGE,
-                "ChatCompletionRequest": _CHAT_REQUEST,
-                "CompletionRequest": _COMPLETION_REQUEST,
+                "Message": _inline(MESSAGE),
+                "ChatCompletionRequest": request_schema(CHAT_FIELDS, defaults),
+                "CompletionRequest": request_schema(COMPLETION_FIELDS, defaults),
                 "ChatCompletion": _CHAT_COMPLETION,
                 "TextCompletion": _TEXT_COMPLETION,
                 "Error": _ERROR,

@@ -49,7 +49,7 @@ class EngineLike(Protocol):
     """What the API needs from ``webbuild.engine.Engine`` (tests pass fakes)."""
 
     model_name: str
-    model: Any  # .defaults (dict), .cfg.context_window_size, .cfg.vocab_size
+    model: Any  # .defaults (dict): the model's sampling defaults
 
     def create(
         self, request: ApiRequest, abort: threading.Event | None = None
@@ -287,7 +287,7 @@ class Api:
             version = metadata.version("webbuild")
         except metadata.PackageNotFoundError:
             version = "0.0.0"
-        return JSONResponse(openapi_spec(version))
+        return JSONResponse(openapi_spec(version, self.engine.model.defaults))
 
     # -- generation
     async def chat_completions(self, request: Request) -> Response:
@@ -311,7 +311,6 @@ class Api:
         parse = parse_chat_request if endpoint == CHAT else parse_completion_request
         req = parse(body, self.engine.model.defaults)
         self._check_model(req.model)
-        self._check_prompt(req)
         if not req.stream:
             result = await self._complete(request, req)
             if result is None:  # the client left; nobody reads an answer
@@ -370,20 +369,3 @@ class Api:
                 f"The model {model!r} does not exist on this server; it serves {self.engine.model_name!r}.",
                 param="model",
             )
-
-    def _check_prompt(self, req: ApiRequest) -> None:
-        """Refuses what would crash or hang the engine instead of failing: token ids past the vocabulary index
-        out of bounds in the compiled model; an empty prompt has no token to prefill, so nothing is sampled."""
-        if req.prompt == "":
-            raise InvalidRequestError("prompt must not be empty.", param="prompt")
-        vocab = getattr(self.engine.model.cfg, "vocab_size", None)
-        if not vocab:
-            return
-        for param, ids in (("prompt", req.prompt if isinstance(req.prompt, list) else ()),
-                           ("logit_bias", req.sampling.logit_bias or ())):  # fmt: skip
-            bad = next((t for t in ids if t >= vocab), None)
-            if bad is not None:
-                raise InvalidRequestError(
-                    f"{param} has token id {bad}; this model's vocabulary has {vocab} tokens (0 to {vocab - 1}).",
-                    param=param,
-                )
