@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from webbuild.build import site as site_mod
-from webbuild.build.site import RUNTIME_DIR, VENDOR_FILES, SiteVariant, assemble_site
-from webbuild.errors import CorruptFileError, InputError
+from webbuild.build.resources import RUNTIME_DIR
+from webbuild.build.site import SiteVariant, assemble_site
+from webbuild.errors import CorruptFileError, InputError, ToolchainError
 from webbuild.site_format import Variant
 
-FIXTURES = RUNTIME_DIR / "test" / "fixtures"
+FIXTURES = Path(__file__).parents[2] / "web_runtime" / "test" / "fixtures"
 WASM = b"\x00asm\x01\x00\x00\x00"
 
 
@@ -154,9 +155,23 @@ def test_every_relative_import_of_the_runtime_resolves_inside_the_site(built: Pa
             assert (script.parent / spec).resolve().is_file(), f"{script.name} imports {spec}"
 
 
-def test_vendor_js_imports_exactly_the_vendored_files() -> None:
-    text = (RUNTIME_DIR / "vendor.js").read_text()
-    assert set(re.findall(r"""["']\./vendor/([^"']+)["']""", text)) == set(VENDOR_FILES)
+def test_the_built_runtime_is_copied_as_it_is(built: Path) -> None:
+    runtime = {f: (RUNTIME_DIR / f).read_bytes() for f in files_under(RUNTIME_DIR)}
+    assert {"index.js", "worker.js", "vendor/tvmjs.js", "vendor/LICENSE.tvmjs.txt"} <= set(runtime)
+    assert {f: (built / "runtime" / f).read_bytes() for f in files_under(built / "runtime")} == runtime
+
+
+def test_a_missing_runtime_fails_before_writing_and_names_the_build(
+    tmp_path: Path, variants: list[SiteVariant]
+) -> None:
+    unbuilt = tmp_path / "runtime"
+    (unbuilt / "vendor").mkdir(parents=True)
+    (unbuilt / "index.js").write_text("export {};\n")
+    out = tmp_path / "dist" / "tiny"
+    with pytest.raises(ToolchainError, match="lacks worker.js") as err:
+        assemble_site(out, name="tiny", variants=variants, runtime_dir=unbuilt)
+    assert "npm run build:site" in str(err.value.tip)
+    assert not out.parent.exists()
 
 
 def test_vendored_modules_have_no_bare_imports(built: Path) -> None:
@@ -198,7 +213,7 @@ def test_a_failed_rebuild_keeps_the_previous_site(tmp_path: Path, variants: list
     out = tmp_path / "dist" / "tiny"
     assemble_site(out, name="tiny", variants=variants)
     before = {f: (out / f).read_bytes() for f in files_under(out)}
-    monkeypatch.setattr(site_mod, "_manifest", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(site_mod, "write_manifest", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         assemble_site(out, name="tiny", variants=variants[1:])
     assert {f: (out / f).read_bytes() for f in files_under(out)} == before

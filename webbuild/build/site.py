@@ -20,30 +20,10 @@ from typing import Any
 import jinja2
 
 from webbuild import _log
+from webbuild.build.resources import RUNTIME_DIR, TEMPLATE_DIR, require_runtime
 from webbuild.errors import InputError, ToolchainError
 from webbuild.site_format import MANIFEST_JSON, MODEL_FILES, FileRecord, Manifest, Variant, write_manifest
 from webbuild.site_format.tensor_cache import shard_files
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RUNTIME_DIR = REPO_ROOT / "web_runtime"
-TEMPLATE_DIR = REPO_ROOT / "site_template"
-
-# runtime/vendor/<name> <- web_runtime/node_modules/<package>/<file>: ES modules (or, for tvmjs, a UMD
-# bundle that defines globalThis.tvmjs) with no bare imports, so the browser loads them without a bundler.
-# web_runtime/vendor.js imports exactly these names.
-VENDOR_FILES: dict[str, tuple[str, str]] = {
-    "tokenizers.mjs": ("@huggingface/tokenizers", "dist/tokenizers.mjs"),
-    "jinja.js": ("@huggingface/jinja", "dist/index.js"),
-    "tvmjs.js": ("@mlc-ai/web-runtime", "lib/index.js"),
-}
-# Licences travel with the code we redistribute (tvmjs's bundle inlines tslib helpers).
-VENDOR_LICENSES: dict[str, tuple[str, str]] = {
-    "LICENSE.tokenizers.txt": ("@huggingface/tokenizers", "LICENSE"),
-    "LICENSE.jinja.txt": ("@huggingface/jinja", "LICENSE"),
-    "LICENSE.tvmjs.txt": ("@mlc-ai/web-runtime", "LICENSE"),
-    "NOTICE.tvmjs.txt": ("@mlc-ai/web-runtime", "NOTICE"),
-    "LICENSE.tslib.txt": ("tslib", "LICENSE.txt"),
-}
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CHUNK = 1 << 20
@@ -99,8 +79,8 @@ def assemble_site(
     )
     site_entries = [
         _Entry("index.html", data=page.encode()),
-        *_asset_entries(template_dir),
-        *_runtime_entries(runtime_dir),
+        *_folder_entries(template_dir / "assets", "assets"),
+        *_folder_entries(require_runtime(runtime_dir), "runtime"),
     ]
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -124,12 +104,6 @@ def assemble_site(
         raise
     _log.detail(f"{len(variants)} variant(s), {total / 2**20:.1f} MiB of model files")
     return out_dir
-
-
-def vendor_sources(runtime_dir: Path = RUNTIME_DIR) -> dict[str, Path]:
-    """runtime/vendor/ file name -> source path in node_modules (licences included)."""
-    modules = runtime_dir / "node_modules"
-    return {name: modules / pkg / rel for name, (pkg, rel) in {**VENDOR_FILES, **VENDOR_LICENSES}.items()}
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------
@@ -169,27 +143,10 @@ def _model_entries(v: SiteVariant) -> list[_Entry]:
     return entries
 
 
-def _runtime_entries(runtime_dir: Path) -> list[_Entry]:
-    scripts = sorted(p for p in runtime_dir.glob("*.js") if p.is_file())
-    if not scripts:
-        raise ToolchainError(f"No browser runtime found in {runtime_dir}.")
-    entries = [_Entry(f"runtime/{p.name}", src=p) for p in scripts]
-    for name, src in vendor_sources(runtime_dir).items():
-        if not src.is_file():
-            raise ToolchainError(
-                f"Vendored browser dependency {src} is missing.",
-                tip="Run scripts/setup.sh (or `npm ci` in web_runtime/).",
-            )
-        entries.append(_Entry(f"runtime/vendor/{name}", src=src))
-    return entries
-
-
-def _asset_entries(template_dir: Path) -> list[_Entry]:
-    assets = template_dir / "assets"
-    if not assets.is_dir():
-        return []
+def _folder_entries(folder: Path, dest: str) -> list[_Entry]:
+    """Every file under ``folder``, copied as it is to ``dest/`` (the template's assets, the built runtime)."""
     return [
-        _Entry(f"assets/{p.relative_to(assets).as_posix()}", src=p) for p in sorted(assets.rglob("*")) if p.is_file()
+        _Entry(f"{dest}/{p.relative_to(folder).as_posix()}", src=p) for p in sorted(folder.rglob("*")) if p.is_file()
     ]
 
 
