@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from webbuild import browser
-from webbuild.build import link, site
+from webbuild.build import link, resources
 from webbuild.commands import doctor as doctor_mod
 from webbuild.commands.doctor import Check, doctor, format_report
 from webbuild.errors import ToolchainError
 
-NAMES = ["python", "tvm", "emcc", "wasm runtime", "node", "npm", "npm packages", "playwright", "chromium"]
+NAMES = ["python", "tvm", "emcc", "wasm runtime", "node", "npm", "browser runtime", "playwright", "chromium"]
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:
@@ -81,33 +80,24 @@ def test_missing_node_fails_with_the_install_command(monkeypatch: pytest.MonkeyP
     assert checks["node"].fix == doctor_mod.NODE_TIP
 
 
-def fake_web_runtime(root: Path, installed: dict[str, str]) -> Path:
-    root.mkdir()
-    deps = {"@mlc-ai/web-runtime": "0.27.0-dev0", "@huggingface/jinja": "0.5.11"}
-    (root / "package.json").write_text(json.dumps({"dependencies": deps}))
-    for name, version in installed.items():
-        pkg = root / "node_modules" / name
-        pkg.mkdir(parents=True)
-        (pkg / "package.json").write_text(json.dumps({"name": name, "version": version}))
-    return root
-
-
-def test_npm_packages_report_missing_and_stale_installs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        site, "RUNTIME_DIR", fake_web_runtime(tmp_path / "web_runtime", {"@huggingface/jinja": "0.5.0"})
-    )
-    check = by_name(doctor(probe_browser=False))["npm packages"]
+def test_an_unbuilt_browser_runtime_fails_with_the_build_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(resources, "RUNTIME_DIR", tmp_path / "runtime")
+    check = by_name(doctor(probe_browser=False))["browser runtime"]
     assert not check.ok
-    assert "@mlc-ai/web-runtime missing" in check.detail
-    assert "@huggingface/jinja 0.5.0 (want 0.5.11)" in check.detail
-    assert check.fix == doctor_mod.NPM_DEPS_TIP
+    assert "lacks index.js, worker.js, vendor/" in check.detail
+    assert check.fix == resources.RUNTIME_TIP
 
 
-def test_npm_packages_pass_when_installed_as_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    installed = {"@mlc-ai/web-runtime": "0.27.0-dev0", "@huggingface/jinja": "0.5.11"}
-    monkeypatch.setattr(site, "RUNTIME_DIR", fake_web_runtime(tmp_path / "web_runtime", installed))
-    check = by_name(doctor(probe_browser=False))["npm packages"]
-    assert check.ok and "@mlc-ai/web-runtime 0.27.0-dev0" in check.detail
+def test_a_built_browser_runtime_passes_with_its_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = tmp_path / "runtime"
+    (runtime / "vendor").mkdir(parents=True)
+    for name in ("index.js", "worker.js", "vendor/tvmjs.js"):
+        (runtime / name).write_text("export {};\n")
+    monkeypatch.setattr(resources, "RUNTIME_DIR", runtime)
+    check = by_name(doctor(probe_browser=False))["browser runtime"]
+    assert check.ok and check.detail == f"built (3 files in {runtime})"
 
 
 def test_missing_chromium_skips_the_webgpu_probe(monkeypatch: pytest.MonkeyPatch) -> None:

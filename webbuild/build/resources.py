@@ -25,11 +25,12 @@ RUNTIME_TIP = (
 )
 
 
-def require_runtime(runtime_dir: Path = RUNTIME_DIR) -> Path:
-    """``runtime_dir`` when it holds a built browser runtime; otherwise a ToolchainError naming the build command.
-
-    ``webbuild package`` calls it before the long steps, so a missing runtime fails in a second, not at the end.
+def require_runtime(runtime_dir: Path | None = None) -> Path:
+    """``runtime_dir`` (default RUNTIME_DIR) when it holds a built browser runtime; otherwise a ToolchainError
+    naming the build command. ``webbuild package`` calls it before the long steps, so a missing runtime fails in a
+    second, not at the end.
     """
+    runtime_dir = runtime_dir or RUNTIME_DIR
     missing = [name for name in RUNTIME_ENTRY_POINTS if not (runtime_dir / name).is_file()]
     if not (runtime_dir / "vendor").is_dir():
         missing.append("vendor/")

@@ -7,21 +7,18 @@ also be set on a passing check as a suggestion (the wasm runtime is built lazily
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from webbuild import browser
-from webbuild.build import link
+from webbuild.build import link, resources
 from webbuild.errors import WebbuildError
 
 NODE_TIP = "sudo apt-get install nodejs npm (or run scripts/setup.sh)"
-NPM_DEPS_TIP = "cd web_runtime && npm ci (or run scripts/setup.sh)"
 TVM_TIP = "pip install apache-tvm==0.27.0.post1"
 BUILD_RUNTIME_TIP = "webbuild doctor --build-runtime (or let the first `webbuild package` build it, ~2 min)"
 MIN_NODE_MAJOR = 18
@@ -47,7 +44,7 @@ def doctor(*, build_runtime: bool = False, probe_browser: bool = True) -> list[C
         _guard("wasm runtime", lambda: _wasm_runtime(build_runtime)),
         _guard("node", _node),
         _guard("npm", _npm),
-        _guard("npm packages", _npm_packages),
+        _guard("browser runtime", _browser_runtime),
         _guard("playwright", _playwright),
         _guard("chromium", _chromium),
     ]
@@ -141,32 +138,10 @@ def _npm() -> Check:
     return Check("npm", version is not None, version or "not found", None if version else NODE_TIP)
 
 
-def _npm_packages() -> Check:
-    from webbuild.build.site import RUNTIME_DIR  # the web runtime folder next to the package
-
-    manifest = RUNTIME_DIR / "package.json"
-    if not manifest.is_file():
-        return Check("npm packages", False, f"{manifest} is missing (webbuild installed without its web runtime?)")
-    wanted: dict[str, str] = json.loads(manifest.read_text()).get("dependencies", {})
-    found, problems = [], []
-    for name, spec in sorted(wanted.items()):
-        installed = _installed_npm_version(RUNTIME_DIR / "node_modules" / name)
-        if installed is None:
-            problems.append(f"{name} missing")
-        elif spec[:1].isdigit() and installed != spec:  # exact pins: a mismatch means a stale install
-            problems.append(f"{name} {installed} (want {spec})")
-        else:
-            found.append(f"{name} {installed}")
-    if problems:
-        return Check("npm packages", False, "; ".join(problems), NPM_DEPS_TIP)
-    return Check("npm packages", True, ", ".join(found) or "none needed")
-
-
-def _installed_npm_version(package_dir: Path) -> str | None:
-    try:
-        return str(json.loads((package_dir / "package.json").read_text())["version"])
-    except (OSError, ValueError, KeyError):
-        return None
+def _browser_runtime() -> Check:
+    runtime = resources.require_runtime()
+    count = sum(p.is_file() for p in runtime.rglob("*"))
+    return Check("browser runtime", True, f"built ({count} files in {runtime.resolve()})")
 
 
 def _playwright() -> Check:
