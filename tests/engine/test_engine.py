@@ -80,10 +80,22 @@ def test_same_seed_same_sampled_output(engine_and_ref):
     assert a == b
 
 
-def test_prompt_longer_than_context_window_is_refused(engine_and_ref):
+def test_requests_past_the_context_window_or_vocabulary_are_refused(engine_and_ref):
+    """The engine applies the model checks of the request contract itself, so the Python API refuses what REST
+    does: max_tokens is never shortened to fit the window."""
     engine, _, _ = engine_and_ref
-    with pytest.raises(ContextLengthExceededError):
+    window, vocab = engine.model.cfg.context_window_size, engine.model.cfg.vocab_size
+    with pytest.raises(ContextLengthExceededError) as caught:
         engine.completions.create(prompt="x" * 200)
+    assert caught.value.param == "prompt"
+    prompt = [5] * (window - 4)
+    assert engine.completions.create(prompt=prompt, max_tokens=4)["choices"]
+    with pytest.raises(ContextLengthExceededError) as caught:
+        engine.completions.create(prompt=prompt, max_tokens=5)
+    assert caught.value.param == "max_tokens"
+    with pytest.raises(InvalidRequestError) as caught:
+        engine.chat.completions.create(messages=[{"role": "user", "content": "hi"}], logit_bias={str(vocab): 1})
+    assert caught.value.param == "logit_bias"
 
 
 def test_bad_request_fields_are_refused(engine_and_ref):

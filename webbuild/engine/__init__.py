@@ -1,6 +1,6 @@
 """The Python engine that ``serve``, ``chat``, ``verify`` and ``bench`` share.
 
-request (the OpenAI request contract and response builders) -> engine (``Engine``) -> scheduler
+request (the OpenAI request contract) and response (its response builders) -> engine (``Engine``) -> scheduler
 (continuous batching) -> model_runner (one compiled library on one device), with sampling, text_stream and
 chat_template beside them.
 """

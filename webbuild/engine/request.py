@@ -2,7 +2,7 @@
 
 Every field is declared once below as data (type, range, default, accepted values): the parser checks
 requests against the declaration and serve/openapi.py writes /openapi.json from it. ``check_model_limits``
-adds the rules that need the model and the tokenized prompt. web_runtime/openai.js applies the same rules;
+adds the rules that need the model and the tokenized prompt. web_runtime/src/openai.js applies the same rules;
 web_runtime/test/fixtures/request_cases.json holds the cases both sides must pass.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,6 +51,9 @@ class Field:
 
 
 _STRING = Field("string")
+_STOPS = Field("array", items=_STRING, max_items=4)
+_BIAS = Field("number", minimum=-100, maximum=100)
+_TOKEN_ID_KEY = "^[0-9]+$"
 _TOKEN_IDS = Field("array", min_items=1, items=Field("integer", minimum=0))
 _TEXT_PART = Field(
     "object",
@@ -83,8 +86,8 @@ _COMMON_FIELDS: dict[str, Field] = {
     "logit_bias": Field(
         "object",
         "Token id (below the vocabulary size) -> bias added to its logit.",
-        keys="^[0-9]+$",
-        values=Field("number", minimum=-100, maximum=100),
+        keys=_TOKEN_ID_KEY,
+        values=_BIAS,
     ),
     "n": Field(
         "integer",
@@ -98,7 +101,7 @@ _COMMON_FIELDS: dict[str, Field] = {
     "stop": Field(
         "any_of",
         "Up to 4 sequences that end the output; they are not part of it.",
-        options=(_STRING, Field("array", items=_STRING, max_items=4)),
+        options=(_STRING, _STOPS),
     ),
     "stream": Field("boolean", "Server-sent events, ending with `data: [DONE]`.", default=False),
     "stream_options": Field(
@@ -137,7 +140,7 @@ COMPLETION_FIELDS: dict[str, Field] = {
             _TOKEN_IDS,
             Field("array", min_items=1, max_items=1, items=Field("any_of", options=(_STRING, _TOKEN_IDS))),
         ),
-    ),  # fmt: skip
+    ),
     **_COMMON_FIELDS,
     "max_tokens": replace(
         _CHAT_MAX_TOKENS,
@@ -165,7 +168,7 @@ class SamplingParams:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
-    # Applied by both engines to generated tokens (webbuild/engine/sampling.py, web_runtime/sampler.js).
+    # Applied by both engines to generated tokens (webbuild/engine/sampling.py, web_runtime/src/sampler.js).
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] | None = None
@@ -233,19 +236,22 @@ def _in_range(value: float, param: str, spec: Field) -> None:
     raise _invalid(param, f"{param} must be {bounds}, got {value}.")
 
 
+# JSON Schema type of a scalar -> (its check, its name in messages)
+_SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "string": (lambda v: isinstance(v, str), "a string"),
+    "boolean": (lambda v: isinstance(v, bool), "a boolean"),
+    "number": (_is_number, "a number"),
+    "integer": (lambda v: _is_integer(v) and abs(v) <= MAX_SAFE_INTEGER, "an integer"),
+}
+
+
 def _scalar(value: Any, param: str, spec: Field) -> Any:
     """A string, boolean, number or integer checked against its declaration; absent (None) gives its default."""
     if value is None:
         return spec.default
-    kinds = {"string": "a string", "boolean": "a boolean", "number": "a number", "integer": "an integer"}
-    ok = {
-        "string": isinstance(value, str),
-        "boolean": isinstance(value, bool),
-        "number": _is_number(value),
-        "integer": _is_integer(value) and abs(value) <= MAX_SAFE_INTEGER,
-    }[spec.type]
-    if not ok:
-        raise _invalid(param, f"{param} must be {kinds[spec.type]}.")
+    check, kind = _SCALARS[spec.type]
+    if not check(value):
+        raise _invalid(param, f"{param} must be {kind}.")
     if spec.type in ("number", "integer"):
         _in_range(value, param, spec)
         return int(value) if spec.type == "integer" else float(value)
@@ -316,22 +322,19 @@ def _stop(stop: Any) -> list[str]:
     stops = [stop] if isinstance(stop, str) else stop
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise _invalid("stop", "stop must be a string or an array of strings.")
-    most = _COMMON_FIELDS["stop"].options[1].max_items
-    if len(stops) > most:
-        raise _invalid("stop", f"stop takes at most {most} sequences.")
+    if len(stops) > (_STOPS.max_items or 0):
+        raise _invalid("stop", f"stop takes at most {_STOPS.max_items} sequences.")
     return [s for s in stops if s]
 
 
 def _logit_bias(bias: Any) -> dict[int, float] | None:
     if bias is None:
         return None
-    spec = _COMMON_FIELDS["logit_bias"]
-    assert spec.keys is not None and spec.values is not None
     out = {}
     for key, value in _object(bias, "logit_bias").items():
-        if not (key.isascii() and re.fullmatch(spec.keys, key)):
+        if not re.fullmatch(_TOKEN_ID_KEY, key):
             raise _invalid("logit_bias", f"logit_bias keys must be token ids, got {key!r}.")
-        out[int(key)] = _scalar(value, f"logit_bias.{key}", spec.values)
+        out[int(key)] = _scalar(value, f"logit_bias.{key}", _BIAS)
     return out
 
 
