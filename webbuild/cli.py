@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 
 from webbuild import _log
+from webbuild.build.presets import preset_names
 from webbuild.errors import WebbuildError
 
 EXAMPLES = """examples:
@@ -167,8 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "model",
-        help="a preset name (e.g. smollm2-135m-instruct), a .gguf file (Llama architecture) or a Hugging Face "
-        "directory (config.json, *.safetensors, tokenizer.json, tokenizer_config.json)",
+        help=f"a preset ({', '.join(preset_names()) or 'none installed'}), a .gguf file (Llama architecture) or a "
+        "Hugging Face directory (config.json, *.safetensors, tokenizer.json, tokenizer_config.json)",
     )
     p.add_argument("-o", "--out", type=Path, help="output folder (default: dist/<model>)")
     p.add_argument(

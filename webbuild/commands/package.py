@@ -11,6 +11,7 @@ from webbuild import _log
 from webbuild.build.library import build_library
 from webbuild.build.prepare import prepare_model, write_model_files
 from webbuild.build.quantize import get_scheme
+from webbuild.build.resources import require_runtime
 from webbuild.build.site import SiteVariant, assemble_site
 from webbuild.build.source import load_source
 from webbuild.site_format import Variant
@@ -46,6 +47,7 @@ def size_by_part(site: Path) -> dict[str, int]:
 
 def package(opts: PackageOptions) -> PackageResult:
     t0 = time.monotonic()
+    require_runtime()  # the site needs the built browser runtime: say so now, not after minutes of compiling
     source = load_source(opts.model)
     quantizations = opts.quantizations or [source.defaults.get("quantization", "q4f32_1")]
     for q in quantizations:
