@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { VerifiedCache, sha256Hex } from "../cache.js";
-import { IntegrityError } from "../errors.js";
+import { VerifiedCache, sha256Hex } from "../src/cache.js";
+import { IntegrityError } from "../src/errors.js";
 
 /** A CacheStorage double keeping bytes in memory. */
 class MemoryCache {

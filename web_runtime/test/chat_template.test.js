@@ -1,10 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fixture } from "./helpers.js";
-
-await import("./vendor_hook.js");
-const { ChatTemplate, messageText } = await import("../chat_template.js");
-const { InvalidRequestError } = await import("../errors.js");
+import { ChatTemplate, messageText } from "../src/chat_template.js";
+import { InvalidRequestError } from "../src/errors.js";
 
 const config = fixture("tokenizer_config.json");
 

@@ -1,11 +1,9 @@
 import { test, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import { fixture, ScriptedPipeline, HistoryPipeline } from "./helpers.js";
-
-await import("./vendor_hook.js");
-const { Engine } = await import("../engine.js");
-const { TextTokenizer } = await import("../tokenizer.js");
-const errors = await import("../errors.js");
+import { Engine } from "../src/engine.js";
+import { TextTokenizer } from "../src/tokenizer.js";
+import * as errors from "../src/errors.js";
 
 const tokenizerJson = fixture("tokenizer.json");
 const tokenizerConfig = fixture("tokenizer_config.json");

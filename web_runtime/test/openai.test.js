@@ -11,8 +11,8 @@ import {
   makeUsage,
   newCompletionId,
   checkAgainstModel,
-} from "../openai.js";
-import { WebbuildError, ContextLengthExceededError, InvalidRequestError } from "../errors.js";
+} from "../src/openai.js";
+import { WebbuildError, ContextLengthExceededError, InvalidRequestError } from "../src/errors.js";
 import { fixture } from "./helpers.js";
 
 const { cases, model, model_cases: modelCases } = fixture("request_cases.json");

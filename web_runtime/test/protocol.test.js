@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import * as errors from "../errors.js";
-import { ERROR_CLASSES, WebbuildError, ShaderF16UnsupportedError, InvalidRequestError } from "../errors.js";
+import * as errors from "../src/errors.js";
+import { ERROR_CLASSES, WebbuildError, ShaderF16UnsupportedError, InvalidRequestError } from "../src/errors.js";
 import {
   serializeError,
   deserializeError,
@@ -9,7 +9,7 @@ import {
   serveProtocol,
   AsyncQueue,
   ENGINE_METHODS,
-} from "../protocol.js";
+} from "../src/protocol.js";
 import { portPair } from "./helpers.js";
 
 test("every error class survives a structured-clone round trip as the same class", () => {

@@ -10,7 +10,7 @@ import {
   logSumExp,
   topIndices,
   choiceSeed,
-} from "../sampler.js";
+} from "../src/sampler.js";
 
 const logits = () => Float32Array.from([1.0, 3.0, 2.9, -1.0, 0.5, 2.5]);
 

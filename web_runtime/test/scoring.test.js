@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { addRows, createScores, logSumExp, topKInto } from "../scoring.js";
+import { addRows, createScores, logSumExp, topKInto } from "../src/scoring.js";
 
 test("topKInto keeps the k largest, best first, lower id first on ties, skipping NaN", () => {
   const row = Float32Array.from([0.5, 3, NaN, -1, 3, 7, 2]);

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { StopStringFilter } from "../stop.js";
+import { StopStringFilter } from "../src/stop.js";
 
 function run(stops, pieces) {
   const f = new StopStringFilter(stops);

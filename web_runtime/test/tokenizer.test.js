@@ -1,9 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { fixture } from "./helpers.js";
-
-await import("./vendor_hook.js");
-const { TextTokenizer, IncrementalDecoder } = await import("../tokenizer.js");
+import { TextTokenizer, IncrementalDecoder } from "../src/tokenizer.js";
 
 // fixtures/tokenizer.json: a 400-token byte-level BPE made with the Python `tokenizers` library;
 // "Hello world! END" -> [282, 367, 314, 3, 357, 38] there.

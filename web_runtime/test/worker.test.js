@@ -1,9 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHandlers, ENGINE_METHODS } from "../worker.js";
-import { ProtocolClient, serveProtocol } from "../protocol.js";
-import { ShaderF16UnsupportedError } from "../errors.js";
-import { WebWorkerEngine } from "../index.js";
+import { createHandlers } from "../src/worker_host.js";
+import { ENGINE_METHODS, ProtocolClient, serveProtocol } from "../src/protocol.js";
+import { ShaderF16UnsupportedError } from "../src/errors.js";
+import { WebWorkerEngine } from "../src/index.js";
+import { Engine } from "../src/engine.js";
+import { TextTokenizer } from "../src/tokenizer.js";
 import { portPair, fixture, ScriptedPipeline } from "./helpers.js";
 
 /** An engine double that records calls. */
@@ -100,9 +102,6 @@ test("a table that failed to build (engine import failed) answers every call wit
 
 /** The real Engine, with a scripted model (see helpers.js), loaded from an in-memory site. */
 async function scriptedEngine(reply) {
-  await import("./vendor_hook.js");
-  const { Engine } = await import("../engine.js");
-  const { TextTokenizer } = await import("../tokenizer.js");
   const files = {
     "mlc-chat-config.json": { vocab_size: 400, temperature: 0, eos_token_id: 2 },
     "tokenizer.json": fixture("tokenizer.json"),

@@ -18,9 +18,10 @@ const PAGE_SIZE = 16;
 const VERIFY_CHUNK = 128;
 
 /**
- * @typedef {object} GpuInfo
- * @property {GPUAdapter} adapter
- * @property {GPUDevice} device
+ * @typedef {object} GpuInfo  (the WebGPU objects are typed `any` so that the package's .d.ts files do not
+ *   require @webgpu/types of their users)
+ * @property {any} [adapter]  the GPUAdapter
+ * @property {any} [device]  the GPUDevice; destroyed by the engine when loading fails
  * @property {boolean} hasShaderF16
  * @property {{vendor?: string, architecture?: string, description?: string, isFallbackAdapter?: boolean}} info
  */

@@ -1,13 +1,21 @@
-// Public API of the webbuild browser runtime. The page imports only this module; the engine, tokenizer,
-// chat template and TVM runtime load inside the Worker.
+// Public API of the webbuild browser runtime (the package's main entry). The page imports only this module;
+// the engine, tokenizer, chat template and TVM runtime load inside the Worker, so nothing here imports them
+// (a bundler building the page does not meet them either). The package's other entries: "./worker" (the
+// worker entry, worker.js), "./host" (startWorker: host the engine in a worker script of your own,
+// worker_host.js) and "./engine" (the engine in this thread, engine.js).
 //
-//   import { CreateWebWorkerEngine } from "./runtime/index.js";
+//   import { CreateWebWorkerEngine } from "webbuild-runtime";        // a site: "./runtime/index.js"
 //   const engine = await CreateWebWorkerEngine(
 //     new Worker(new URL("./runtime/worker.js", import.meta.url), { type: "module" }),
 //     "./manifest.json",
 //     { initProgressCallback: ({ phase, loaded, total, text }) => ... },
 //   );
 //   for await (const chunk of await engine.chat.completions.create({ messages, stream: true })) ...
+//
+// The worker: a site's runtime/worker.js, or any dedicated worker script that imports the package's
+// "./worker" entry (worker.js). A page on another origin embeds a site's model with
+//   CreateWebWorkerEngine(createEngineWorker("https://models.example/site/runtime/worker.js"),
+//                         "https://models.example/site/manifest.json")
 //
 // Several choices and log-probabilities, as in OpenAI's API:
 //
@@ -38,6 +46,29 @@ export {
   AbortError,
 } from "./errors.js";
 export { ENGINE_METHODS } from "./protocol.js";
+
+/**
+ * @typedef {import("./types.js").ChatMessage} ChatMessage
+ * @typedef {import("./types.js").ChatCompletionRequest} ChatCompletionRequest
+ * @typedef {import("./types.js").ChatCompletion} ChatCompletion
+ * @typedef {import("./types.js").ChatCompletionChunk} ChatCompletionChunk
+ * @typedef {import("./types.js").CompletionRequest} CompletionRequest
+ * @typedef {import("./types.js").Completion} Completion
+ * @typedef {import("./types.js").CompletionChunk} CompletionChunk
+ * @typedef {import("./types.js").Usage} Usage
+ * @typedef {import("./types.js").FinishReason} FinishReason
+ * @typedef {import("./engine.js").ModelInfo} ModelInfo
+ * @typedef {import("./scoring.js").TokenScores} TokenScores
+ * @typedef {import("./pipeline.js").LoadProgress} LoadProgress
+ */
+/**
+ * @template {ChatCompletionRequest} R
+ * @typedef {import("./types.js").ChatCompletionResult<R>} ChatCompletionResult
+ */
+/**
+ * @template {CompletionRequest} R
+ * @typedef {import("./types.js").CompletionResult<R>} CompletionResult
+ */
 
 /**
  * @typedef {object} LoadOptions
@@ -80,7 +111,21 @@ export { ENGINE_METHODS } from "./protocol.js";
  * library's batch_verify, chunk by chunk, on an emptied KV cache.
  */
 export class WebWorkerEngine {
-  /** @param {Worker} worker  a module worker running worker.js */
+  // Every ENGINE_METHODS kind but reload is forwarded as it is; the constructor makes these from the table,
+  // the declarations give them their types.
+  /** @type {<R extends ChatCompletionRequest>(request: R) => Promise<ChatCompletionResult<R>>} */ chatCompletion;
+  /** @type {<R extends CompletionRequest>(request: R) => Promise<CompletionResult<R>>} */ completion;
+  /** @type {(promptIds: number[], decodeIds?: number[]) => Promise<Float32Array[]>} */ forwardTokens;
+  /** @type {(tokenIds: number[], options?: {topK?: number, fullLogits?: boolean}) => Promise<TokenScores>} */ scoreTokens;
+  /** @type {(text: string, options?: {addSpecialTokens?: boolean}) => Promise<number[]>} */ tokenize;
+  /** @type {(messages: ChatMessage[], options?: {addGenerationPrompt?: boolean}) => Promise<string>} */ applyChatTemplate;
+  /** @type {() => Promise<void>} */ interrupt;
+  /** @type {() => Promise<void>} */ resetChat;
+  /** @type {() => Promise<Record<string, number>>} */ runtimeStats;
+  /** @type {() => Promise<ModelInfo | null>} */ getModelInfo;
+  /** @type {() => Promise<void>} */ unload;
+
+  /** @param {Worker} worker  a module worker running the runtime's worker entry */
   constructor(worker) {
     this.worker = worker;
     this.client = new ProtocolClient(worker);
@@ -88,15 +133,17 @@ export class WebWorkerEngine {
       if (kind === "reload") continue;
       /** @type {any} */ (this)[kind] = (/** @type {unknown[]} */ ...args) => this.client.call(kind, args);
     }
-    this.chat = { completions: { create: (/** @type {any} */ request) => this.call("chatCompletion", request) } };
-    this.completions = { create: (/** @type {any} */ request) => this.call("completion", request) };
+    /** OpenAI's client shape: `engine.chat.completions.create(request)`. */
+    this.chat = { completions: { create: this.chatCompletion } };
+    /** `engine.completions.create(request)`: legacy text completions over a raw prompt. */
+    this.completions = { create: this.completion };
   }
 
   /**
    * Loads a model in the worker. Relative URLs are resolved against the page, not the worker script.
    * @param {string | object} source  manifest URL, manifest object, or one model record
    * @param {LoadOptions} [options]
-   * @returns {Promise<import("./engine.js").ModelInfo>}
+   * @returns {Promise<ModelInfo>}
    */
   reload(source, options = {}) {
     const { initProgressCallback, ...rest } = /** @type {LoadOptions & Record<string, unknown>} */ (options);
@@ -106,14 +153,6 @@ export class WebWorkerEngine {
       Object.entries(rest).filter(([, v]) => typeof v !== "function" && !(v instanceof AbortSignal)),
     );
     return this.client.call("reload", [resolved, { baseUrl: base, ...sendable }], { onProgress: initProgressCallback });
-  }
-
-  /**
-   * @param {string} kind
-   * @param {unknown} request
-   */
-  call(kind, request) {
-    return this.client.call(kind, [request]);
   }
 
   /** Stops the worker (and frees its GPU memory) at once. */
@@ -136,11 +175,17 @@ export async function CreateWebWorkerEngine(worker, source, options = {}) {
 }
 
 /**
- * The engine in this thread, without a Worker (generation then competes with the page for the main thread).
- * @param {string | object} source
- * @param {LoadOptions} [options]
+ * A module Worker running the engine from `workerUrl` (a site's runtime/worker.js, or your own wrapper).
+ * Browsers start a Worker only from a same-origin script, so for a URL on another origin the worker is a
+ * one-line wrapper script (a blob: URL, of the page's origin) that imports the runtime's worker entry.
+ * That origin must serve runtime/ with CORS (Access-Control-Allow-Origin), as module imports across origins
+ * need, and a page with a Content-Security-Policy must allow `worker-src blob:`.
+ * @param {string | URL} workerUrl  resolved against the page
+ * @returns {Worker}
  */
-export async function CreateEngine(source, options = {}) {
-  const { CreateEngine: create } = await import("./engine.js");
-  return create(source, options);
+export function createEngineWorker(workerUrl) {
+  const url = new URL(workerUrl, globalThis.location?.href);
+  if (url.origin === globalThis.location?.origin) return new Worker(url, { type: "module" });
+  const wrapper = new Blob([`import ${JSON.stringify(url.href)};\n`], { type: "text/javascript" });
+  return new Worker(URL.createObjectURL(wrapper), { type: "module" });
 }

@@ -53,8 +53,16 @@ export class Engine {
     this.interrupted = false;
     this.lock = new SerialLock();
     // OpenAI-style namespaces, forwarding to one method each.
-    this.chat = { completions: { create: (/** @type {any} */ req) => this.chatCompletion(req) } };
-    this.completions = { create: (/** @type {any} */ req) => this.completion(req) };
+    this.chat = {
+      completions: {
+        /** @type {<R extends import("./types.js").ChatCompletionRequest>(request: R) => Promise<import("./types.js").ChatCompletionResult<R>>} */
+        create: (request) => this.chatCompletion(request),
+      },
+    };
+    this.completions = {
+      /** @type {<R extends import("./types.js").CompletionRequest>(request: R) => Promise<import("./types.js").CompletionResult<R>>} */
+      create: (request) => this.completion(request),
+    };
   }
 
   /**
@@ -100,8 +108,10 @@ export class Engine {
    * entry per token of its content, with `top_logprobs` (0..20) alternatives each. Streamed, each choice
    * has its own role chunk, content chunks (carrying the logprobs of their tokens) and finish chunk, under
    * its `index`; the usage chunk comes last.
-   * @param {Record<string, any>} request
+   * @template {import("./types.js").ChatCompletionRequest} R
+   * @param {R} request
    * @param {{signal?: AbortSignal}} [options]
+   * @returns {Promise<import("./types.js").ChatCompletionResult<R>>}
    */
   async chatCompletion(request, { signal } = {}) {
     const model = this.requireModel();
@@ -126,8 +136,10 @@ export class Engine {
    * post-processor says so. `prompt` may also be token ids. `n` as for chat; `logprobs` (0..5) gives each
    * choice `logprobs: {tokens, token_logprobs, top_logprobs, text_offset}` with that many alternatives per
    * token (not with `echo`: the prompt's own log-probabilities are not computed).
-   * @param {Record<string, any>} request
+   * @template {import("./types.js").CompletionRequest} R
+   * @param {R} request
    * @param {{signal?: AbortSignal}} [options]
+   * @returns {Promise<import("./types.js").CompletionResult<R>>}
    */
   async completion(request, { signal } = {}) {
     const model = this.requireModel();
