@@ -18,8 +18,9 @@ const PAGE_SIZE = 16;
 const VERIFY_CHUNK = 128;
 
 /**
- * @typedef {object} GpuInfo  (the WebGPU objects are typed `any` so that the package's .d.ts files do not
- *   require @webgpu/types of their users)
+ * The adapter and device the model runs on. The WebGPU objects are typed `any` so that the package's .d.ts
+ * files do not require @webgpu/types of their users.
+ * @typedef {object} GpuInfo
  * @property {any} [adapter]  the GPUAdapter
  * @property {any} [device]  the GPUDevice; destroyed by the engine when loading fails
  * @property {boolean} hasShaderF16
