@@ -1,4 +1,5 @@
-"""webbuild.build.link: TVM's wasm runtime built with our headers, model libraries linked with emcc and loadable by tvmjs.
+"""webbuild.build.link: TVM's wasm runtime built with our headers, model libraries linked with emcc and loadable
+by tvmjs.
 
 Toolchain tests rely on the cached runtime objects (~2 min to build the first time) and link two tiny
 libraries: a WebGPU one, and a CPU-only one that Node can run.

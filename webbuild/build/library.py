@@ -15,10 +15,10 @@ import tvm
 
 from webbuild import _log
 from webbuild.build.arch.blocks import DecoderConfig
-from webbuild.cache import cache_dir, digest
 from webbuild.build.compile import compile_module, make_target
 from webbuild.build.export import export_model
 from webbuild.build.quantize import QuantScheme
+from webbuild.cache import cache_dir, digest
 
 _DEFINITION_FILES = ("arch/blocks.py", "arch/attention_merge.py", "export.py", "compile.py", "link.py")
 

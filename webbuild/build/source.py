@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from webbuild import _log
-from webbuild.errors import InputError
 from webbuild.build.presets import fetch_weights, load_preset, preset_names
 from webbuild.build.weights.gguf import load_gguf
 from webbuild.build.weights.gguf_tokenizer import tokenizer_config_from_gguf, tokenizer_json_from_gguf
 from webbuild.build.weights.safetensors import load_hf_dir
+from webbuild.errors import InputError
 
 GGUF_MAGIC = b"GGUF"
 

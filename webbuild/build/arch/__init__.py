@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from webbuild.errors import UnsupportedError
 from webbuild.build.arch import llama
 from webbuild.build.arch.blocks import DecoderConfig
+from webbuild.errors import UnsupportedError
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import gguf
 import numpy as np
 
 from webbuild import _log
-from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 from webbuild.build.weights import check_architecture
+from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 
 _TIP = "the file may be truncated or damaged; download it again"
 

@@ -16,8 +16,8 @@ import numpy as np
 from safetensors import safe_open
 
 from webbuild import _log
-from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 from webbuild.build.weights import check_architecture
+from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
