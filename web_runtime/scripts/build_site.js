@@ -142,7 +142,9 @@ function packageDir(name, from) {
     const candidate = join(dir, "node_modules", name);
     if (existsSync(join(candidate, "package.json"))) return candidate;
     if (dirname(dir) === dir) {
-      throw new Error(`npm package ${name} is not installed; run \`npm ci\` in ${relative(process.cwd(), ROOT) || "."}.`);
+      throw new Error(
+        `npm package ${name} is not installed; run \`npm ci\` in ${relative(process.cwd(), ROOT) || "."}.`,
+      );
     }
   }
 }
@@ -160,7 +162,11 @@ function copy(from, to) {
 function listFiles(dir) {
   return readdirSync(dir, { recursive: true, withFileTypes: true })
     .filter((e) => e.isFile())
-    .map((e) => relative(dir, join(e.parentPath ?? e.path, e.name)).split("\\").join("/"))
+    .map((e) =>
+      relative(dir, join(e.parentPath ?? e.path, e.name))
+        .split("\\")
+        .join("/"),
+    )
     .sort();
 }
 

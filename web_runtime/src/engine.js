@@ -4,7 +4,13 @@
 // generation.js (a request's n choices), responses.js (OpenAI responses and chunks), scoring.js (teacher
 // forcing).
 
-import { InvalidRequestError, ModelNotFoundError, ModelNotLoadedError, WebbuildError, DeviceLostError } from "./errors.js";
+import {
+  InvalidRequestError,
+  ModelNotFoundError,
+  ModelNotLoadedError,
+  WebbuildError,
+  DeviceLostError,
+} from "./errors.js";
 import { parseChatRequest, parseCompletionRequest, checkAgainstModel, makeUsage, responseHead } from "./openai.js";
 import { chatChunks, chatResponse, completionChunks, completionResponse } from "./responses.js";
 import { errorText } from "./config.js";

@@ -31,7 +31,10 @@ test("the folder holds every src/ module, the entries at its root, and vendor/ w
   assert.deepEqual(files, [...modules, ...VENDOR_FILES].sort());
   assert.ok(files.includes("index.js") && files.includes("worker.js"));
   for (const name of modules.filter((m) => m !== "vendor.js")) {
-    assert.equal(readFileSync(join(outDir, name), "utf8"), readFileSync(new URL(`../src/${name}`, import.meta.url), "utf8"));
+    assert.equal(
+      readFileSync(join(outDir, name), "utf8"),
+      readFileSync(new URL(`../src/${name}`, import.meta.url), "utf8"),
+    );
   }
 });
 
@@ -43,7 +46,12 @@ test("every import is relative and stays in the folder; vendor.js names vendor/ 
     }
   }
   const vendor = importSpecifiers(readFileSync(join(outDir, "vendor.js"), "utf8"));
-  assert.deepEqual(vendor.sort(), Object.values(VENDOR).map((v) => `./vendor/${v.as}`).sort());
+  assert.deepEqual(
+    vendor.sort(),
+    Object.values(VENDOR)
+      .map((v) => `./vendor/${v.as}`)
+      .sort(),
+  );
 });
 
 test("the folder runs as plain ES modules: page entry, engine, and tvmjs through globalThis", async () => {

@@ -435,13 +435,21 @@ test("completion logprobs: tokens, token_logprobs, top_logprobs, text_offset", a
   assert.deepEqual(lp.tokens, [" c", "af", "é", " \uFFFD", "\uFFFD\uFFFD", "\uFFFD\uFFFD"]);
   assert.deepEqual(lp.text_offset, [0, 2, 4, 5, 5, 5]);
   assert.ok(lp.token_logprobs.every((v) => Math.abs(v - (10 - SCRIPTED_LSE)) < 1e-9));
-  assert.ok(lp.top_logprobs.every((top, i) => Object.keys(top).length === 2 && top[lp.tokens[i]] === lp.token_logprobs[i]));
-  const chunks = await drain(await engine.completions.create({ prompt: "x", logprobs: 0, max_tokens: 10, stream: true }));
+  assert.ok(
+    lp.top_logprobs.every((top, i) => Object.keys(top).length === 2 && top[lp.tokens[i]] === lp.token_logprobs[i]),
+  );
+  const chunks = await drain(
+    await engine.completions.create({ prompt: "x", logprobs: 0, max_tokens: 10, stream: true }),
+  );
   const carried = chunks
     .filter((c) => c.choices[0].logprobs)
     .map((c) => [c.choices[0].text, c.choices[0].logprobs.tokens.length, c.choices[0].logprobs.text_offset]);
   assert.deepEqual(carried.at(-1), [" 東京", 3, [5, 5, 5]]);
-  assert.ok(chunks.filter((c) => c.choices[0].logprobs).every((c) => c.choices[0].logprobs.top_logprobs.every((t) => Object.keys(t).length === 0)));
+  assert.ok(
+    chunks
+      .filter((c) => c.choices[0].logprobs)
+      .every((c) => c.choices[0].logprobs.top_logprobs.every((t) => Object.keys(t).length === 0)),
+  );
 });
 
 test("n choices without popN: each prefills the prompt again; usage counts the prompt once", async () => {

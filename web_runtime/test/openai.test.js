@@ -216,9 +216,12 @@ test("parsed requests carry n, logprobs and top_logprobs for both endpoints", ()
     param: "echo",
   });
   assert.throws(() => parseChatRequest({ messages: [{ role: "user", content: "x" }], n: 1.5 }), { param: "n" });
-  assert.throws(() => parseChatRequest({ messages: [{ role: "user", content: "x" }], logprobs: true, top_logprobs: 1.5 }), {
-    param: "top_logprobs",
-  });
+  assert.throws(
+    () => parseChatRequest({ messages: [{ role: "user", content: "x" }], logprobs: true, top_logprobs: 1.5 }),
+    {
+      param: "top_logprobs",
+    },
+  );
   assert.throws(
     () => parseChatRequest({ messages: [{ role: "user", content: "x" }], logprobs: false, top_logprobs: 0 }),
     { param: "top_logprobs" },

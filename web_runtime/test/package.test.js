@@ -19,8 +19,16 @@ const lock = JSON.parse(readFileSync(join(ROOT, "package-lock.json"), "utf8"));
  * @param {string} cwd
  */
 function run(cmd, args, cwd) {
-  const r = spawnSync(cmd, args, { cwd, encoding: "utf8", env: { ...process.env, npm_config_update_notifier: "false" } });
-  return { ok: r.status === 0, stdout: r.stdout, output: `${cmd} ${args.join(" ")}: exit ${r.status}\n${r.stdout}\n${r.stderr}` };
+  const r = spawnSync(cmd, args, {
+    cwd,
+    encoding: "utf8",
+    env: { ...process.env, npm_config_update_notifier: "false" },
+  });
+  return {
+    ok: r.status === 0,
+    stdout: r.stdout,
+    output: `${cmd} ${args.join(" ")}: exit ${r.status}\n${r.stdout}\n${r.stderr}`,
+  };
 }
 
 /**
@@ -50,10 +58,24 @@ test("the packed package installs by name and works from node and TypeScript", {
     assert.ok(pack.ok, pack.output);
     const [{ filename, files }] = JSON.parse(pack.stdout.slice(pack.stdout.indexOf("[")));
     const paths = files.map((/** @type {{path: string}} */ f) => f.path);
-    for (const p of ["package.json", "README.md", "src/index.js", "src/worker.js", "src/worker_host.js", "src/engine.js", "src/vendor.js"]) {
+    for (const p of [
+      "package.json",
+      "README.md",
+      "src/index.js",
+      "src/worker.js",
+      "src/worker_host.js",
+      "src/engine.js",
+      "src/vendor.js",
+    ]) {
       assert.ok(paths.includes(p), p);
     }
-    for (const p of ["types/index.d.ts", "types/worker.d.ts", "types/worker_host.d.ts", "types/engine.d.ts", "types/types.d.ts"]) {
+    for (const p of [
+      "types/index.d.ts",
+      "types/worker.d.ts",
+      "types/worker_host.d.ts",
+      "types/engine.d.ts",
+      "types/types.d.ts",
+    ]) {
       assert.ok(paths.includes(p), p);
     }
     assert.deepEqual(
@@ -64,7 +86,12 @@ test("the packed package installs by name and works from node and TypeScript", {
 
     const project = join(tmp, "consumer");
     mkdirSync(project);
-    const manifest = { name: "consumer", private: true, type: "module", dependencies: { [pkg.name]: `file:../${filename}` } };
+    const manifest = {
+      name: "consumer",
+      private: true,
+      type: "module",
+      dependencies: { [pkg.name]: `file:../${filename}` },
+    };
     writeFileSync(join(project, "package.json"), JSON.stringify(manifest));
     writeFileSync(join(project, "package-lock.json"), JSON.stringify(consumerLock(`../${filename}`)));
     const flags = ["--no-audit", "--no-fund", "--ignore-scripts"];
@@ -95,12 +122,23 @@ console.log(JSON.stringify({
     const smoke = run(process.execPath, ["smoke.js"], project);
     assert.ok(smoke.ok, smoke.output);
     const seen = JSON.parse(smoke.stdout);
-    for (const name of ["CreateWebWorkerEngine", "WebWorkerEngine", "createEngineWorker", "ContextLengthExceededError"]) {
+    for (const name of [
+      "CreateWebWorkerEngine",
+      "WebWorkerEngine",
+      "createEngineWorker",
+      "ContextLengthExceededError",
+    ]) {
       assert.ok(seen.exports.includes(name), name);
     }
     assert.deepEqual(
       { host: seen.host, engine: seen.engine, tokenizer: seen.tokenizer, template: seen.template, tvmjs: seen.tvmjs },
-      { host: ["function", "function", "function"], engine: null, tokenizer: "function", template: "function", tvmjs: "function" },
+      {
+        host: ["function", "function", "function"],
+        engine: null,
+        tokenizer: "function",
+        template: "function",
+        tvmjs: "function",
+      },
     );
 
     const installed = join(project, "node_modules", pkg.name);
@@ -127,7 +165,11 @@ console.log(JSON.stringify({
       files: ["check.ts"],
     };
     writeFileSync(join(project, "tsconfig.json"), JSON.stringify(tsconfig));
-    const tsc = run(process.execPath, [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json"], project);
+    const tsc = run(
+      process.execPath,
+      [join(ROOT, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.json"],
+      project,
+    );
     assert.ok(tsc.ok, tsc.output);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
