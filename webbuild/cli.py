@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from webbuild import _log
 from webbuild.build.presets import preset_names
-from webbuild.errors import WebbuildError
+from webbuild.errors import InputError, WebbuildError
 
 EXAMPLES = """examples:
   webbuild package smollm2-135m-instruct          build dist/smollm2-135m-instruct/ (a static site)
@@ -29,14 +32,107 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+# ---- option values: checked while parsing (exit 2, argparse's usage error), so a typo never waits for a load.
+# Nothing here imports TVM: `webbuild package x -q q8` fails in a fraction of a second.
+
+
+def _bounded(
+    kind: type[int] | type[float], low: float, high: float | None = None, *, above: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` from ``low`` to ``high`` (strictly more than ``low`` with ``above``)."""
+    word = "an integer" if kind is int else "a number"
+    want = (
+        f"{word} from {low:g} to {high:g}"
+        if high is not None
+        else f"{word} {'above' if above else 'of at least'} {low:g}"
+    )
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = float("nan")
+        if not ((value > low if above else value >= low) and (high is None or value <= high)):  # NaN never is
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
+        return value
+
+    return convert
+
+
+_POSITIVE_INT = _bounded(int, 1)
+
+
+def _quantization(text: str) -> str:
+    from webbuild.build.quantize import QUANTIZATIONS
+
+    if text not in QUANTIZATIONS:
+        raise argparse.ArgumentTypeError(f"unknown quantization {text!r}; choose among {', '.join(QUANTIZATIONS)}")
+    return text
+
+
+def _names(*allowed: str) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated, non-empty list of ``allowed`` names."""
+
+    def convert(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        if not names or any(n not in allowed for n in names):
+            raise argparse.ArgumentTypeError(f"{text!r}: choose among {', '.join(allowed)}")
+        return names
+
+    return convert
+
+
+def _origins(text: str) -> list[str]:
+    """Comma-separated CORS origins, each ``*`` or ``scheme://host[:port]`` exactly as browsers send it: an origin
+    written with a path or a trailing slash would never match and fail silently."""
+    origins = [o.strip() for o in text.split(",") if o.strip()]
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and not (parts.scheme and parts.netloc and origin == f"{parts.scheme}://{parts.netloc}"):
+            raise argparse.ArgumentTypeError(
+                f"{origin!r} is not an origin: write scheme://host[:port] (e.g. https://example.com, no path or "
+                "trailing slash) or '*'"
+            )
+    return origins
+
+
+# ---- what options name: checked before a command starts work (exit 1 with error/tip, like load failures).
+
+
+def _check_model(spec: str, *, sites: bool, param: str = "model") -> None:
+    """A model spec names an existing file or folder, or a preset; what it holds is checked when it loads."""
+    from webbuild.build.presets import preset_names
+
+    if Path(spec).expanduser().exists() or spec in preset_names():
+        return
+    site = ", or a folder `webbuild package` wrote" if sites else ""
+    raise InputError(
+        f"{spec}: no such file or folder, and no preset of that name (presets: {', '.join(preset_names()) or 'none'})",
+        tip=f"Give a preset name, a .gguf file or a Hugging Face model folder (config.json, *.safetensors){site}.",
+        param=param,
+    )
+
+
+def _check_site(path: Path) -> None:
+    from webbuild.site_format import is_site
+
+    if not is_site(path):
+        raise InputError(
+            f"{path} is not a built site (no index.html and manifest.json)",
+            tip="Build one with `webbuild package <model>`.",
+            param="site",
+        )
+
+
 def cmd_package(args: argparse.Namespace) -> int:
+    _check_model(args.model, sites=False)
     from webbuild.commands.package import PackageOptions, package
 
     result = package(
         PackageOptions(
             model=args.model,
             out=args.out,
-            quantizations=args.quantization or [],
+            quantizations=list(dict.fromkeys(args.quantization or [])),  # a repeated -q builds once
             context_window_size=args.context_window_size,
             prefill_chunk_size=args.prefill_chunk_size,
             dump_ir=args.dump_ir,
@@ -53,6 +149,8 @@ def cmd_package(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
+    if not args.no_api:  # without the API, serve() itself refuses anything but a site, at once
+        _check_model(args.model, sites=True)
     from webbuild.commands.serve import ServeOptions, serve
 
     serve(
@@ -64,7 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             api=not args.no_api,
             api_key=args.api_key or os.environ.get("WEBBUILD_API_KEY") or None,
-            allow_origins=[o for group in args.allow_origins or [] for o in group.split(",") if o],
+            allow_origins=[o for group in args.allow_origins or [] for o in group],
             cross_origin_isolation=args.cross_origin_isolation,
             quantization=args.quantization,
             log_level="info" if args.verbose else "warning",
@@ -81,17 +179,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 3
 
 
-def _bench_engines(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ("cpu", "cuda", "browser")]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: choose among cpu, cuda, browser")
-    return names
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
+    _check_site(args.site)
     from webbuild.commands.bench import bench_browser, bench_engine
 
     runs = []
@@ -118,7 +209,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     settings = Settings(
         temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed, stop=args.stop
-    )
+    ).validated()  # the ranges of the request contract (REST, browser, chat), before the model loads
     chat(ChatOptions(args.model, args.device, args.quantization, settings, args.system))
     return 0
 
@@ -126,6 +217,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     import json
 
+    _check_site(args.site)
+    if args.prompts is not None and not args.prompts.is_file():
+        raise InputError(f"--prompts: no such file: {args.prompts}", param="prompts")
+    if args.source is not None:
+        _check_model(args.source, sites=False, param="source")
     from webbuild.commands.verify import VerifyOptions, verify
     from webbuild.verify.metrics import Thresholds
     from webbuild.verify.report import as_json, format_text, write_html
@@ -134,7 +230,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         VerifyOptions(
             site=args.site,
             prompts=args.prompts,
-            references=[r for r in args.reference.split(",") if r],
+            references=args.reference,
             tokens=args.tokens,
             source=args.source,
             quantization=args.quantization,
@@ -148,6 +244,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+class _Version(argparse.Action):
+    """``--version``: looked up only when asked (finding the installed distribution takes a quarter second)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        import webbuild
+
+        print(f"webbuild {webbuild.__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webbuild",
@@ -157,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show details and full tracebacks")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -176,12 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-q",
         "--quantization",
         action="append",
+        type=_quantization,
         metavar="SCHEME",
         help="q4f32_1 (default; works on every WebGPU adapter), q4f16_1 (smaller, needs shader-f16), q0f32, "
         "q0f16; repeat to put several builds in one site",
     )
-    p.add_argument("--context-window-size", type=int, metavar="N", help="maximum tokens per conversation")
-    p.add_argument("--prefill-chunk-size", type=int, metavar="N", help="maximum tokens per prefill step")
+    p.add_argument("--context-window-size", type=_POSITIVE_INT, metavar="N", help="maximum tokens per conversation")
+    p.add_argument("--prefill-chunk-size", type=_POSITIVE_INT, metavar="N", help="maximum tokens per prefill step")
     p.add_argument("--dump-ir", type=Path, metavar="DIR", help="write the compiled IR to DIR for debugging")
     p.set_defaults(func=cmd_package)
 
@@ -203,15 +314,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="engine limits: local (default) runs 4 requests at once, interactive 1, server 16 with a KV cache "
         "of 8 context windows; the rest queue",
     )
-    p.add_argument("-q", "--quantization", metavar="SCHEME", help="which build of a site, or how to quantize a model")
+    p.add_argument(
+        "-q",
+        "--quantization",
+        type=_quantization,
+        metavar="SCHEME",
+        help="which build of a site, or how to quantize a model",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=_bounded(int, 1, 65535), default=8000, help="port (default 8000)")
     p.add_argument(
         "--api-key", metavar="KEY", help="require `Authorization: Bearer KEY` on /v1 (default: $WEBBUILD_API_KEY)"
     )
     p.add_argument(
         "--allow-origins",
         action="append",
+        type=_origins,
         metavar="ORIGINS",
         help="comma-separated origins whose pages may call the server (CORS), e.g. https://example.com, or '*'; "
         "repeatable; default: same origin only",
@@ -245,11 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("site", type=Path, help="the folder `webbuild package` wrote")
     p.add_argument("--prompt", default="Write one sentence about the sea.", help="the user message")
-    p.add_argument("--max-tokens", type=int, default=8, help="tokens to generate (default 8)")
+    p.add_argument("--max-tokens", type=_POSITIVE_INT, default=8, help="tokens to generate (default 8)")
     p.add_argument(
         "--engines",
         default="cpu,browser",
-        type=_bench_engines,
+        type=_names("cpu", "cuda", "browser"),
         help="comma-separated among cpu, cuda, browser (default cpu,browser)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -273,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-q",
         "--quantization",
+        type=_quantization,
         metavar="SCHEME",
         help="q4f32_1, q4f16_1, q0f32 or q0f16 (default: the site's default build, or q4f32_1 for a model)",
     )
@@ -314,28 +433,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference",
         default="cpu,cuda,hf",
+        type=_names("cpu", "cuda", "hf"),
         metavar="LIST",
         help="comma-separated references among cpu, cuda, hf (default cpu,cuda,hf; unavailable ones are skipped)",
     )
-    p.add_argument("--tokens", type=int, default=16, metavar="N", help="greedy continuation tokens per prompt (16)")
+    p.add_argument(
+        "--tokens", type=_POSITIVE_INT, default=16, metavar="N", help="greedy continuation tokens per prompt (16)"
+    )
     p.add_argument(
         "--source",
         metavar="MODEL",
         help="the unquantized model the site was built from (preset, .gguf or HF directory); default: the "
         "manifest's model name when it is a preset",
     )
-    p.add_argument("-q", "--quantization", metavar="SCHEME", help="which build of the site (default: the page's)")
+    p.add_argument(
+        "-q",
+        "--quantization",
+        type=_quantization,
+        metavar="SCHEME",
+        help="which build of the site (default: the page's)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report with charts")
-    p.add_argument("--min-top1", type=float, default=99.0, metavar="PCT", help="least top-1 agreement, %% (default 99)")
     p.add_argument(
-        "--max-kl", type=float, default=1e-3, metavar="X", help="largest mean KL divergence, nats (default 1e-3)"
+        "--min-top1",
+        type=_bounded(float, 0, 100),
+        default=99.0,
+        metavar="PCT",
+        help="least top-1 agreement, %% (default 99)",
     )
     p.add_argument(
-        "--max-abs-logit", type=float, default=0.05, metavar="X", help="largest |logit difference| (default 0.05)"
+        "--max-kl",
+        type=_bounded(float, 0),
+        default=1e-3,
+        metavar="X",
+        help="largest mean KL divergence, nats (default 1e-3)",
     )
     p.add_argument(
-        "--timeout", type=float, default=1800, metavar="S", help="seconds to wait for the page to load the model"
+        "--max-abs-logit",
+        type=_bounded(float, 0),
+        default=0.05,
+        metavar="X",
+        help="largest |logit difference| (default 0.05)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_bounded(float, 0, above=True),
+        default=1800,
+        metavar="S",
+        help="seconds to wait for the page to load the model",
     )
     p.set_defaults(func=cmd_verify)
     return parser

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import tvm
@@ -77,6 +85,65 @@ def _passes(target: Target) -> list[tvm.transform.Pass]:
     return phases
 
 
+_FD_LOCK = threading.Lock()  # file descriptors are per process: one capture at a time
+
+
+@contextlib.contextmanager
+def _fd_output(into: list[str]) -> Iterator[None]:
+    """Sends what is written to file descriptors 1 and 2 during the block to a temp file, appended to ``into``.
+
+    TVM's C++ side and LLVM write warnings straight to the descriptors (``[12:00:00] transform.h:1261: Warning:
+    Fast mode segfaults...``), past ``sys.stderr``. Output of other threads during the block lands there too.
+    """
+    with _FD_LOCK, tempfile.TemporaryFile() as sink:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            ctypes.CDLL(None).fflush(None)  # C stdio buffers (printf, std::cout) still bound for the temp file
+            for fd, copy in enumerate(saved, start=1):
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            into.append(sink.read().decode(errors="replace"))
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Keeps Ctrl-C meaning stop: raised inside one of TVM's Python callbacks, KeyboardInterrupt comes out of
+    ``tvm.compile`` as a RuntimeError, or not at all when a schedule rule catches everything. Remembers it,
+    and raises KeyboardInterrupt once compiling stops."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield  # only the main thread may set handlers; an ignored or custom SIGINT is left as it is
+        return
+    interrupted = False
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except Exception:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupted:
+        raise KeyboardInterrupt
+
+
 def compile_module(mod: tvm.IRModule, target: Target, dump_ir: Path | None = None) -> relax.VMExecutable:
     """Compile with our pipeline; ``dump_ir`` writes the module before codegen for debugging."""
 
@@ -90,9 +157,15 @@ def compile_module(mod: tvm.IRModule, target: Target, dump_ir: Path | None = Non
         return mod
 
     t0 = time.monotonic()
+    output: list[str] = []  # TVM's own prints and warnings: shown with -v, and in the error when it fails
     try:
-        ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
+        with _fd_output(output), _interruptible():
+            ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
     except Exception as exc:  # TVM raises many kinds; the user needs the message, not the class
-        raise BuildError(f"TVM compile for {target.kind.name} failed: {exc}".strip()[:4000]) from exc
+        said = "".join(output).strip()
+        message = f"TVM compile for {target.kind.name} failed: {exc}".strip()[:4000]
+        raise BuildError(f"{message}\nTVM output:\n{said[-4000:]}" if said else message) from exc
+    for line in "".join(output).splitlines():
+        _log.detail(f"tvm: {line}")
     _log.detail(f"compiled for {target.kind.name} in {time.monotonic() - t0:.1f}s")
     return ex

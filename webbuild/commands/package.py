@@ -48,10 +48,10 @@ def size_by_part(site: Path) -> dict[str, int]:
 def package(opts: PackageOptions) -> PackageResult:
     t0 = time.monotonic()
     require_runtime()  # the site needs the built browser runtime: say so now, not after minutes of compiling
+    for q in opts.quantizations:
+        get_scheme(q)  # fail on a bad name before loading the model
     source = load_source(opts.model)
     quantizations = opts.quantizations or [source.defaults.get("quantization", "q4f32_1")]
-    for q in quantizations:
-        get_scheme(q)  # fail on a bad name before the long steps
     out = opts.out or Path("dist") / source.model_id
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".webbuild-", dir=out.parent) as tmp:
