@@ -4,7 +4,7 @@
 import { ModelLoadError, ModelNotFoundError, ShaderF16UnsupportedError } from "./errors.js";
 
 /**
- * @typedef {object} ModelRecord  one model variant, as manifest.json lists it
+ * @typedef {object} Variant  one build of the site's model (a quantization), as manifest.json lists it
  * @property {string} id  "<model_id>-<quantization>"
  * @property {string} quantization
  * @property {string} model_url  folder with tensor-cache.json, shards, configs (relative to the manifest)
@@ -15,12 +15,16 @@ import { ModelLoadError, ModelNotFoundError, ShaderF16UnsupportedError } from ".
  */
 
 /**
- * @typedef {object} Manifest
+ * @typedef {object} Manifest  manifest.json (webbuild/site_format/manifest.py writes it)
+ * @property {number} format_version
  * @property {string} name
  * @property {string} [created]
- * @property {string} default_model
- * @property {ModelRecord[]} models
+ * @property {string} default_variant
+ * @property {Variant[]} variants
  */
+
+/** The manifest format this runtime reads (webbuild/site_format/manifest.py FORMAT_VERSION). */
+export const MANIFEST_FORMAT_VERSION = 2;
 
 /**
  * @param {string} url
@@ -48,16 +52,16 @@ export async function fetchJson(url, what, signal) {
   }
 }
 
-/** @param {ModelRecord} record */
+/** @param {Variant} record */
 export function needsShaderF16(record) {
   return record.needs_shader_f16 ?? /f16/.test(record.quantization ?? "");
 }
 
 /**
  * The variant of the same model that runs without shader-f16, and whether the bundle carries it.
- * @param {ModelRecord} record
- * @param {ModelRecord[]} models
- * @returns {{id: string, record: ModelRecord | null}}
+ * @param {Variant} record
+ * @param {Variant[]} models
+ * @returns {{id: string, record: Variant | null}}
  */
 export function f32Variant(record, models) {
   const quant = record.quantization ?? "";
@@ -73,9 +77,9 @@ export function f32Variant(record, models) {
 /**
  * Chooses the variant to load. An explicit `requested` id is honoured or refused; without one, the
  * manifest's default is used, swapped for its f32 variant when the adapter lacks shader-f16.
- * @param {ModelRecord[]} models
+ * @param {Variant[]} models
  * @param {{requested?: string | null, defaultId?: string | null, hasShaderF16: boolean}} options
- * @returns {ModelRecord}
+ * @returns {Variant}
  */
 export function pickVariant(models, { requested = null, defaultId = null, hasShaderF16 }) {
   if (models.length === 0) throw new ModelNotFoundError("The manifest lists no models.");
@@ -95,9 +99,9 @@ export function pickVariant(models, { requested = null, defaultId = null, hasSha
 
 /**
  * Resolves a load source to a record whose URLs are absolute.
- * @param {string | Manifest | ModelRecord} source  manifest URL, manifest object, or one model record
+ * @param {string | Manifest | Variant} source  manifest URL, manifest object, or one model record
  * @param {{model?: string | null, hasShaderF16: boolean, baseUrl?: string, signal?: AbortSignal}} options
- * @returns {Promise<{record: ModelRecord, manifest: Manifest | null}>}
+ * @returns {Promise<{record: Variant, manifest: Manifest | null}>}
  */
 export async function resolveModel(source, { model = null, hasShaderF16, baseUrl, signal }) {
   const base = baseUrl ?? globalThis.location?.href;
@@ -106,18 +110,28 @@ export async function resolveModel(source, { model = null, hasShaderF16, baseUrl
   if (typeof source === "string") {
     manifestUrl = new URL(source, base).href;
     manifest = await fetchJson(manifestUrl, "the site manifest", signal);
-  } else if (source && Array.isArray(/** @type {Manifest} */ (source).models)) {
+  } else if (source && Array.isArray(/** @type {Manifest} */ (source).variants)) {
     manifest = /** @type {Manifest} */ (source);
   }
   let record;
   if (manifest) {
-    if (!Array.isArray(manifest.models)) throw new ModelLoadError(`The manifest at ${manifestUrl} lists no models.`);
-    record = pickVariant(manifest.models, { requested: model, defaultId: manifest.default_model, hasShaderF16 });
+    if (manifest.format_version !== MANIFEST_FORMAT_VERSION || !Array.isArray(manifest.variants)) {
+      throw new ModelLoadError(
+        `The manifest at ${manifestUrl} has format version ${manifest.format_version}; this runtime reads ` +
+          `version ${MANIFEST_FORMAT_VERSION}.`,
+        { tip: "Rebuild the site with `webbuild package`, or use the runtime it was built with." },
+      );
+    }
+    record = pickVariant(manifest.variants, {
+      requested: model,
+      defaultId: manifest.default_variant,
+      hasShaderF16,
+    });
   } else {
-    record = /** @type {ModelRecord} */ (source);
+    record = /** @type {Variant} */ (source);
     if (!record || typeof record.model_url !== "string" || typeof record.model_lib !== "string") {
       throw new ModelLoadError(
-        "reload() needs a manifest URL, a manifest, or a model record with model_url/model_lib.",
+        "reload() needs a manifest URL, a manifest, or a variant with model_url/model_lib.",
       );
     }
     record = pickVariant([record], { requested: model, hasShaderF16 });

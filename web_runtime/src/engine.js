@@ -73,7 +73,7 @@ export class Engine {
 
   /**
    * Loads a model, replacing the current one.
-   * @param {string | import("./config.js").Manifest | import("./config.js").ModelRecord} source
+   * @param {string | import("./config.js").Manifest | import("./config.js").Variant} source
    * @param {ReloadOptions} [options]
    * @returns {Promise<ModelInfo>}
    */

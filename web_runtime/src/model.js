@@ -25,7 +25,7 @@ import { ChatTemplate } from "./chat_template.js";
 
 /**
  * @typedef {object} LoadedModel
- * @property {import("./config.js").ModelRecord} record  the manifest's entry for the variant
+ * @property {import("./config.js").Variant} record  the manifest's entry for the variant
  * @property {Pipeline} pipeline
  * @property {TextTokenizer} tokenizer
  * @property {ChatTemplate | null} template  null when tokenizer_config.json has none (completions only)
@@ -46,7 +46,7 @@ import { ChatTemplate } from "./chat_template.js";
 
 /**
  * Resolves the variant, fetches its configs and tokenizer, then loads the GPU pipeline.
- * @param {string | import("./config.js").Manifest | import("./config.js").ModelRecord} source
+ * @param {string | import("./config.js").Manifest | import("./config.js").Variant} source
  * @param {import("./pipeline.js").GpuInfo} gpu
  * @param {(args: any) => Promise<Pipeline>} loadPipeline
  * @param {LoadOptions} options

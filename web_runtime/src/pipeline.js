@@ -77,7 +77,7 @@ export async function detectGpu() {
 export class ModelPipeline {
   /**
    * @param {object} args
-   * @param {import("./config.js").ModelRecord} args.record  absolute URLs
+   * @param {import("./config.js").Variant} args.record  absolute URLs
    * @param {GpuInfo} args.gpu
    * @param {(p: LoadProgress) => void} [args.onProgress]
    * @param {AbortSignal} [args.signal]
@@ -171,7 +171,7 @@ export class ModelPipeline {
     /** @type {any} */ this.fKvPopN = null;
   }
 
-  /** @param {import("./config.js").ModelRecord} record */
+  /** @param {import("./config.js").Variant} record */
   init(record) {
     const tvm = this.tvm;
     tvm.beginScope();
@@ -419,7 +419,7 @@ export class ModelPipeline {
  * against the manifest's sha256; "indexeddb" uses tvmjs's own store. The Cache API needs a secure
  * context: without it, weights are fetched on every load.
  * @param {"cache" | "indexeddb" | "none"} kind
- * @param {import("./config.js").ModelRecord} record
+ * @param {import("./config.js").Variant} record
  */
 function artifactCacheOptions(kind, record) {
   if (kind === "indexeddb") return { cacheType: "indexeddb" };

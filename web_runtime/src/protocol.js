@@ -11,7 +11,7 @@ import { ERROR_CLASSES, WebbuildError, AbortError, asWebbuildError } from "./err
  * engine method itself. A host-side method is called as (args: unknown[], ctx: {onProgress, signal}).
  */
 export const ENGINE_METHODS = Object.freeze({
-  reload: "load a model: (source: manifest URL | ModelRecord, options?) -> ModelInfo",
+  reload: "load a model: (source: manifest URL | Variant, options?) -> ModelInfo",
   chatCompletion:
     "(ChatCompletionRequest, with n?, logprobs?, top_logprobs?) -> ChatCompletion (n choices, each with its " +
     "logprobs: {content} or null) | stream of ChatCompletionChunk (one choice index each; logprobs per delta)",

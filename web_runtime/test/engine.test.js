@@ -12,8 +12,9 @@ const EOS = 2;
 const SITE = "https://site.test/";
 const manifest = {
   name: "tiny",
-  default_model: "tiny-q4f16_1",
-  models: [
+  format_version: 2,
+  default_variant: "tiny-q4f16_1",
+  variants: [
     {
       id: "tiny-q4f16_1",
       quantization: "q4f16_1",
@@ -43,7 +44,7 @@ const chatConfig = {
 globalThis.fetch = async (url) => {
   const u = String(url);
   const files = { [`${SITE}manifest.json`]: manifest };
-  for (const m of manifest.models) {
+  for (const m of manifest.variants) {
     files[`${SITE}${m.model_url}mlc-chat-config.json`] = chatConfig;
     files[`${SITE}${m.model_url}tokenizer.json`] = tokenizerJson;
     files[`${SITE}${m.model_url}tokenizer_config.json`] = tokenizerConfig;
@@ -90,6 +91,17 @@ test("asking for the f16 variant without shader-f16 names the f32 variant", asyn
     return true;
   });
   await assert.rejects(loadEngine({ model: "nope" }), errors.ModelNotFoundError);
+});
+
+test("a manifest of another format version is refused with a rebuild tip", async () => {
+  const old = { ...manifest, format_version: 1 };
+  const engine = new Engine({ detectGpu: async () => ({ hasShaderF16: false, info: {} }), loadPipeline: async () => pipeline });
+  await assert.rejects(engine.reload(old, { baseUrl: SITE }), (err) => {
+    assert.ok(err instanceof errors.ModelLoadError);
+    assert.match(err.message, /format version 1; this runtime reads version 2/);
+    assert.match(err.tip, /webbuild package/);
+    return true;
+  });
 });
 
 test("non-streaming chat: content until EOS, usage counts prompt and generated tokens", async () => {
