@@ -299,14 +299,13 @@ self.onmessage = async (ev) => {
 """
 
 
-def fake_engine_worker(runtime: str, handlers_module: str) -> str:
-    """The real engine and protocol in a worker, with a scripted model instead of a TVM library: it replies
-    with the worker's name (or a fixed sentence), a token per decode step."""
+def fake_engine_worker(runtime: str) -> str:
+    """The real engine, served by the runtime's worker host, with a scripted model instead of a TVM library: it
+    replies with the worker's name (or a fixed sentence), a token per decode step."""
     return (
         f"""
 import {{ Engine }} from "{runtime}engine.js";
-import {{ createHandlers }} from "{handlers_module}";
-import {{ serveProtocol }} from "{runtime}protocol.js";
+import {{ startWorker }} from "{runtime}worker_host.js";
 import {{ TextTokenizer }} from "{runtime}tokenizer.js";
 """
         + """
@@ -323,7 +322,7 @@ class ScriptedPipeline {
   dispose() {}
 }
 
-const engine = new Engine({
+startWorker({ createEngine: () => new Engine({
   detectGpu: async () => ({ hasShaderF16: false, info: { vendor: "scripted" } }),
   loadPipeline: async ({ record, onProgress }) => {
     const get = (f) => fetch(new URL(f, record.model_url)).then((r) => r.json());
@@ -332,8 +331,7 @@ const engine = new Engine({
     const reply = self.name || "The capital of France is Paris.";
     return new ScriptedPipeline([...tok.encode(reply), tok.tokenId("<|im_end|>")]);
   },
-});
-serveProtocol(self, createHandlers(engine));
+}) });
 """
     )
 
@@ -382,13 +380,12 @@ def served_site(tmp_path_factory: pytest.TempPathFactory):
     site = assemble_site(root / "dist" / "tiny", name="tiny", variants=variants)
     (site / "check").mkdir()
     (site / "check" / "worker.js").write_text(CHECK_WORKER)
-    (site / "check" / "fake_engine_worker.js").write_text(fake_engine_worker("../runtime/", "../runtime/worker.js"))
+    (site / "check" / "fake_engine_worker.js").write_text(fake_engine_worker("../runtime/"))
     # A copy whose runtime/worker.js hosts the scripted engine, served under a sub-path: the real page,
     # end to end, minus the GPU.
     ui_site = root / "ui-site"
     shutil.copytree(site, ui_site)
-    (ui_site / "runtime" / "worker.js").rename(ui_site / "runtime" / "real_worker.js")
-    (ui_site / "runtime" / "worker.js").write_text(fake_engine_worker("./", "./real_worker.js"))
+    (ui_site / "runtime" / "worker.js").write_text(fake_engine_worker("./"))
     app = Starlette(routes=[Mount("/demo/chat", app=create_app(ui_site)), Mount("/", app=create_app(site))])
     with serving(app) as url:
         yield site, url
@@ -463,7 +460,7 @@ def test_streamed_chat_and_typed_errors_cross_the_worker_boundary(browser_page) 
     assert out["chunks"] > 5
     assert out["usage"]["completion_tokens"] > 5
     assert set(out["usage"]["extra"]) >= {"prefill_tokens_per_s", "decode_tokens_per_s", "time_to_first_token_s"}
-    assert out["error"] == {"isClass": True, "code": "context_length_exceeded", "param": "messages"}
+    assert out["error"] == {"isClass": True, "code": "context_length_exceeded", "param": "max_tokens"}
 
 
 @pytest.mark.toolchain
