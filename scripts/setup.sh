@@ -2,7 +2,8 @@
 # Installs everything webbuild needs on a Debian 12 machine; idempotent and quick when all is present.
 #   system: emscripten (links model libraries), chromium (browser checks), mesa vulkan (Deno/lavapipe f16 checks)
 #   python: .venv with webbuild and its test extras
-#   npm:    web_runtime/node_modules (TVM JS runtime, tokenizers, jinja)
+#   npm:    web_runtime/node_modules (TVM JS runtime, tokenizers, jinja), then `npm run build:site`:
+#           web_runtime/dist/runtime/, the browser runtime every site copies (webbuild/build/data/runtime)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -25,6 +26,7 @@ if [ ! -f .venv/.webbuild-stamp ] || [ "$(cat .venv/.webbuild-stamp)" != "$py_st
   echo "* python: creating .venv and installing webbuild[test]"
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip uninstall -q -y webbuild 2>/dev/null || true  # the distribution's name before 0.2.0
   .venv/bin/pip install -q -e ".[test]"
   echo "$py_stamp" > .venv/.webbuild-stamp
 fi
@@ -34,5 +36,14 @@ if [ ! -f web_runtime/node_modules/.webbuild-stamp ] || [ "$(cat web_runtime/nod
   echo "* npm: installing web_runtime dependencies"
   (cd web_runtime && npm ci --no-audit --no-fund --loglevel=error)
   echo "$npm_stamp" > web_runtime/node_modules/.webbuild-stamp
+fi
+
+# Rebuilt when its inputs change: the runtime's sources, its build script, its dependencies.
+runtime_stamp="$(stamp_of web_runtime/package.json web_runtime/package-lock.json \
+  $(find web_runtime/src web_runtime/scripts -type f | LC_ALL=C sort))"
+if [ ! -f web_runtime/dist/.webbuild-stamp ] || [ "$(cat web_runtime/dist/.webbuild-stamp)" != "$runtime_stamp" ]; then
+  echo "* npm: building the browser runtime (web_runtime/dist/runtime)"
+  (cd web_runtime && npm run --silent build:site)
+  echo "$runtime_stamp" > web_runtime/dist/.webbuild-stamp
 fi
 echo "* setup done ($(.venv/bin/python -c 'import tvm; print("tvm", tvm.__version__)'), emcc $(emcc --version 2>/dev/null | head -1 | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -1))"
