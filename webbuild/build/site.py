@@ -70,7 +70,7 @@ def assemble_site(
     """
     out_dir = Path(out_dir).absolute()
     default_variant = _check_variants(variants, default_variant)
-    _check_replaceable(out_dir)
+    check_replaceable(out_dir)
     _log.step(f"Assembling site {out_dir}")
 
     model_entries = {v.id: _model_entries(v) for v in variants}
@@ -167,7 +167,7 @@ def _render_page(
     return template.render(name=name, title=title, variants=listed, default_variant=default_variant)
 
 
-def _check_replaceable(out_dir: Path) -> None:
+def check_replaceable(out_dir: Path) -> None:
     """Refuse to replace a directory that is not a site we wrote (it may be the user's files)."""
     if out_dir.exists() and (
         not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / MANIFEST_JSON).is_file())

@@ -12,7 +12,7 @@ from webbuild.build.library import build_library
 from webbuild.build.prepare import prepare_model, write_model_files
 from webbuild.build.quantize import get_scheme
 from webbuild.build.resources import require_runtime
-from webbuild.build.site import SiteVariant, assemble_site
+from webbuild.build.site import SiteVariant, assemble_site, check_replaceable
 from webbuild.build.source import load_source
 from webbuild.site_format import Variant
 
@@ -53,6 +53,7 @@ def package(opts: PackageOptions) -> PackageResult:
     source = load_source(opts.model)
     quantizations = opts.quantizations or [source.defaults.get("quantization", "q4f32_1")]
     out = opts.out or Path("dist") / source.model_id
+    check_replaceable(out.absolute())  # before minutes of compiling, not at the end
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".webbuild-", dir=out.parent) as tmp:
         variants = []
