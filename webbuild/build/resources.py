@@ -38,4 +38,21 @@ def require_runtime(runtime_dir: Path | None = None) -> Path:
         raise ToolchainError(
             f"The browser runtime is not built: {runtime_dir.resolve()} lacks {', '.join(missing)}.", tip=RUNTIME_TIP
         )
+    edited = _sources_newer_than(runtime_dir)
+    if edited:
+        raise ToolchainError(
+            f"The browser runtime in {runtime_dir.resolve()} is older than its sources ({', '.join(edited)}): "
+            "a site would ship the old code.",
+            tip="rebuild it: cd web_runtime && npm run build:site (scripts/setup.sh does it too)",
+        )
     return runtime_dir
+
+
+def _sources_newer_than(runtime_dir: Path) -> list[str]:
+    """In a checkout the runtime is built from ``web_runtime/src``, beside ``dist/runtime``: the sources edited
+    since the build. An installed webbuild has no sources beside its copy, so nothing is stale there."""
+    sources = runtime_dir.resolve().parent.parent / "src"
+    if not sources.is_dir():
+        return []
+    built = min(f.stat().st_mtime for f in runtime_dir.glob("*.js"))
+    return sorted(f.name for f in sources.glob("*.js") if f.stat().st_mtime > built)
