@@ -11,7 +11,8 @@ from tvm import IRModule, relax
 from tvm.target import Target
 
 from webbuild.build.arch.attention_merge import replace_merge_kernel
-from webbuild.build.arch.blocks import CausalLM, DecoderConfig
+from webbuild.build.arch.blocks import CausalLM
+from webbuild.build.arch.config import DecoderConfig
 from webbuild.build.quantize import QuantScheme
 
 

@@ -14,18 +14,24 @@ from pathlib import Path
 import tvm
 
 from webbuild import _log
-from webbuild.build.arch.blocks import DecoderConfig
+from webbuild.build.arch.config import DecoderConfig
 from webbuild.build.compile import compile_module, make_target
 from webbuild.build.export import export_model
 from webbuild.build.quantize import QuantScheme
 from webbuild.cache import cache_dir, digest
 
-_DEFINITION_FILES = ("arch/blocks.py", "arch/attention_merge.py", "export.py", "compile.py", "link.py")
+# Everything that decides what a library computes: every file of the model definition (arch/, whatever
+# family a model is) and the export, compile and link steps. A changed block is never served stale.
+_DEFINITION_FILES = ("export.py", "compile.py", "link.py")
+
+
+def _definition_sources() -> list[Path]:
+    here = Path(__file__).parent
+    return sorted((here / "arch").glob("*.py")) + [here / f for f in _DEFINITION_FILES]
 
 
 def _definition_digest() -> str:
-    here = Path(__file__).parent
-    return digest(*(here.joinpath(f).read_bytes() for f in _DEFINITION_FILES if here.joinpath(f).exists()))
+    return digest(*(part for f in _definition_sources() for part in (f.name, f.read_bytes())))
 
 
 def library_key(cfg: DecoderConfig, scheme: QuantScheme, target: str) -> str:

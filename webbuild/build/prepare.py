@@ -15,7 +15,8 @@ import numpy as np
 from tvm.target import Target
 
 from webbuild.build.arch import get_architecture
-from webbuild.build.arch.blocks import CausalLM, DecoderConfig
+from webbuild.build.arch.blocks import CausalLM
+from webbuild.build.arch.config import DecoderConfig
 from webbuild.build.chat_config import build_chat_config, write_chat_config
 from webbuild.build.quantize import QuantScheme, get_scheme, quantize_params
 from webbuild.build.source import ModelSource
@@ -65,10 +66,7 @@ def prepare_model(
         context_window_size or source.defaults.get("context_window_size", DEFAULT_CONTEXT_WINDOW),
         prefill_chunk_size or source.defaults.get("prefill_chunk_size", DEFAULT_PREFILL_CHUNK),
     )
-    try:
-        converted = dict(arch.convert_weights(source.tensors, cfg))
-    except KeyError as missing:
-        raise InputError(f"{source.origin}: tensor {missing} is missing from the weights") from None
+    converted = arch.weights(source.tensors, cfg, source.origin)
     stored = quantize_params(converted, scheme)
     specs = parameter_specs(cfg, scheme)
     if set(stored) != set(specs):

@@ -20,7 +20,7 @@ def test_weight_map_covers_every_parameter(tied, quant):
     cfg = arch.config_from_hf(config, 128, 16)
     scheme = QUANTIZATIONS[quant]
     stored = {}
-    for name, arr in arch.convert_weights(tensors, cfg):
+    for name, arr in arch.weights(tensors, cfg, "tiny").items():
         for out_name, shape, dtype in param_layout(name, arr.shape, str(arr.dtype), scheme):
             stored[out_name] = (tuple(shape), dtype)
     assert stored == parameter_specs(cfg, scheme)
@@ -42,9 +42,10 @@ def test_smollm2_shaped_config_reads_gqa_and_tied_embeddings():
         2048,
         512,
     )
-    assert (cfg.head_dim, cfg.num_key_value_heads, cfg.tie_word_embeddings, cfg.rope_theta) == (64, 3, True, 1e5)
+    assert (cfg.head_dim, cfg.num_key_value_heads, cfg.tie_word_embeddings) == (64, 3, True)
+    assert cfg.rope.inv_freq[1] == pytest.approx(1e5 ** (-2 / 64))
 
 
 def test_unknown_architecture_names_the_supported_ones():
-    with pytest.raises(UnsupportedError, match="supported: llama"):
+    with pytest.raises(UnsupportedError, match="supported: gemma3_text, llama, phi3, qwen2, qwen3"):
         get_architecture("mamba")

@@ -6,7 +6,9 @@ import pytest
 from tiny_llama import SPECIAL_TOKENS, llama_cpp_permute, tiny_llama_model, write_gguf
 from tokenizers import Tokenizer
 
-from webbuild.build.weights.gguf import hf_tensor_name, load_gguf, permute_qk, unpermute_qk
+from webbuild.build.arch import llama
+from webbuild.build.arch.weights import permute_qk, unpermute_qk
+from webbuild.build.weights.gguf import load_gguf
 from webbuild.build.weights.gguf_tokenizer import build_tokenizer, tokenizer_config_from_gguf, tokenizer_json_from_gguf
 from webbuild.errors import CorruptFileError, UnsupportedError
 
@@ -119,6 +121,7 @@ def test_an_output_tensor_means_untied_embeddings(tmp_path):
 
 
 def test_gguf_names_map_to_hf_names():
+    hf_tensor_name = llama.GGUF.hf_name
     assert hf_tensor_name("token_embd.weight") == "model.embed_tokens.weight"
     assert hf_tensor_name("output.weight") == "lm_head.weight"
     assert hf_tensor_name("output_norm.weight") == "model.norm.weight"
@@ -129,8 +132,8 @@ def test_gguf_names_map_to_hf_names():
 
 
 def test_other_architectures_are_unsupported(tmp_path, tiny_llama):
-    path = write_gguf(tmp_path / "g.gguf", tiny_llama, arch="gemma3")
-    with pytest.raises(UnsupportedError, match="'gemma3' is not supported; supported: llama"):
+    path = write_gguf(tmp_path / "g.gguf", tiny_llama, arch="mamba")
+    with pytest.raises(UnsupportedError, match="'mamba' is not supported; supported: gemma3, llama, phi3, qwen"):
         load_gguf(path)
 
 

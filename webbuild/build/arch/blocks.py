@@ -6,7 +6,6 @@ so the webgpu, llvm and cuda builds share one definition.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from tvm import relax as rx
@@ -16,29 +15,9 @@ from tvm.relax.frontend.nn import Tensor, op
 from tvm.relax.frontend.nn.llm.kv_cache import PagedKVCache, RopeMode, TIRPagedKVCache
 from tvm.target import Target
 
+from webbuild.build.arch.config import DecoderConfig
+from webbuild.build.arch.rope import Rope
 from webbuild.build.quantize import QuantScheme
-
-
-@dataclass(frozen=True)
-class DecoderConfig:
-    """Shape and flags of a decoder-only transformer; filled by an architecture's ``from_hf``/``from_gguf``."""
-
-    model_type: str
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    vocab_size: int
-    rms_norm_eps: float
-    rope_theta: float
-    tie_word_embeddings: bool
-    context_window_size: int
-    prefill_chunk_size: int
-
-    def as_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class FloatLinear(nn.Module):
@@ -112,16 +91,61 @@ def make_linear(in_features: int, out_features: int, scheme: QuantScheme) -> Q4L
     )
 
 
+def _select(values: tuple[float, ...], i: Any, dtype: str) -> Any:
+    """``values[i]`` for a TIR index ``i`` as a balanced tree of selects: per-dimension constants without
+    a constant tensor in the module."""
+    if len(values) == 1:
+        return tirx.const(values[0], dtype)
+    mid = len(values) // 2
+    return tirx.Select(i < mid, _select(values[:mid], i, dtype), _select(values[mid:], i - mid, dtype))
+
+
+def apply_rope(qkv: Tensor, positions: Tensor, rope: Rope, rotated_heads: int) -> Tensor:
+    """Rotates the first ``rotated_heads`` heads (Q and K) of ``qkv [b, s, heads, d]`` at each token's
+    position (HF's rotate-half RoPE: dim i pairs with i + d/2); the V heads pass through."""
+
+    def compute(x: te.Tensor, pos: te.Tensor) -> te.Tensor:
+        _, seq, _, d = x.shape
+        half = d // 2
+
+        def rotate(b: Any, s: Any, h: Any, i: Any) -> Any:
+            j = tirx.indexmod(i, half)
+            angle = pos[b * seq + s].astype("float32") * _select(rope.inv_freq, j, "float32")
+            factor = tirx.const(rope.attention_factor, "float32")
+            other = tirx.Select(i < half, -x[b, s, h, i + half], x[b, s, h, i - half]).astype("float32")
+            value = x[b, s, h, i].astype("float32") * tirx.cos(angle) + other * tirx.sin(angle)
+            rotated = (value * factor).astype(x.dtype)
+            return tirx.Select(h < rotated_heads, rotated, x[b, s, h, i])
+
+        return te.compute(x.shape, rotate, name="rope")
+
+    return op.tensor_expr_op(compute, "rope", [qkv, positions])
+
+
 class Attention(nn.Module):
-    def __init__(self, cfg: DecoderConfig, scheme: QuantScheme) -> None:
+    def __init__(self, cfg: DecoderConfig, scheme: QuantScheme, layer: int) -> None:
         self.num_q, self.num_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.qkv_proj = make_linear(cfg.hidden_size, (self.num_q + 2 * self.num_kv) * self.head_dim, scheme)
+        self.rope, self.scale = cfg.rope_of(layer), cfg.softmax_scale
+        qkv_rows = (self.num_q + 2 * self.num_kv) * self.head_dim
+        self.qkv_proj = make_linear(cfg.hidden_size, qkv_rows, scheme)
+        self.qkv_bias = nn.Parameter((qkv_rows,), scheme.model_dtype) if cfg.qkv_bias else None
+        if cfg.qk_norm:
+            self.q_norm = nn.RMSNorm(cfg.head_dim, -1, cfg.rms_norm_eps, bias=False, dtype=scheme.model_dtype)
+            self.k_norm = nn.RMSNorm(cfg.head_dim, -1, cfg.rms_norm_eps, bias=False, dtype=scheme.model_dtype)
+        self.qk_norm = cfg.qk_norm
         self.o_proj = make_linear(self.num_q * self.head_dim, cfg.hidden_size, scheme)
 
-    def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
         b, s, _ = x.shape
-        qkv = op.reshape(self.qkv_proj(x), (b, s, self.num_q + 2 * self.num_kv, self.head_dim))
-        out = kv_cache.attention_with_fused_qkv(layer_id, qkv, self.num_q, sm_scale=self.head_dim**-0.5)
+        qkv = self.qkv_proj(x)
+        if self.qkv_bias is not None:
+            qkv = qkv + self.qkv_bias
+        qkv = op.reshape(qkv, (b, s, self.num_q + 2 * self.num_kv, self.head_dim))
+        if self.qk_norm:
+            q, k, v = op.split(qkv, [self.num_q, self.num_q + self.num_kv], axis=2)
+            qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
+        qkv = apply_rope(qkv, positions, self.rope, self.num_q + self.num_kv)
+        out = kv_cache.attention_with_fused_qkv(layer_id, qkv, self.num_q, sm_scale=self.scale)
         return self.o_proj(op.reshape(out, (b, s, self.num_q * self.head_dim)))
 
 
@@ -129,35 +153,48 @@ class GatedMLP(nn.Module):
     def __init__(self, cfg: DecoderConfig, scheme: QuantScheme) -> None:
         self.gate_up_proj = make_linear(cfg.hidden_size, 2 * cfg.intermediate_size, scheme)
         self.down_proj = make_linear(cfg.intermediate_size, cfg.hidden_size, scheme)
+        self.activation = cfg.activation
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = op.split(self.gate_up_proj(x), 2, axis=-1)
-        return self.down_proj(op.silu(gate) * up)
+        gate = op.gelu(gate, approximate="tanh") if self.activation == "gelu_tanh" else op.silu(gate)
+        return self.down_proj(gate * up)
+
+
+def _norm(cfg: DecoderConfig, scheme: QuantScheme) -> nn.RMSNorm:
+    return nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=scheme.model_dtype)
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: DecoderConfig, scheme: QuantScheme) -> None:
-        self.input_layernorm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=scheme.model_dtype)
-        self.self_attn = Attention(cfg, scheme)
-        self.post_attention_layernorm = nn.RMSNorm(
-            cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=scheme.model_dtype
-        )
-        self.mlp = GatedMLP(cfg, scheme)
+    """Pre-norm residual blocks; with ``sandwich_norms`` the attention and MLP outputs are normed as well."""
 
-    def forward(self, x: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), kv_cache, layer_id)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def __init__(self, cfg: DecoderConfig, scheme: QuantScheme, layer: int) -> None:
+        self.input_layernorm = _norm(cfg, scheme)
+        self.self_attn = Attention(cfg, scheme, layer)
+        self.post_attention_layernorm = _norm(cfg, scheme)  # before the MLP, as Llama names it
+        self.mlp = GatedMLP(cfg, scheme)
+        if cfg.sandwich_norms:
+            self.attn_output_norm = _norm(cfg, scheme)
+            self.mlp_output_norm = _norm(cfg, scheme)
+        self.sandwich = cfg.sandwich_norms
+
+    def forward(self, x: Tensor, positions: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        h = self.self_attn(self.input_layernorm(x), positions, kv_cache, layer_id)
+        x = x + (self.attn_output_norm(h) if self.sandwich else h)
+        h = self.mlp(self.post_attention_layernorm(x))
+        return x + (self.mlp_output_norm(h) if self.sandwich else h)
 
 
 class DecoderModel(nn.Module):
     def __init__(self, cfg: DecoderConfig, scheme: QuantScheme) -> None:
         self.embed_tokens = make_linear(cfg.hidden_size, cfg.vocab_size, scheme)
-        self.layers = nn.ModuleList([DecoderLayer(cfg, scheme) for _ in range(cfg.num_hidden_layers)])
-        self.norm = nn.RMSNorm(cfg.hidden_size, -1, cfg.rms_norm_eps, bias=False, dtype=scheme.model_dtype)
+        self.layers = nn.ModuleList([DecoderLayer(cfg, scheme, i) for i in range(cfg.num_hidden_layers)])
+        self.norm = _norm(cfg, scheme)
 
     def forward(self, x: Tensor, kv_cache: PagedKVCache) -> Tensor:
+        positions = kv_cache.get_query_positions(x.shape[0] * x.shape[1])
         for layer_id, layer in enumerate(self.layers):
-            x = layer(x, kv_cache, layer_id)
+            x = layer(x, positions, kv_cache, layer_id)
         return x
 
 
@@ -188,7 +225,11 @@ class CausalLM(nn.Module):
         return self._head(_last_position(hidden))
 
     def embed(self, input_ids: Tensor) -> Tensor:
-        return self.model.embed_tokens.lookup(input_ids)
+        embeddings = self.model.embed_tokens.lookup(input_ids)
+        if self.cfg.embedding_scale == 1.0:
+            return embeddings
+        # HF multiplies by the scale rounded to the model dtype (Gemma's sqrt(hidden_size)).
+        return embeddings * self.cfg.embedding_scale
 
     def prefill(self, input_embed: Tensor, paged_kv_cache: PagedKVCache) -> tuple[Tensor, PagedKVCache]:
         return self._logits(self.model(input_embed, paged_kv_cache)), paged_kv_cache
@@ -236,9 +277,9 @@ class CausalLM(nn.Module):
             v_head_dim=cfg.head_dim,
             mla_original_qk_head_dim=0,
             mla_original_v_head_dim=0,
-            rope_mode=RopeMode.NORMAL,
+            rope_mode=RopeMode.NONE,  # the blocks rotate Q/K themselves (apply_rope): per-layer RoPE, any scaling
             rope_scale=1,
-            rope_theta=cfg.rope_theta,
+            rope_theta=10000.0,
             rope_scaling={},
             rope_ext_factors=rx.prim_value(0),
             rotary_dim=cfg.head_dim,

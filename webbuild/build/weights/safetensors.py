@@ -16,7 +16,7 @@ import numpy as np
 from safetensors import safe_open
 
 from webbuild import _log
-from webbuild.build.weights import check_architecture
+from webbuild.build.arch import get_architecture
 from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 
 INDEX = "model.safetensors.index.json"
@@ -66,7 +66,7 @@ def load_hf_dir(directory: Path) -> HFModel:
             tip="a model directory needs config.json, tokenizer.json, tokenizer_config.json and safetensors weights",
         )
     config = _read_json(directory / "config.json")
-    check_architecture(str(config.get("model_type")), str(directory / "config.json"))
+    get_architecture(str(config.get("model_type")), str(directory / "config.json"))
     tokenizer_json = (directory / "tokenizer.json").read_text(encoding="utf-8")
     tokenizer_config = _read_json(directory / "tokenizer_config.json")
     tensors = read_safetensors(files)
