@@ -64,6 +64,22 @@ class BuildError(WebbuildError):
     code = "build_failed"
 
 
+class EngineUnavailableError(WebbuildError):
+    """The server is up but its engine is not (REST 503): still loading, which can take minutes when the first
+    start compiles the model (clients should come back after ``retry_after`` seconds), or ``failed`` to load
+    (code ``model_load_failed``: retrying will not help)."""
+
+    status = 503
+    type = "server_error"
+    code = "model_loading"
+
+    def __init__(self, message: str, *, retry_after: int | None = None, failed: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        if failed:
+            self.code = "model_load_failed"
+
+
 class InvalidRequestError(WebbuildError):
     """An OpenAI-style request with a missing, mistyped or out-of-range field (REST 400)."""
 

@@ -6,7 +6,9 @@ The same API on the real (tiny) engine, through the official openai client, is i
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import threading
 import time
 from typing import Any
 
@@ -17,6 +19,7 @@ from starlette.testclient import TestClient
 
 from webbuild.errors import ContextLengthExceededError, InvalidRequestError
 from webbuild.serve.app import create_app, serving
+from webbuild.serve.loading import RETRY_AFTER_S, EngineLoader
 
 CHAT = "/v1/chat/completions"
 HI = [{"role": "user", "content": "Capital of France?"}]
@@ -433,3 +436,67 @@ def test_concurrent_streams_do_not_block_each_other() -> None:
             results = list(pool.map(one, range(4)))
     assert all(events(r)[-1] == "[DONE]" for r in results)
     assert engine.max_busy >= 2  # two engine calls ran at the same time
+
+
+# ---- while the engine loads, and after its load failed ---------------------------------------------------
+
+API_CALLS = [
+    ("GET", "/v1/models", None),
+    ("GET", "/v1/models/fake-model-q4f32_1", None),
+    ("POST", CHAT, {"messages": HI}),
+    ("POST", "/v1/completions", {"prompt": "x"}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), API_CALLS)
+def test_while_the_engine_loads_the_api_answers_503_with_retry_after(method: str, path: str, body: Any) -> None:
+    client = TestClient(create_app(engine=EngineLoader(FakeEngine)))  # never started: loading for good
+    response = client.request(method, path, json=body)
+    error = assert_envelope(response, 503, "model_loading")
+    assert error["type"] == "server_error" and "loading" in error["message"]
+    assert response.headers["retry-after"] == str(RETRY_AFTER_S)
+
+
+def test_while_the_engine_loads_health_is_503_and_metrics_and_the_spec_answer(caplog) -> None:
+    client = TestClient(create_app(engine=EngineLoader(FakeEngine)))
+    health = client.get("/health")
+    assert (health.status_code, health.json()) == (503, {"status": "loading"})
+    client.post(CHAT, json={"messages": HI})
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200  # the server's own counters, without engine gauges yet
+    assert 'webbuild_requests_total{endpoint="/v1/chat/completions",status="503"} 1.0' in metrics.text
+    assert "webbuild_running" not in metrics.text
+    assert client.get("/openapi.json").status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # waiting is not a server error
+
+
+def test_once_the_engine_is_loaded_health_and_the_api_answer() -> None:
+    release = threading.Event()
+    loader = EngineLoader(lambda: release.wait(30) and FakeEngine())
+    client = TestClient(create_app(engine=loader))
+    loader.start()
+    assert client.get("/health").status_code == 503
+    release.set()
+    assert loader.done.wait(10)
+    assert client.get("/health").json() == {"status": "ok", "model": "fake-model-q4f32_1"}
+    reply = client.post(CHAT, json={"messages": HI, "max_tokens": 2})
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"] == "".join(WORDS[:2])
+
+
+def test_after_a_failed_load_health_and_the_api_name_the_error(caplog) -> None:
+    def load() -> FakeEngine:
+        raise ContextLengthExceededError("context_window_size 99999 is larger than the model's 2048")
+
+    loader = EngineLoader(load)
+    client = TestClient(create_app(engine=loader), raise_server_exceptions=False)
+    loader.start()
+    assert loader.done.wait(10)
+    health = client.get("/health")
+    assert health.status_code == 503
+    assert health.json() == {"status": "error", "message": "context_window_size 99999 is larger than the model's 2048"}
+    for method, path, body in API_CALLS:
+        response = client.request(method, path, json=body)
+        error = assert_envelope(response, 503, "model_load_failed")
+        assert error["message"] == "The model failed to load: context_window_size 99999 is larger than the model's 2048"
+        assert "retry-after" not in response.headers  # retrying will not help
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # each request does not log it again

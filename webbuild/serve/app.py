@@ -28,6 +28,7 @@ from webbuild.serve.errors import error_response
 from webbuild.serve.static import MEDIA_TYPES, SiteFiles
 
 if TYPE_CHECKING:
+    from webbuild.serve.loading import EngineLoader
     from webbuild.serve.routes import EngineLike
 
 __all__ = ["MEDIA_TYPES", "SiteFiles", "create_app", "serving"]
@@ -47,12 +48,15 @@ def create_app(
     site_dir: Path | None = None,
     *,
     routes: Sequence[BaseRoute] = (),
-    engine: EngineLike | None = None,
+    engine: EngineLike | EngineLoader | None = None,
     api_key: str | None = None,
     allow_origins: Sequence[str] = (),
     cross_origin_isolation: bool = False,
 ) -> Starlette:
     """The ASGI app serving ``site_dir`` at ``/`` and, with ``engine``, the REST API.
+
+    ``engine`` may be an EngineLoader still loading: the site and ``/health`` answer at once, the API with
+    503 until the engine is ready.
 
     ``api_key`` protects ``/v1`` (the site, ``/health`` and ``/metrics`` stay public). ``allow_origins``
     lists the origins whose pages may call the server (``*`` for any); by default browsers allow only

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from webbuild.errors import AuthenticationError, WebbuildError
+from webbuild.errors import AuthenticationError, EngineUnavailableError, WebbuildError
 
 log = logging.getLogger("webbuild.serve")
 
@@ -63,11 +63,15 @@ async def error_response(request: Request, exc: Exception) -> Response:
     allow = exc.headers.get("Allow") if isinstance(exc, HTTPException) and exc.headers else None
     if status == 405 and allow:
         body["error"]["message"] = f"{request.method} is not allowed on {request.url.path}; use {allow}."
-    if status >= 500 and isinstance(exc, WebbuildError | HTTPException):  # (others reach the server's log)
+    # Other exceptions reach the server's log through starlette. An engine still loading is no failure, and a
+    # failed load was reported once, when it happened.
+    if status >= 500 and isinstance(exc, WebbuildError | HTTPException) and not isinstance(exc, EngineUnavailableError):
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
     if isinstance(exc, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, EngineUnavailableError) and exc.retry_after:
+        headers["Retry-After"] = str(exc.retry_after)
     if status in (204, 304):  # bodyless statuses (static files may raise them)
         return Response(status_code=status, headers=headers)
     return JSONResponse(body, status_code=status, headers=headers)

@@ -214,6 +214,7 @@ _ERROR_TEXT = {
     401: "Missing or wrong bearer token (when the server has an API key).",
     404: "Unknown model.",
     413: "Request body too large.",
+    503: "The engine is still loading (with Retry-After) or failed to load (code model_load_failed).",
 }
 
 
@@ -235,7 +236,7 @@ def _generate(request: str, response: str, summary: str) -> dict[str, Any]:
                         "text/event-stream": {"schema": _SSE_EVENT},
                     },
                 },
-                **_errors(400, 401, 404, 413),
+                **_errors(400, 401, 404, 413, 503),
             },
         }
     }
@@ -264,7 +265,7 @@ def openapi_spec(version: str = "0.1.0", defaults: Mapping[str, Any] | None = No
                             },
                             "Model list.",
                         ),
-                        **_errors(401),
+                        **_errors(401, 503),
                     },
                 }
             },
@@ -273,19 +274,27 @@ def openapi_spec(version: str = "0.1.0", defaults: Mapping[str, Any] | None = No
                     "summary": "One model by id.",
                     "security": [{}, {"bearer": []}],
                     "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "responses": {"200": _json(_MODEL, "The model."), **_errors(401, 404)},
+                    "responses": {"200": _json(_MODEL, "The model."), **_errors(401, 404, 503)},
                 }
             },
             "/v1/chat/completions": _generate("ChatCompletionRequest", "ChatCompletion", "Chat completion."),
             "/v1/completions": _generate("CompletionRequest", "TextCompletion", "Text completion."),
             "/health": {
                 "get": {
-                    "summary": "Liveness: the server and its engine are up.",
+                    "summary": "Readiness: the server and its engine are up.",
                     "responses": {
                         "200": _json(
                             {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
                             "Up.",
-                        )
+                        ),
+                        "503": _json(
+                            {
+                                "type": "object",
+                                "required": ["status"],
+                                "properties": {"status": {"enum": ["loading", "error"]}, "message": {"type": "string"}},
+                            },
+                            "The engine is still loading, or failed to load (message says why).",
+                        ),
                     },
                 }
             },

@@ -31,6 +31,7 @@ from webbuild.engine.request import Request as ApiRequest
 from webbuild.engine.request import parse_chat_request, parse_completion_request
 from webbuild.errors import AuthenticationError, InvalidRequestError, ModelNotFoundError, RequestTooLargeError
 from webbuild.serve.errors import error_payload
+from webbuild.serve.loading import EngineLoader
 from webbuild.serve.metrics import CONTENT_TYPE, ServerMetrics
 from webbuild.serve.openapi import openapi_spec
 
@@ -238,10 +239,10 @@ class EventStream(Response):
 class Api:
     """The API of one engine; ``routes()`` are what ``server.create_app`` mounts."""
 
-    def __init__(self, engine: EngineLike, *, api_key: str | None = None) -> None:
-        self.engine = engine
+    def __init__(self, engine: EngineLike | EngineLoader, *, api_key: str | None = None) -> None:
+        self.loader = engine if isinstance(engine, EngineLoader) else EngineLoader.loaded(engine)
         self.api_key = api_key
-        self.metrics = ServerMetrics(engine.metrics)
+        self.metrics = ServerMetrics(self.loader.metrics)
         self.created = int(time.time())
         self.limiter = anyio.CapacityLimiter(ENGINE_THREADS)
 
@@ -275,8 +276,18 @@ class Api:
         self._check_model(request.path_params["model"])
         return JSONResponse(self._model_card())
 
+    @property
+    def engine(self) -> EngineLike:
+        """The loaded engine; EngineUnavailableError (503) while it loads or after its load failed."""
+        return self.loader.get()
+
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "model": self.engine.model_name})
+        """503 until the engine is ready, so load balancers and scripts wait for it."""
+        if self.loader.engine is not None:
+            return JSONResponse({"status": "ok", "model": self.loader.engine.model_name})
+        if self.loader.failure is not None:
+            return JSONResponse({"status": "error", "message": self.loader.failure}, status_code=503)
+        return JSONResponse({"status": "loading"}, status_code=503)
 
     async def prometheus(self, request: Request) -> Response:
         body = await run_in_threadpool(self.metrics.render)  # reads engine.metrics(), which may take its lock
@@ -287,7 +298,8 @@ class Api:
             version = metadata.version("webbuild")
         except metadata.PackageNotFoundError:
             version = "0.0.0"
-        return JSONResponse(openapi_spec(version, self.engine.model.defaults))
+        loaded = self.loader.engine  # while it loads, the spec leaves the model's defaults out
+        return JSONResponse(openapi_spec(version, loaded.model.defaults if loaded is not None else None))
 
     # -- generation
     async def chat_completions(self, request: Request) -> Response:
