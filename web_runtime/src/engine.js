@@ -128,7 +128,9 @@ export class Engine {
         param: "messages",
       });
     }
-    const promptIds = model.tokenizer.encode(model.template.render(params.messages));
+    const promptIds = model.tokenizer.encode(
+      model.template.render(params.messages, { extra: params.chat_template_kwargs }),
+    );
     params.max_tokens = checkAgainstModel(params, limits(model), promptIds.length);
     const head = responseHead("chatcmpl", model.record.id);
     const stops = [...params.stop, ...model.chatStops];

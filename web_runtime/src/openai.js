@@ -25,7 +25,8 @@ import { ContextLengthExceededError, InvalidRequestError, UnsupportedParameterEr
  */
 
 /**
- * @typedef {GenerationParams & {messages: import("./chat_template.js").ChatMessage[]}} ChatParams
+ * @typedef {GenerationParams & {messages: import("./chat_template.js").ChatMessage[],
+ *   chat_template_kwargs: Record<string, string | number | boolean>}} ChatParams
  * @typedef {GenerationParams & {prompt: string | number[], echo: boolean}} CompletionParams
  */
 
@@ -56,9 +57,12 @@ const CHAT_FIELDS = new Set([
   "tool_choice",
   "parallel_tool_calls",
   "response_format",
+  "chat_template_kwargs",
 ]);
 const COMPLETION_FIELDS = new Set([...COMMON_FIELDS, "prompt", "echo", "suffix", "best_of"]);
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool"]);
+/** Chat template variables the engine sets itself (webbuild/engine/request.py TEMPLATE_RESERVED). */
+const TEMPLATE_RESERVED = new Set(["messages", "add_generation_prompt", "bos_token", "eos_token", "pad_token"]);
 
 /** Completions default to 16 tokens in OpenAI's API; chat runs until a stop or the context window ends. */
 export const COMPLETION_DEFAULT_MAX_TOKENS = 16;
@@ -98,7 +102,33 @@ export function parseChatRequest(request, defaults = {}) {
     throw invalid("max_completion_tokens", "Give max_tokens or max_completion_tokens, not two different values.");
   }
   const maxField = req.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
-  return { ...parseCommon(req, defaults, maxField, null), logprobs, top_logprobs: topLogprobs, messages };
+  const chat_template_kwargs = templateKwargs(req.chat_template_kwargs);
+  return {
+    ...parseCommon(req, defaults, maxField, null),
+    logprobs,
+    top_logprobs: topLogprobs,
+    messages,
+    chat_template_kwargs,
+  };
+}
+
+/**
+ * Variables a chat template may read (Qwen3's `enable_thinking` ...); never the ones the engine sets.
+ * @param {unknown} kwargs
+ * @returns {Record<string, string | number | boolean>}
+ */
+function templateKwargs(kwargs) {
+  if (kwargs == null) return {};
+  const obj = requireObject(kwargs, "chat_template_kwargs");
+  for (const [key, value] of Object.entries(obj)) {
+    if (TEMPLATE_RESERVED.has(key)) {
+      throw invalid("chat_template_kwargs", `chat_template_kwargs cannot set ${key}; it is set by the engine.`);
+    }
+    if (!["string", "number", "boolean"].includes(typeof value)) {
+      throw invalid("chat_template_kwargs", `chat_template_kwargs.${key} must be a string, number or boolean.`);
+    }
+  }
+  return { ...obj };
 }
 
 /**

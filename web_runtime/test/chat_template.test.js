@@ -61,3 +61,13 @@ test("a template's raise_exception becomes an InvalidRequestError on messages", 
       err instanceof InvalidRequestError && err.param === "messages" && /System role not supported/.test(err.message),
   );
 });
+
+test("a request's chat_template_kwargs reach the template (Qwen3's enable_thinking)", () => {
+  const source =
+    "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}assistant:" +
+    "{% if enable_thinking is defined and enable_thinking is false %} <think></think>{% endif %}{% endif %}";
+  const template = new ChatTemplate(source);
+  const messages = [{ role: "user", content: "hi" }];
+  assert.equal(template.render(messages), "user: hi\nassistant:");
+  assert.equal(template.render(messages, { extra: { enable_thinking: false } }), "user: hi\nassistant: <think></think>");
+});

@@ -32,8 +32,12 @@ class ChatTemplate:
         self.template = env.from_string(source)
         self.special = {k: _token_text(tokenizer_config.get(k)) for k in ("bos_token", "eos_token", "pad_token")}
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def render(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True, extra: dict[str, Any] | None = None
+    ) -> str:
+        """``extra``: a request's ``chat_template_kwargs`` (``enable_thinking`` ...), as transformers passes them."""
+        variables = {**(extra or {}), **self.special}
         try:
-            return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
+            return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **variables)
         except TemplateError as exc:
             raise InvalidRequestError(f"the chat template failed on these messages: {exc}", param="messages") from exc

@@ -113,10 +113,14 @@ class Engine:
         return self.scheduler.metrics()
 
     # -- tokens ---------------------------------------------------------------------------------------------
-    def encode_messages(self, messages: list[dict[str, str]]) -> list[int]:
+    def encode_messages(
+        self, messages: list[dict[str, str]], template_kwargs: dict[str, Any] | None = None
+    ) -> list[int]:
+        """``template_kwargs``: a request's ``chat_template_kwargs`` (``enable_thinking`` ...)."""
         if self.template is None:
             raise InputError("this model has no chat template; use completions.create(prompt=...)")
-        return self.tokenizer.encode(self.template.render(messages), add_special_tokens=False).ids
+        text = self.template.render(messages, extra=template_kwargs)
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode_prompt(self, prompt: str) -> list[int]:
         return self.tokenizer.encode(prompt, add_special_tokens=True).ids
@@ -196,7 +200,7 @@ class Engine:
         request early too (its choices finish with "abort"); the REST API does that when the client leaves."""
         chat = request.messages is not None
         if chat:
-            prompt_ids = self.encode_messages(request.messages)
+            prompt_ids = self.encode_messages(request.messages, request.chat_template_kwargs)
         elif isinstance(request.prompt, list):
             prompt_ids = request.prompt
         else:

@@ -23,6 +23,8 @@ COMPLETION_DEFAULT_MAX_TOKENS = 16
 ROLES = ("system", "developer", "user", "assistant", "tool")
 # The one place roles are renamed: "developer" is OpenAI's newer "system", which chat templates know.
 ROLE_ALIASES = {"developer": "system"}
+# Chat template variables the engines set themselves (webbuild/engine/chat_template.py, web_runtime chat_template.js).
+TEMPLATE_RESERVED = ("messages", "add_generation_prompt", "bos_token", "eos_token", "pad_token")
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,12 @@ CHAT_FIELDS: dict[str, Field] = {
     "tool_choice": Field("string", enum=("none", "auto")),
     "parallel_tool_calls": Field("boolean", "Accepted; it means nothing without tools."),
     "response_format": Field("object", properties={"type": Field("string", required=True, enum=("text",))}),
+    "chat_template_kwargs": Field(
+        "object",
+        'Extra variables for the model\'s chat template, e.g. {"enable_thinking": false} for Qwen3.',
+        keys=r".+",
+        values=Field("any_of", options=(Field("string"), Field("number"), Field("boolean"))),
+    ),
 }
 COMPLETION_FIELDS: dict[str, Field] = {
     "prompt": Field(
@@ -189,6 +197,7 @@ class Request:
     logprobs: bool = False  # a log probability for every generated token of the output
     top_logprobs: int = 0  # and this many most likely alternatives for each
     max_tokens_given: bool = False  # False: sampling.max_tokens is the endpoint's default, fitted to the window
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # chat only: extra template variables
 
 
 def _invalid(param: str | None, message: str) -> InvalidRequestError:
@@ -410,7 +419,21 @@ def parse_chat_request(body: Any, defaults: dict[str, Any] | None = None) -> Req
     max_field = "max_tokens" if max_completion is None else "max_completion_tokens"
     request = _common(req, CHAT_FIELDS, defaults or {}, max_field)
     request.messages, request.logprobs, request.top_logprobs = messages, logprobs, top_logprobs
+    request.chat_template_kwargs = _template_kwargs(req.get("chat_template_kwargs"))
     return request
+
+
+def _template_kwargs(kwargs: Any) -> dict[str, Any]:
+    """Variables a chat template may read (``enable_thinking``); never the ones the engine itself passes."""
+    if kwargs is None:
+        return {}
+    kwargs = _object(kwargs, "chat_template_kwargs")
+    for key, value in kwargs.items():
+        if key in TEMPLATE_RESERVED:
+            raise _invalid("chat_template_kwargs", f"chat_template_kwargs cannot set {key}; it is set by the engine.")
+        if isinstance(value, dict | list) or value is None:
+            raise _invalid("chat_template_kwargs", f"chat_template_kwargs.{key} must be a string, number or boolean.")
+    return dict(kwargs)
 
 
 def parse_completion_request(body: Any, defaults: dict[str, Any] | None = None) -> Request:

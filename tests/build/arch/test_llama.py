@@ -1,26 +1,69 @@
-"""The Llama weight map covers every parameter the definition declares, with matching shapes."""
+"""Llama: the weight map covers every parameter; Llama 3 (``llama3`` RoPE scaling) matches transformers; what
+the definition does not implement is refused."""
 
 from __future__ import annotations
 
 import pytest
+from family_checks import (
+    CHUNK,
+    CONTEXT,
+    check_gguf_loads_to_the_same_weights,
+    check_greedy_tokens_match_transformers,
+    check_logits_match_transformers,
+    check_token_ids_match_transformers,
+    tiny_family,
+)
+from hf_tiny import make_hf_model, write_gguf, write_hf_dir
 from tiny_llama import tiny_llama_model
 
 from webbuild.build.arch import get_architecture
-from webbuild.build.prepare import parameter_specs
+from webbuild.build.prepare import parameter_specs, prepare_model
 from webbuild.build.quantize import QUANTIZATIONS, param_layout
-from webbuild.errors import UnsupportedError
+from webbuild.build.source import load_source
+from webbuild.build.weights.gguf import load_gguf
+from webbuild.errors import InputError, UnsupportedError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_family("llama", tmp_path_factory.mktemp("llama"))
+
+
+@pytest.mark.toolchain
+def test_llama3_logits_match_transformers_at_every_position(tiny):
+    check_logits_match_transformers(tiny)
+
+
+@pytest.mark.toolchain
+def test_llama3_greedy_tokens_match_transformers(tiny):
+    check_greedy_tokens_match_transformers(tiny)
+
+
+@pytest.mark.toolchain
+def test_byte_level_bpe_and_chat_template_ids_match_transformers(tiny):
+    check_token_ids_match_transformers(tiny)
+
+
+def test_llama3_scaling_changes_the_low_frequencies_only():
+    """The live bug this family had: llama3 scaling was ignored. Long wavelengths are divided by the factor."""
+    hf = make_hf_model("llama").config.to_dict()
+    llama = get_architecture("llama")
+    scaled = llama.config_from_hf(hf, CONTEXT, CHUNK).rope.inv_freq
+    default = {"rope_type": "default", "rope_theta": 500000.0}
+    plain = llama.config_from_hf(hf | {"rope_parameters": default}, CONTEXT, CHUNK).rope.inv_freq
+    assert scaled[0] == plain[0]
+    assert scaled[-1] == pytest.approx(plain[-1] / 8)
 
 
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("quant", sorted(QUANTIZATIONS))
 def test_weight_map_covers_every_parameter(tied, quant):
     model = tiny_llama_model(tied=tied)
-    config, tensors = model.config, model.tensors
     arch = get_architecture("llama")
-    cfg = arch.config_from_hf(config, 128, 16)
+    cfg = arch.config_from_hf(model.config, 128, 16)
     scheme = QUANTIZATIONS[quant]
     stored = {}
-    for name, arr in arch.weights(tensors, cfg, "tiny").items():
+    for name, arr in arch.weights(model.tensors, cfg, "tiny").items():
         for out_name, shape, dtype in param_layout(name, arr.shape, str(arr.dtype), scheme):
             stored[out_name] = (tuple(shape), dtype)
     assert stored == parameter_specs(cfg, scheme)
@@ -49,3 +92,50 @@ def test_smollm2_shaped_config_reads_gqa_and_tied_embeddings():
 def test_unknown_architecture_names_the_supported_ones():
     with pytest.raises(UnsupportedError, match="supported: gemma3_text, llama, phi3, qwen2, qwen3"):
         get_architecture("mamba")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "RoPE scaling 'yarn' is not supported; supported: "),
+        ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "RoPE scaling 'dynamic' is not supported"),
+        ({"attention_bias": True}, "attention_bias = True is not supported"),
+        ({"mlp_bias": True}, "mlp_bias = True is not supported"),
+        ({"num_local_experts": 8}, "num_local_experts = 8 is not supported"),
+        ({"final_logit_softcapping": 30.0}, "final_logit_softcapping = 30.0 is not supported"),
+        ({"hidden_act": "relu"}, "hidden_act = 'relu' is not supported: unknown activation; supported: silu"),
+        ({"partial_rotary_factor": 0.5}, "partial rotary embeddings"),
+    ],
+)
+def test_config_fields_that_are_not_implemented_are_refused_by_name(change, message):
+    config = tiny_llama_model().config | change
+    with pytest.raises(UnsupportedError, match=message):
+        get_architecture("llama").config_from_hf(config, 128, 16)
+
+
+def test_a_qwen_checkpoint_relabelled_llama_is_refused_naming_its_biases(tmp_path):
+    """Before, the 'llama' path dropped the Q/K/V biases silently and the model answered gibberish."""
+    hf_dir = write_hf_dir(tmp_path / "qwen", "qwen2")
+    config = (hf_dir / "config.json").read_text().replace('"qwen2"', '"llama"')
+    (hf_dir / "config.json").write_text(config)
+    with pytest.raises(UnsupportedError, match=r"does not use the tensors model\.layers\.0\.self_attn\.k_proj\.bias"):
+        prepare_model(load_source(str(hf_dir)), "q0f32", CONTEXT, CHUNK)
+
+
+def test_a_missing_tensor_is_named(tiny_llama):
+    source = tiny_llama.source()
+    del source.tensors["model.layers.1.mlp.up_proj.weight"]
+    with pytest.raises(InputError, match=r"tensor model\.layers\.1\.mlp\.up_proj\.weight is missing"):
+        prepare_model(source, "q0f32")
+
+
+def test_a_llama3_gguf_with_rope_frequency_factors_is_refused(tmp_path):
+    """llama.cpp keeps Llama 3's scaling as a rope_freqs tensor, which is not read yet: refused, not ignored."""
+    path = write_gguf(tmp_path / "l3.gguf", write_hf_dir(tmp_path / "hf", "llama"), "llama")
+    with pytest.raises(UnsupportedError, match="rope_freqs.weight"):
+        load_gguf(path)
+
+
+def test_a_llama_gguf_without_scaling_loads_to_the_same_weights(tmp_path):
+    """Q/K rows permuted by llama.cpp's converter come back in HF order."""
+    check_gguf_loads_to_the_same_weights(tmp_path, "llama", rope_scaling=None, rope_theta=10000.0)

@@ -180,8 +180,7 @@ def llama_like(
         context_window_size=window,
         prefill_chunk_size=prefill_chunk_size,
         rope=cfg.rope(rope, head_dim, window),
-        activation=cfg.activation(),
-        **flags,
+        **({"activation": cfg.activation()} | flags),
     )
     cfg.check_features()
     return decoder

@@ -49,6 +49,7 @@ def config_from_hf(hf: dict[str, Any], context_window_size: int, prefill_chunk_s
         params["full_attention"],
         qk_norm=True,
         sandwich_norms=True,
+        activation=cfg.activation("hidden_activation"),
         embedding_scale=math.sqrt(hidden),
         attention_scale=scalar**-0.5,
         sliding_layers=_sliding_layers(cfg, int(cfg.require("num_hidden_layers"))),

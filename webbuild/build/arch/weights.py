@@ -146,8 +146,10 @@ def llama_like_gguf_config(keys: GGUFKeys, tensor_names: list[str], model_type: 
     if rope_dims != head_dim:
         raise UnsupportedError(f"{keys.where}: partial rotary embeddings ({rope_dims} of {head_dim} dims)")
     scaling = keys.get("rope.scaling.type", "none")
-    if scaling not in ("none", None):
-        raise UnsupportedError(f"{keys.where}: RoPE scaling {scaling!r} in GGUF metadata is not supported")
+    if scaling not in ("none", "linear", None):
+        raise UnsupportedError(
+            f"{keys.where}: RoPE scaling {scaling!r} in GGUF metadata is not supported; supported: none, linear"
+        )
     tokens = keys.meta.get("tokenizer.ggml.tokens")
     vocab = keys.get("vocab_size", len(tokens) if tokens else GGUFKeys._MISSING)
     config: dict[str, Any] = {
@@ -165,6 +167,8 @@ def llama_like_gguf_config(keys: GGUFKeys, tensor_names: list[str], model_type: 
         "tie_word_embeddings": "output.weight" not in tensor_names,
         "torch_dtype": "float32",
     }
+    if scaling == "linear":
+        config["rope_scaling"] = {"rope_type": "linear", "factor": keys.f32("rope.scaling.factor")}
     for ours, key in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("pad_token_id", "padding")):
         value = keys.meta.get(f"tokenizer.ggml.{key}_token_id")
         if value is not None:

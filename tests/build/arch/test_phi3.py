@@ -1,0 +1,69 @@
+"""Phi-3 / Phi-3.5-mini (fused qkv_proj and gate_up_proj, longrope within the original context) against
+transformers, GGUF, refusals."""
+
+from __future__ import annotations
+
+import pytest
+from family_checks import (
+    CHUNK,
+    check_gguf_loads_to_the_same_weights,
+    check_greedy_tokens_match_transformers,
+    check_logits_match_transformers,
+    check_token_ids_match_transformers,
+    tiny_family,
+)
+from hf_tiny import make_hf_model, write_gguf, write_hf_dir
+
+from webbuild.build.arch import get_architecture
+from webbuild.build.weights.gguf import load_gguf
+from webbuild.errors import UnsupportedError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_family("phi3", tmp_path_factory.mktemp("phi3"))
+
+
+@pytest.mark.toolchain
+def test_longrope_logits_match_transformers_at_every_position(tiny):
+    check_logits_match_transformers(tiny)
+
+
+@pytest.mark.toolchain
+def test_greedy_tokens_match_transformers(tiny):
+    check_greedy_tokens_match_transformers(tiny)
+
+
+@pytest.mark.toolchain
+def test_sentencepiece_style_tokenizer_and_chat_template_ids_match_transformers(tiny):
+    check_token_ids_match_transformers(tiny)
+
+
+def test_gguf_with_fused_tensors_loads_to_the_same_weights(tmp_path):
+    check_gguf_loads_to_the_same_weights(tmp_path, "phi3", rope_scaling=None)
+
+
+def test_a_longrope_gguf_is_refused_naming_its_factor_tensors(tmp_path):
+    path = write_gguf(tmp_path / "p.gguf", write_hf_dir(tmp_path / "hf", "phi3"), "phi3")
+    with pytest.raises(UnsupportedError, match="rope_factors_long.weight"):
+        load_gguf(path)
+
+
+def test_longrope_past_the_original_context_is_refused_naming_the_limit():
+    config = make_hf_model("phi3").config.to_dict()
+    with pytest.raises(UnsupportedError, match=r"up to original_max_position_embeddings \(128 tokens\)") as caught:
+        get_architecture("phi3").config_from_hf(config, 256, CHUNK)
+    assert caught.value.param == "context_window_size"
+
+
+def test_the_sliding_window_limits_the_context_window():
+    config = make_hf_model("phi3").config.to_dict() | {"rope_parameters": None, "rope_theta": 10000.0}
+    config |= {"sliding_window": 100, "rope_scaling": None}
+    assert get_architecture("phi3").config_from_hf(config, 4096, CHUNK).context_window_size == 100
+
+
+def test_partial_rotary_embeddings_are_refused():
+    config = make_hf_model("phi3", rope_scaling=None).config.to_dict()
+    config["rope_parameters"]["partial_rotary_factor"] = 0.75
+    with pytest.raises(UnsupportedError, match="partial_rotary_factor 0.75"):
+        get_architecture("phi3").config_from_hf(config, 128, CHUNK)

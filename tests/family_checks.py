@@ -1,0 +1,140 @@
+"""The checks every family's test module runs on its tiny transformers model (tests/build/arch/test_<family>.py):
+our CPU engine against transformers (logits at every position, greedy tokens), GGUF against safetensors, and
+tokenizer + chat template ids against transformers' tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hf_tiny import PROMPTS, write_gguf, write_hf_dir
+
+from webbuild.build.arch import get_architecture
+from webbuild.build.prepare import prepare_model
+from webbuild.build.source import load_source
+from webbuild.build.weights.gguf import load_gguf
+
+CONTEXT, CHUNK = 128, 32  # one compiled library per family, shared by its tests and its browser test
+SEQUENCE = 64  # positions compared with transformers: two prefill chunks
+# |ours - transformers| <= LOGIT_TOLERANCE * max|transformers logits| at every position (float32 both sides;
+# measured differences are ~1e-6 relative).
+LOGIT_TOLERANCE = 1e-4
+
+
+@dataclass
+class TinyFamily:
+    """A family's tiny model: its HF directory, the transformers model and our CPU engine over it (q0f32)."""
+
+    family: str
+    hf_dir: Path
+    hf_model: Any
+    engine: Any
+
+    def hf_logits(self, ids: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.hf_model(torch.tensor([ids])).logits[0].float().numpy()
+
+
+def tiny_family(family: str, root: Path) -> TinyFamily:
+    import transformers
+
+    from webbuild.engine.engine import Engine
+
+    hf_dir = write_hf_dir(root / f"{family}-hf", family, seed=1)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, attn_implementation="eager").eval()
+    prepared = prepare_model(load_source(str(hf_dir)), "q0f32", CONTEXT, CHUNK)
+    return TinyFamily(family, hf_dir, hf_model, Engine(prepared))
+
+
+def sequence(tiny: TinyFamily, length: int = SEQUENCE) -> list[int]:
+    vocab = tiny.engine.model.cfg.vocab_size
+    return [int(t) for t in np.random.default_rng(7).integers(0, vocab, length)]
+
+
+def check_logits_match_transformers(tiny: TinyFamily) -> float:
+    """Every position's logits, teacher-forced through batch_verify; returns the largest relative difference."""
+    ids = sequence(tiny)
+    ours, theirs = tiny.engine.score_positions(ids), tiny.hf_logits(ids)
+    assert ours.shape == theirs.shape
+    scale = np.abs(theirs).max()
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=LOGIT_TOLERANCE * scale)
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+    return float(np.abs(ours - theirs).max() / scale)
+
+
+def check_greedy_tokens_match_transformers(tiny: TinyFamily, count: int = 16) -> None:
+    """16 greedy tokens through prefill + decode equal transformers' greedy tokens."""
+    prompt = sequence(tiny, 12)
+    expected = list(prompt)
+    for _ in range(count):
+        expected.append(int(tiny.hf_logits(expected)[-1].argmax()))
+    ours, _ = tiny.engine.greedy(prompt, count)
+    assert ours == expected[len(prompt) :]
+
+
+def check_gguf_loads_to_the_same_weights(tmp_path: Path, family: str, **overrides: Any) -> None:
+    """The model written as llama.cpp writes it gives the same definition config and parameters, bit for bit."""
+    hf_dir = write_hf_dir(tmp_path / "hf", family, seed=2, **overrides)
+    source = load_source(str(hf_dir))
+    gguf_model = load_gguf(write_gguf(tmp_path / "m.gguf", hf_dir, family))
+    arch = get_architecture(source.config["model_type"])
+    assert gguf_model.config["model_type"] == arch.name
+    cfg, gguf_cfg = (arch.config_from_hf(c, CONTEXT, CHUNK) for c in (source.config, gguf_model.config))
+    assert gguf_cfg == cfg
+    ours = arch.weights(source.tensors, cfg, "safetensors")
+    theirs = arch.weights(gguf_model.tensors, gguf_cfg, "gguf")
+    assert list(theirs) == list(ours)
+    for name, array in ours.items():
+        np.testing.assert_array_equal(theirs[name], array, err_msg=name)
+
+
+def check_token_ids_match_transformers(tiny: TinyFamily, **template_kwargs: Any) -> None:
+    """Plain text and chat-formatted prompts (code, numbers, several scripts) give transformers' ids."""
+    import transformers
+
+    theirs = transformers.AutoTokenizer.from_pretrained(tiny.hf_dir)
+    for text in PROMPTS:
+        assert tiny.engine.encode_prompt(text) == theirs(text)["input_ids"], text
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}]
+        expected = theirs.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **template_kwargs)
+        ours = tiny.engine.encode_messages(messages, template_kwargs)
+        assert ours == theirs(expected, add_special_tokens=False)["input_ids"], text
+        assert tiny.engine.decode(tiny.engine.encode_prompt(text)) == theirs.decode(
+            theirs(text)["input_ids"], skip_special_tokens=True
+        )
+
+
+def check_browser_agrees_with_cpu(tiny: TinyFamily, tmp_path: Path) -> None:
+    """``webbuild package`` (q0f32: the software adapter has no shader-f16), then ``webbuild verify`` scores the
+    built-in-style prompts in headless Chromium (SwiftShader WebGPU) against the same model on the CPU engine."""
+    import contextlib
+    import io
+    import json
+
+    from webbuild import cli
+    from webbuild.commands.package import PackageOptions, package
+
+    options = PackageOptions(
+        str(tiny.hf_dir),
+        out=tmp_path / "site",
+        quantizations=["q0f32"],
+        context_window_size=CONTEXT,
+        prefill_chunk_size=CHUNK,
+    )
+    site = package(options).site
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(
+        json.dumps([{"name": "code", "text": PROMPTS[0], "chat": False}, {"name": "mixed", "text": PROMPTS[3]}])
+    )
+    args = ["--quiet", "verify", str(site), "--source", str(tiny.hf_dir), "--prompts", str(prompts)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main([*args, "--tokens", "6", "--reference", "cpu", "--json"])
+    report = json.loads(out.getvalue())
+    assert code == 0, report["failures"]
+    overall = report["overall"]["browser vs cpu"]
+    assert overall["top1_pct"] == 100.0 and overall["abs_max"] < 5e-3, overall
