@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "model",
-        help=f"a preset ({', '.join(preset_names()) or 'none installed'}), a .gguf file (Llama architecture) or a "
+        help=f"a preset ({', '.join(preset_names()) or 'none installed'}), a .gguf file or a "
         "Hugging Face directory (config.json, *.safetensors, tokenizer.json, tokenizer_config.json)",
     )
     p.add_argument("-o", "--out", type=Path, help="output folder (default: dist/<model>)")

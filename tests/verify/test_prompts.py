@@ -18,6 +18,8 @@ def test_the_builtin_set_is_varied() -> None:
     assert any(not p.chat for p in BUILTIN_PROMPTS) and any(p.chat for p in BUILTIN_PROMPTS)
     assert any(any(ord(c) > 0x2E80 for c in p.text) for p in BUILTIN_PROMPTS), "a CJK prompt"
     assert any(any(c in "éèàç" for c in p.text) for p in BUILTIN_PROMPTS), "a Latin-accented prompt"
+    assert any(any("\u0400" <= c <= "\u04ff" for c in p.text) for p in BUILTIN_PROMPTS), "a Cyrillic prompt"
+    assert any(any(c.isdigit() for c in p.text) for p in BUILTIN_PROMPTS), "numbers"
     long = next(p for p in BUILTIN_PROMPTS if p.fill)
     assert len(long.text) > 2000  # ~500 tokens for a 49k-token BPE vocabulary
 

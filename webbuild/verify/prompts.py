@@ -74,6 +74,7 @@ BUILTIN_PROMPTS: tuple[VerifyPrompt, ...] = (
     VerifyPrompt("json", '{"name": "Ada Lovelace", "born": 1815, "known_for": ["the Analytical Engine", ', chat=False),
     VerifyPrompt("french", "Décris en trois phrases une promenade en forêt au début de l'automne."),
     VerifyPrompt("chinese", "请用两句话介绍一下长城的历史。"),
+    VerifyPrompt("russian", "Назови три крупнейших города России и одной фразой опиши каждый."),
     VerifyPrompt("long", _LONG_TEXT, chat=False, fill=True),
 )
 
