@@ -310,6 +310,23 @@ def test_cli_chat_runs_the_interactive_engine(capsys, monkeypatch):
     assert engine.requests[0]["max_tokens"] == 9 and "hey" in capsys.readouterr().out
 
 
+def test_cli_chat_says_what_it_loads_before_the_slow_load(capsys, monkeypatch):
+    said_before: list[str] = []
+
+    def fake_engine(model: str, device: str, quantization: str | None, config: Any) -> FakeEngine:
+        said_before.append(capsys.readouterr().err)  # what the terminal shows while the model loads
+        return FakeEngine("hey")
+
+    read, _ = scripted("/exit")
+    monkeypatch.setattr("webbuild.engine.engine.Engine", fake_engine)
+    monkeypatch.setattr("builtins.input", read)
+    assert main(["chat", "some-model", "--device", "cuda"]) == 0
+    [before] = said_before
+    assert "* loading some-model on the cuda engine" in before and "compiles it" in before
+    assert "ready" not in before
+    assert "* ready (" in capsys.readouterr().err
+
+
 # --- the real engine -------------------------------------------------------------------------------------
 
 

@@ -1,12 +1,22 @@
-"""``webbuild serve``: what the command line turns into (uvicorn itself is replaced by a recorder)."""
+"""``webbuild serve``: what the command line turns into (uvicorn itself is replaced by a recorder), and the real
+command in a subprocess: the site at once, the API once the engine has compiled in the background."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from starlette.testclient import TestClient
 from tiny_llama import tiny_llama_model, write_hf_dir
 
@@ -15,13 +25,14 @@ from webbuild.cli import main
 
 @pytest.fixture()
 def served(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Captures the app and options ``serve`` would hand to uvicorn."""
+    """Captures the app and config ``serve`` hands to uvicorn, whose server reports itself started at once."""
     got: dict[str, Any] = {}
 
-    def run(app: Any, **kwargs: Any) -> None:
-        got["app"], got["kwargs"] = app, kwargs
+    def run(server: uvicorn.Server) -> None:
+        got["app"], got["config"] = server.config.app, server.config
+        server.started = True
 
-    monkeypatch.setattr("webbuild.commands.serve.uvicorn.run", run)
+    monkeypatch.setattr("webbuild.commands.serve.uvicorn.Server.run", run)
     monkeypatch.delenv("WEBBUILD_API_KEY", raising=False)
     return got
 
@@ -42,7 +53,7 @@ def test_a_site_without_the_api(served: dict, site: Path) -> None:
          "--cross-origin-isolation"]
     )  # fmt: skip
     assert code == 0
-    assert served["kwargs"]["port"] == 9123 and served["kwargs"]["host"] == "0.0.0.0"
+    assert served["config"].port == 9123 and served["config"].host == "0.0.0.0"
     client = TestClient(served["app"])
     page = client.get("/", headers={"origin": "https://c.example"})
     assert page.status_code == 200
@@ -53,10 +64,46 @@ def test_a_site_without_the_api(served: dict, site: Path) -> None:
     assert client.get("/v1/models").status_code == 404
 
 
+def test_a_port_in_use_exits_3(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_:
+            main(["--quiet", "serve", str(site), "--no-api", "--port", str(port)])
+    assert exit_.value.code == 3
+
+
 def test_no_api_needs_a_site(served: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--quiet", "serve", str(tmp_path / "nothing"), "--no-api"]) == 1
     assert "webbuild package" in capsys.readouterr().err
     assert "app" not in served
+
+
+def wait_for_health(get: Any, timeout: float) -> Any:
+    """Polls GET /health until it stops saying ``loading``; returns the last response."""
+    deadline = time.monotonic() + timeout
+    while (response := get("/health")).status_code == 503 and response.json() == {"status": "loading"}:
+        assert time.monotonic() < deadline, "the engine was still loading at the deadline"
+        time.sleep(0.2)
+    return response
+
+
+def test_a_load_failure_is_reported_and_the_site_stays_up(
+    served: dict, site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", str(site)]) == 0  # a manifest without variants: the engine cannot load from it
+    client = TestClient(served["app"])
+    health = wait_for_health(client.get, timeout=120)
+    assert health.status_code == 503 and health.json()["status"] == "error"
+    message = health.json()["message"]
+    reply = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 503
+    assert reply.json()["error"]["code"] == "model_load_failed"
+    assert reply.json()["error"]["message"] == f"The model failed to load: {message}"
+    assert client.get("/").status_code == 200
+    err = capsys.readouterr().err
+    assert err.index("* serving the site") < err.index("* loading the cpu engine") < err.index("failed to load: ")
 
 
 @pytest.mark.toolchain
@@ -65,6 +112,7 @@ def test_a_model_directory_serves_the_api_only(served: dict, tmp_path: Path, mon
     monkeypatch.setenv("WEBBUILD_API_KEY", "from-env")
     assert main(["--quiet", "serve", str(model_dir), "-q", "q0f32", "--mode", "server"]) == 0
     client = TestClient(served["app"])
+    assert wait_for_health(client.get, timeout=900).status_code == 200
     assert client.get("/v1/models").status_code == 401
     models = client.get("/v1/models", headers={"authorization": "Bearer from-env"}).json()
     assert models["data"][0]["id"].endswith("-q0f32")
@@ -73,3 +121,109 @@ def test_a_model_directory_serves_the_api_only(served: dict, tmp_path: Path, mon
     metrics = client.get("/metrics", headers={"authorization": "Bearer from-env"}).text
     capacity = float(re.search(r"^webbuild_kv_cache_capacity_tokens (\S+)$", metrics, re.M).group(1))
     assert capacity == 8 * tiny_llama_model().config["max_position_embeddings"]  # server mode: 8 context windows
+
+
+# ---- the real command, in a subprocess, on an empty cache --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from webbuild.commands.package import PackageOptions, package
+
+    root = tmp_path_factory.mktemp("serve")
+    source = write_hf_dir(root / "tiny-hf", tiny_llama_model(seed=5))
+    options = PackageOptions(
+        str(source), out=root / "site", quantizations=["q0f32"], context_window_size=128, prefill_chunk_size=16
+    )
+    return package(options).site
+
+
+@pytest.fixture()
+def cold_serve(tiny_site: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path, float]]:
+    """``webbuild serve <site>`` started now with an empty cache (its engine must compile): the process, its
+    URL, its stderr file and its start time; stopped with Ctrl-C at the end if still running."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "WEBBUILD_CACHE": str(tmp_path / "empty-cache")}
+    err = tmp_path / "stderr.txt"
+    started = time.monotonic()
+    with err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "webbuild.cli", "serve", str(tiny_site), "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    yield proc, f"http://127.0.0.1:{port}", err, started
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+def first_answer(url: str, started: float) -> float:
+    """Seconds from the process start to the first accepted connection."""
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=0.1).close()
+            return time.monotonic() - started
+        except OSError:
+            assert time.monotonic() - started < 10, "the server did not open its port"
+            time.sleep(0.01)
+
+
+@pytest.mark.toolchain
+def test_serve_answers_at_once_and_the_api_once_the_engine_has_compiled(cold_serve) -> None:
+    proc, url, err, started = cold_serve
+    first_answer(url, started)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        page, health = http.get("/"), http.get("/health")
+        assert time.monotonic() - started < 2, "the site and /health took more than 2 s from the process start"
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert (health.status_code, health.json()) == (503, {"status": "loading"})
+
+        early = http.post("/v1/completions", json={"prompt": "The capital", "max_tokens": 3})
+        assert early.status_code == 503 and int(early.headers["retry-after"]) > 0
+        assert early.json()["error"]["code"] == "model_loading"
+        assert set(early.json()["error"]) == {"message", "type", "param", "code"}
+
+        ready = wait_for_health(http.get, timeout=900)
+        assert ready.status_code == 200 and ready.json()["status"] == "ok"
+        reply = http.post("/v1/completions", json={"prompt": "The capital", "max_tokens": 3, "temperature": 0})
+        assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 3
+    text = err.read_text()
+    steps = ["* serving the site", "* loading the cpu engine", "* compiling llama q0f32 for cpu", "* engine ready ("]
+    positions = [text.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), text
+
+
+def compile_processes(cache: Path) -> list[int]:
+    """Processes that multiprocessing spawned with ``cache`` as their WEBBUILD_CACHE: the server's compile child
+    (not its resource tracker, which leaves on its own once the server has gone)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            spawned = b"spawn_main" in (proc / "cmdline").read_bytes()
+            if spawned and f"WEBBUILD_CACHE={cache}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except OSError:  # gone, or not ours to read
+            pass
+    return pids
+
+
+@pytest.mark.toolchain
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the compile process through /proc")
+def test_ctrl_c_while_the_engine_compiles_stops_the_server_at_once(cold_serve, tmp_path: Path) -> None:
+    proc, url, err, started = cold_serve
+    deadline = time.monotonic() + 300
+    while "* compiling llama" not in err.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, err.read_text()
+        time.sleep(0.1)
+    assert compile_processes(tmp_path / "empty-cache")
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    assert proc.wait(15) in (0, 130), err.read_text()  # not an abort or a segfault of an unwound compile
+    assert time.monotonic() - t0 < 10
+    assert not compile_processes(tmp_path / "empty-cache"), "the compile went on after the server stopped"
+    assert not list((tmp_path / "empty-cache").rglob("llama-*.so")), "the server waited for the compile to finish"
+    assert "failed to load" not in err.read_text()  # stopping is not a failure

@@ -112,3 +112,15 @@ def test_errors_of_the_static_site_use_the_api_envelope(client: TestClient) -> N
     body = client.get("/models/nope/tensor-cache.json").json()
     assert body == {"error": {"message": "Not found.", "type": "invalid_request_error", "param": None,
                               "code": "not_found"}}  # fmt: skip
+
+
+def test_the_site_is_served_while_the_engine_loads(site: Path) -> None:
+    from fake_engine import FakeEngine
+
+    from webbuild.serve.loading import EngineLoader
+
+    client = TestClient(create_app(site, engine=EngineLoader(FakeEngine)))  # never started: loading for good
+    assert client.get("/").text.startswith("<!doctype html>")
+    assert client.get("/runtime/index.js").status_code == 200
+    assert client.get("/health").json() == {"status": "loading"}
+    assert client.get("/v1/models").status_code == 503

@@ -7,11 +7,13 @@ a fake engine; only ``chat()`` touches the real terminal and loads a model.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from webbuild import _log
 from webbuild.engine.request import parse_chat_request
 from webbuild.errors import InvalidRequestError, WebbuildError
 
@@ -313,10 +315,16 @@ class ChatOptions:
 def chat(options: ChatOptions, input_fn: Callable[[str], str] | None = None, out: TextIO | None = None) -> None:
     """Loads the model on ``options.device`` (one user: the engine's interactive mode) and runs the chat on the
     terminal, or on ``input_fn``/``out`` when given."""
-    from webbuild.engine.engine import Engine, EngineConfig
-
     settings = options.settings.validated()  # a bad --temperature fails before the slow model load
+    _log.step(
+        f"loading {options.model} on the {options.device} engine (its first use compiles it for this machine, "
+        "which can take minutes)"
+    )
+    t0 = time.monotonic()
+    from webbuild.engine.engine import Engine, EngineConfig  # imports TVM: seconds, after saying what is going on
+
     engine = Engine(options.model, options.device, options.quantization, config=EngineConfig(mode="interactive"))
+    _log.step(f"ready ({time.monotonic() - t0:.1f} s)")
     if input_fn is None:
         try:
             import readline  # noqa: F401  (line editing and history for input())

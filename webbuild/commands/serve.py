@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import uvicorn
 from webbuild import _log
 from webbuild.errors import InputError
 from webbuild.serve.app import create_app
+from webbuild.serve.loading import EngineLoader, load_engine
 
 
 @dataclass
@@ -35,7 +38,8 @@ def is_site(path: Path) -> bool:
 
 
 def serve(opts: ServeOptions) -> None:
-    """Builds the app and runs uvicorn in the foreground until Ctrl-C."""
+    """Builds the app and runs uvicorn in the foreground until Ctrl-C; the engine loads in the background
+    meanwhile, so the site is served at once."""
     path = Path(opts.model)
     site = path if is_site(path) else None
     if site is None and not opts.api:
@@ -51,20 +55,14 @@ def serve(opts: ServeOptions) -> None:
             tip="Build a site with `webbuild package <model>`, or give a preset name, a .gguf file or a model "
             "directory to serve its API.",
         )
-    engine = None
+    loader = None
     if opts.api:
-        from webbuild.engine.engine import Engine, EngineConfig  # imports TVM: only when the API is wanted
-
-        with _log.timed(f"loading the {opts.device} engine for {opts.model}"):
-            engine = Engine(
-                str(path) if site else opts.model,
-                device=opts.device,
-                quantization=opts.quantization,
-                config=EngineConfig(mode=opts.mode),
-            )
+        model = str(path) if site else opts.model
+        load = functools.partial(load_engine, model, device=opts.device, quantization=opts.quantization, mode=opts.mode)
+        loader = EngineLoader(load, f"the {opts.device} engine for {model}")
     app = create_app(
         site,
-        engine=engine,
+        engine=loader,
         api_key=opts.api_key,
         allow_origins=opts.allow_origins,
         cross_origin_isolation=opts.cross_origin_isolation,
@@ -72,8 +70,15 @@ def serve(opts: ServeOptions) -> None:
     url = f"http://{opts.host}:{opts.port}"
     if site is not None:
         _log.step(f"serving the site {site} at {url}/")
-    if engine is not None:
+    if loader is not None:
         auth = " (bearer token required)" if opts.api_key else ""
-        _log.step(f"OpenAI API for {engine.model_name} at {url}/v1{auth}; metrics at {url}/metrics")
+        _log.step(
+            f"OpenAI API at {url}/v1{auth}, 503 until the engine is ready ({url}/health); metrics at {url}/metrics"
+        )
     _log.step("Ctrl-C to stop")
-    uvicorn.run(app, host=opts.host, port=opts.port, log_level=opts.log_level, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(app, host=opts.host, port=opts.port, log_level=opts.log_level, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    if loader is not None:  # once the port is open: importing TVM holds the GIL for a second or more at times
+        loader.start(after=lambda: server.started)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops on Ctrl-C, then raises it again
+        server.run()  # a port in use: uvicorn says so and exits 3

@@ -54,15 +54,17 @@ class EngineLoader:
         loader.done.set()
         return loader
 
-    def start(self) -> threading.Thread:
-        """Loads in a daemon thread, so the process can exit during a compile; the thread runs in a copy of the
-        caller's context, so its progress reaches the caller's ``_log`` reporter."""
+    def start(self, after: Callable[[], bool] = lambda: True) -> threading.Thread:
+        """Loads in a daemon thread, so the process can exit during a compile, once ``after()`` is true (polled);
+        the thread runs in a copy of the caller's context, so its progress reaches the caller's ``_log`` reporter."""
         run = contextvars.copy_context().run
-        thread = threading.Thread(target=run, args=(self._run,), name="webbuild-engine-load", daemon=True)
+        thread = threading.Thread(target=run, args=(self._run, after), name="webbuild-engine-load", daemon=True)
         thread.start()
         return thread
 
-    def _run(self) -> None:
+    def _run(self, after: Callable[[], bool]) -> None:
+        while not after():
+            time.sleep(0.01)
         _log.step(f"loading {self.what} (on a machine's first start this compiles it: minutes)")
         t0 = time.monotonic()
         try:
