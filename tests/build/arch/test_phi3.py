@@ -67,3 +67,10 @@ def test_partial_rotary_embeddings_are_refused():
     config["rope_parameters"]["partial_rotary_factor"] = 0.75
     with pytest.raises(UnsupportedError, match="partial_rotary_factor 0.75"):
         get_architecture("phi3").config_from_hf(config, 128, CHUNK)
+
+
+def test_early_su_scaling_configs_read_as_longrope():
+    config = make_hf_model("phi3").config.to_dict()
+    su = config | {"rope_parameters": config["rope_parameters"] | {"rope_type": "su"}}
+    arch = get_architecture("phi3")
+    assert arch.config_from_hf(su, 128, CHUNK) == arch.config_from_hf(config, 128, CHUNK)

@@ -15,6 +15,7 @@ import numpy as np
 
 from webbuild.build.arch import llama
 from webbuild.build.arch.config import DecoderConfig, HFConfig, llama_like
+from webbuild.build.arch.rope import rope_kind
 from webbuild.build.arch.weights import LLAMA_BLOCK_NAMES, GGUFKeys, GGUFLayout, Tensors, llama_like_gguf_config
 
 NAME = "phi3"
@@ -22,7 +23,10 @@ NAME = "phi3"
 
 def config_from_hf(hf: dict[str, Any], context_window_size: int, prefill_chunk_size: int) -> DecoderConfig:
     cfg = HFConfig(hf, NAME)
-    return llama_like(cfg, context_window_size, prefill_chunk_size, int(cfg.get("sliding_window") or 0))
+    rope = cfg.rope_parameters()["full_attention"]
+    if rope_kind(rope) in ("su", "yarn"):  # early Phi-3 128k configs; transformers reads both as longrope
+        rope = rope | {"rope_type": "longrope"}
+    return llama_like(cfg, context_window_size, prefill_chunk_size, int(cfg.get("sliding_window") or 0), rope)
 
 
 def convert_weights(t: Tensors, cfg: DecoderConfig) -> Iterator[tuple[str, np.ndarray]]:
