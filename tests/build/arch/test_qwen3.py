@@ -53,3 +53,14 @@ def test_projection_biases_are_refused():
     config = make_hf_model("qwen3").config.to_dict() | {"attention_bias": True}
     with pytest.raises(UnsupportedError, match="attention_bias = True is not supported"):
         get_architecture("qwen3").config_from_hf(config, 128, CHUNK)
+
+
+@pytest.mark.toolchain
+def test_a_requests_chat_template_kwargs_turn_thinking_off(tiny):
+    messages = [{"role": "user", "content": "hi"}]
+    thinking = tiny.engine.chat.completions.create(messages=messages, max_tokens=1)
+    plain = tiny.engine.chat.completions.create(
+        messages=messages, max_tokens=1, chat_template_kwargs={"enable_thinking": False}
+    )
+    empty_think = len(tiny.engine.encode_messages(messages, {"enable_thinking": False}))
+    assert plain["usage"]["prompt_tokens"] == empty_think > thinking["usage"]["prompt_tokens"]
