@@ -13,6 +13,7 @@ from webbuild import _log
 from webbuild.errors import InputError
 from webbuild.serve.app import create_app
 from webbuild.serve.loading import EngineLoader, load_engine
+from webbuild.site_format import is_site
 
 
 @dataclass
@@ -31,10 +32,6 @@ class ServeOptions:
     cross_origin_isolation: bool = False
     quantization: str | None = None
     log_level: str = "warning"
-
-
-def is_site(path: Path) -> bool:
-    return (path / "index.html").is_file() and (path / "manifest.json").is_file()
 
 
 def serve(opts: ServeOptions) -> None:

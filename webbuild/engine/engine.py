@@ -7,7 +7,6 @@ requests share decode steps (see scheduler.py); every method may be called from 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from webbuild.engine.request import Request, check_model_limits, parse_chat_requ
 from webbuild.engine.response import Choice, ResponseBuilder, TokenLogprob, usage
 from webbuild.engine.scheduler import Generation, Job, Scheduler, stats
 from webbuild.errors import ContextLengthExceededError, InputError, InvalidRequestError, UnsupportedError
+from webbuild.site_format import is_site, read_manifest
 
 # mode -> (max concurrent sequences, KV cache size in context windows), as the seed system's modes:
 # one user at a time, a few local apps, or a server.
@@ -57,18 +57,10 @@ def load_prepared(model: str | Path, quantization: str | None = None, *, params:
     """A bundle directory (its default or ``quantization`` variant) or any model spec ``package`` accepts;
     ``params=False`` skips a bundle's weights (configs and tokenizer only)."""
     path = Path(model)
-    manifest = path / "manifest.json"
-    if manifest.is_file():
-        info = json.loads(manifest.read_text())
-        variants = {m["quantization"]: m for m in info["models"]}
-        chosen = (
-            variants.get(quantization)
-            if quantization
-            else next(m for m in info["models"] if m["id"] == info["default_model"])
-        )
-        if chosen is None:
-            raise InputError(f"{path} has no {quantization} build; it has {', '.join(variants)}")
-        return read_model_files(path / chosen["model_url"], info["name"], params=params)
+    if is_site(path):
+        manifest = read_manifest(path)
+        variant = manifest.variant(quantization)
+        return read_model_files(path / variant.model_url, manifest.name, params=params)
     with _log.timed(f"loading {model}"):
         return prepare_model(load_source(str(model)), quantization)
 
