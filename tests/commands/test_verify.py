@@ -9,6 +9,7 @@ import math
 import re
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from tiny_llama import tiny_llama_model, wide_head_model, write_hf_dir
 
 from webbuild import cli
+from webbuild.site_format import FileRecord, read_manifest, write_manifest
 
 ALTERED = "model.layers.1.mlp.down_proj.q_scale"
 PROMPTS = [
@@ -53,9 +55,9 @@ def run_verify(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[i
 def alter_tensor(site: Path, name: str, change: Callable[[np.ndarray], np.ndarray]) -> None:
     """Rewrites one stored tensor, then makes tensor-cache.json (md5, nbytes) and manifest.json (sha256,
     bytes) consistent again, as a tampered or mis-built bundle that passes every integrity check would be."""
-    manifest = json.loads((site / "manifest.json").read_text())
-    for model in manifest["models"]:
-        model_dir = site / model["model_url"]
+    manifest = read_manifest(site)
+    for variant in manifest.variants:
+        model_dir = site / variant.model_url
         index = json.loads((model_dir / "tensor-cache.json").read_text())
         for shard in index["records"]:
             for rec in shard["records"]:
@@ -69,10 +71,13 @@ def alter_tensor(site: Path, name: str, change: Callable[[np.ndarray], np.ndarra
                 path.write_bytes(data)
                 shard["md5sum"], shard["nbytes"] = hashlib.md5(data).hexdigest(), len(data)
         (model_dir / "tensor-cache.json").write_text(json.dumps(index, indent=2))
-    for rec in [*manifest["files"], *(f for m in manifest["models"] for f in m["files"])]:
-        data = (site / rec["path"]).read_bytes()
-        rec["bytes"], rec["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-    (site / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    def rehash(records: list[FileRecord]) -> list[FileRecord]:
+        data = [(site / r.path).read_bytes() for r in records]
+        return [FileRecord(r.path, len(d), hashlib.sha256(d).hexdigest()) for r, d in zip(records, data, strict=True)]
+
+    variants = [replace(v, files=rehash(v.files)) for v in manifest.variants]
+    write_manifest(site, replace(manifest, variants=variants, files=rehash(manifest.files)))
 
 
 @pytest.mark.toolchain
