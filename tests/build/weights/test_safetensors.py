@@ -79,5 +79,5 @@ def test_integer_tensors_are_unsupported(tmp_path, tiny_llama):
 def test_other_architectures_are_unsupported(tmp_path, tiny_llama):
     folder = write_hf_dir(tmp_path / "m", tiny_llama)
     (folder / "config.json").write_text(json.dumps(dict(tiny_llama.config, model_type="mamba")))
-    with pytest.raises(UnsupportedError, match="'mamba' is not supported; supported: llama"):
+    with pytest.raises(UnsupportedError, match="'mamba' is not supported; supported: gemma3_text, llama, phi3"):
         load_hf_dir(folder)
