@@ -14,7 +14,8 @@ from tiny_llama import tiny_llama_model, write_gguf, write_hf_dir
 
 from webbuild.cli import main
 
-QUANTIZATIONS = ("q4f16_1", "q4f32_1", "q0f16", "q0f32")
+QUANTIZATIONS = ("q4f32_m", "q4f16_m", "q8f32_s", "q8f16_s", "q4f16_1", "q4f32_1", "q0f16", "q0f32")
+EMBEDDING_CHOICES = ("q4", "q4m", "q8", "float")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -53,7 +54,7 @@ def test_package_help_documents_the_quantizations(capsys):
     with pytest.raises(SystemExit):
         main(["package", "--help"])
     out = capsys.readouterr().out
-    assert "q4f32_1" in out and "q4f16_1" in out and "shader-f16" in out
+    assert all(name in out for name in QUANTIZATIONS) and "shader-f16" in out and "--embeddings" in out
 
 
 def test_usage_error_exits_2(capsys):
@@ -120,6 +121,7 @@ def test_serve_refuses_a_folder_that_is_not_a_site(capsys, tmp_path: Path):
 # Malformed values are usage errors: exit 2 from argparse, naming the option and the accepted values.
 USAGE_ERRORS = [
     (["package", "MODEL", "-q", "q8"], ["-q/--quantization", "'q8'", *QUANTIZATIONS]),
+    (["package", "MODEL", "--embeddings", "q3"], ["--embeddings", "'q3'", *EMBEDDING_CHOICES]),
     (["package", "MODEL", "--context-window-size", "-5"], ["--context-window-size", "integer of at least 1", "'-5'"]),
     (["package", "MODEL", "--prefill-chunk-size", "0"], ["--prefill-chunk-size", "integer of at least 1"]),
     (["package", "MODEL", "--prefill-chunk-size", "lots"], ["--prefill-chunk-size", "'lots'"]),

@@ -70,6 +70,14 @@ def _quantization(text: str) -> str:
     return text
 
 
+def _embeddings(text: str) -> str:
+    from webbuild.build.quantize import EMBEDDING_CHOICES
+
+    if text not in EMBEDDING_CHOICES:
+        raise argparse.ArgumentTypeError(f"unknown layout {text!r}; choose among {', '.join(EMBEDDING_CHOICES)}")
+    return text
+
+
 def _names(*allowed: str) -> Callable[[str], list[str]]:
     """An argparse type: a comma-separated, non-empty list of ``allowed`` names."""
 
@@ -136,12 +144,17 @@ def cmd_package(args: argparse.Namespace) -> int:
             context_window_size=args.context_window_size,
             prefill_chunk_size=args.prefill_chunk_size,
             dump_ir=args.dump_ir,
+            embeddings=args.embeddings,
         )
     )
     print(f"built {result.site} in {result.seconds:.0f}s")
     for part, size in sorted(result.parts.items()):
         print(f"  {part:<10} {_size(size):>10}")
     print(f"  {'total':<10} {_size(sum(result.parts.values())):>10}")
+    for variant, lines in result.quantization.items():
+        print(f"weights of {variant}, {lines[0]}")
+        for line in lines[1:]:
+            print(f"  {line}")
     print(f"serve it with: webbuild serve {result.site}   (or upload the folder to any static host)")
     return 0
 
@@ -288,8 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         type=_quantization,
         metavar="SCHEME",
-        help="q4f32_1 (default; works on every WebGPU adapter), q4f16_1 (smaller, needs shader-f16), q0f32, "
-        "q0f16; repeat to put several builds in one site",
+        help="q4f32_m (default: 4-bit weights with a scale and minimum per group, 8-bit embeddings; keeps a "
+        "GGUF's Q4_0/Q4_1/Q8_0 weights exactly; runs on every WebGPU adapter), q8f32_s (8-bit), q4f32_1 "
+        "(MLC/WebLLM's symmetric 4-bit), q0f32 (unquantized); q4f16_m, q8f16_s, q4f16_1 and q0f16 are their "
+        "f16 forms (smaller activations, need shader-f16); repeat to put several builds in one site",
+    )
+    p.add_argument(
+        "--embeddings",
+        type=_embeddings,
+        metavar="LAYOUT",
+        help="how to store the embedding table and the output head: q8 (default of the q4*_m schemes), q4m, q4, "
+        "or float (the model's dtype); overrides the scheme's choice",
     )
     p.add_argument("--context-window-size", type=_POSITIVE_INT, metavar="N", help="maximum tokens per conversation")
     p.add_argument("--prefill-chunk-size", type=_POSITIVE_INT, metavar="N", help="maximum tokens per prefill step")

@@ -126,6 +126,14 @@ def test_field_set_and_values() -> None:
     assert (cfg["bos_token_id"], cfg["eos_token_id"], cfg["pad_token_id"]) == (1, 2, 2)
 
 
+def test_the_quantization_policy_follows_the_scheme_name() -> None:
+    policy = {"linear": "q4m", "embedding": "q8", "head": "q8"}
+    cfg = _smol(quantization="q4f32_m", quantization_policy=policy)
+    keys = list(cfg)
+    assert keys[keys.index("quantization") + 1] == "quantization_policy" and cfg["quantization_policy"] == policy
+    assert [k for k in keys if k != "quantization_policy"] == TOP_LEVEL
+
+
 def test_model_config_has_arch_fields_and_runtime_sizes() -> None:
     mc = _smol()["model_config"]
     for key in (

@@ -8,7 +8,7 @@ from llama_reference import llama_logits
 from tiny_llama import tiny_llama_model
 
 from webbuild.build.prepare import prepare_model
-from webbuild.build.quantize import dequantize_q4
+from webbuild.build.quantize.params import role_of
 from webbuild.engine.engine import Engine
 from webbuild.errors import ContextLengthExceededError, InvalidRequestError
 
@@ -17,13 +17,10 @@ pytestmark = pytest.mark.toolchain
 
 def _reference_tensors(source, prepared):
     """HF tensors with each quantized weight replaced by its dequantized value, so only kernels differ."""
-    if not prepared.scheme.bits:
-        return source.tensors
-    from webbuild.build.quantize import quantize_q4
-
-    out = {}
+    scheme, out = prepared.scheme, {}
     for name, w in source.tensors.items():
-        out[name] = dequantize_q4(*quantize_q4(w, prepared.scheme.scale_dtype)) if w.ndim == 2 else w
+        layout = scheme.layout(role_of(name, w.shape)) if w.ndim == 2 else None
+        out[name] = layout.dequantize(layout.quantize(w, scheme.model_dtype)) if layout else w
     return out
 
 

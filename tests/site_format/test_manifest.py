@@ -35,6 +35,18 @@ def test_the_document_names_each_variants_folder_and_library(tmp_path: Path) -> 
     assert doc["variants"][1]["model_lib"] == "libs/m-q4f32_1-webgpu.wasm"
 
 
+def test_a_variants_quantization_policy_reads_back_and_may_be_absent(tmp_path: Path) -> None:
+    policy = {"linear": "q4m", "embedding": "q8", "head": "q8"}
+    variant = Variant("m-q4f32_m", "q4f32_m", False, 512, quantization_policy=policy)
+    write_manifest(tmp_path, Manifest("m", "2026-12-02T00:00:00+00:00", variant.id, [variant], [PAGE]))
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    assert doc["variants"][0]["quantization_policy"] == policy
+    assert read_manifest(tmp_path).variants == [variant]
+    del doc["variants"][0]["quantization_policy"]  # written before the policy was recorded
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    assert read_manifest(tmp_path).variants[0].quantization_policy == {}
+
+
 def test_a_variant_is_chosen_by_quantization_or_the_default(tmp_path: Path) -> None:
     manifest = read_manifest(site(tmp_path))
     assert manifest.variant() == F16

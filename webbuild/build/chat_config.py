@@ -167,6 +167,7 @@ def build_chat_config(
     tokenizer_config: dict[str, Any],
     *,
     quantization: str,
+    quantization_policy: dict[str, str] | None = None,
     context_window_size: int,
     prefill_chunk_size: int,
     temperature: float = 1.0,
@@ -212,6 +213,9 @@ def build_chat_config(
         "version": CHAT_CONFIG_VERSION,
         "model_type": model_type,
         "quantization": quantization,
+        # Ours, beside MLC's fields: the layout of each kind of weight (docs/quantization.md); readers that do
+        # not know it ignore it, as the layouts live in the model library.
+        **({"quantization_policy": quantization_policy} if quantization_policy else {}),
         "model_config": model_config,
         "vocab_size": config.get("vocab_size"),
         "context_window_size": context_window_size,

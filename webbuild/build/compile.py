@@ -19,6 +19,7 @@ from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
 from webbuild import _log
+from webbuild.build.quantize.cpu_schedule import LinearCPU
 from webbuild.errors import BuildError, UnsupportedError
 
 WASM_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
@@ -52,7 +53,7 @@ def _passes(target: Target) -> list[tvm.transform.Pass]:
         relax.transform.DeadCodeElimination(),
     ]
     if _is_gpu(target):
-        # Phase 2: thread bindings for every kernel (the q4 GEMV/Matmul inline their dequantize stage).
+        # Phase 2: thread bindings for every kernel (the linear layers' GEMV/Matmul inline their dequantize stages).
         phases.append(
             dl.ApplyDefaultSchedule(
                 dl.gpu.Matmul(),
@@ -63,8 +64,9 @@ def _passes(target: Target) -> list[tvm.transform.Pass]:
             )
         )
     else:
-        # Phase 2 (CPU): vectorized, multi-threaded GEMV for decode; the rest stays plain loops.
-        phases.append(dl.ApplyDefaultSchedule(dl.cpu.GEMV(), dl.cpu.Reduction()))
+        # Phase 2 (CPU): the linear layers (decode and prefill, weights decoded once per group), vectorized,
+        # multi-threaded GEMV for what else reduces; the rest stays plain loops.
+        phases.append(dl.ApplyDefaultSchedule(LinearCPU(), dl.cpu.GEMV(), dl.cpu.Reduction()))
     if target.kind.name == "webgpu":
         # WGSL has no 64-bit integers.
         phases.append(tvm.tirx.transform.ForceNarrowIndexToInt32())

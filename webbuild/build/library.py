@@ -21,13 +21,15 @@ from webbuild.build.quantize import QuantScheme
 from webbuild.cache import cache_dir, digest
 
 # Everything that decides what a library computes: every file of the model definition (arch/, whatever
-# family a model is) and the export, compile and link steps. A changed block is never served stale.
+# family a model is; quantize/, the linear layers and their layouts) and the export, compile and link steps.
+# A changed block is never served stale.
 _DEFINITION_FILES = ("export.py", "compile.py", "link.py")
 
 
 def _definition_sources() -> list[Path]:
     here = Path(__file__).parent
-    return sorted((here / "arch").glob("*.py")) + [here / f for f in _DEFINITION_FILES]
+    definition = sorted((here / "arch").glob("*.py")) + sorted((here / "quantize").glob("*.py"))
+    return definition + [here / f for f in _DEFINITION_FILES]
 
 
 def _definition_digest() -> str:
@@ -36,7 +38,8 @@ def _definition_digest() -> str:
 
 def library_key(cfg: DecoderConfig, scheme: QuantScheme, target: str) -> str:
     config = json.dumps(cfg.as_json(), sort_keys=True)
-    return digest(tvm.__version__, config, scheme.name, str(make_target(target)), _definition_digest())
+    policy = json.dumps(scheme.policy, sort_keys=True)  # a per-build override changes the layouts
+    return digest(tvm.__version__, config, scheme.name, policy, str(make_target(target)), _definition_digest())
 
 
 def build_library(cfg: DecoderConfig, scheme: QuantScheme, target: str, dump_ir: Path | None = None) -> Path:

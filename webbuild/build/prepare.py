@@ -18,7 +18,8 @@ from webbuild.build.arch import get_architecture
 from webbuild.build.arch.blocks import CausalLM
 from webbuild.build.arch.config import DecoderConfig
 from webbuild.build.chat_config import build_chat_config, write_chat_config
-from webbuild.build.quantize import QuantScheme, get_scheme, quantize_params
+from webbuild.build.quantize import QuantReport, QuantScheme, default_quantization, get_scheme, quantize_params
+from webbuild.build.quantize.params import logical_param_count
 from webbuild.build.source import ModelSource
 from webbuild.errors import InputError, WebbuildError
 from webbuild.site_format import CHAT_CONFIG_JSON, TOKENIZER_CONFIG_JSON, TOKENIZER_JSON
@@ -37,6 +38,7 @@ class PreparedModel:
     tokenizer_json: str
     tokenizer_config: dict[str, Any]
     chat_config: dict[str, Any]  # mlc-chat-config.json
+    quant_report: QuantReport | None = None  # how each source tensor was stored (None when read from a bundle)
 
     @property
     def variant_id(self) -> str:
@@ -53,21 +55,31 @@ def parameter_specs(cfg: DecoderConfig, scheme: QuantScheme) -> dict[str, tuple[
     return {name: (tuple(int(d) for d in p.shape), p.dtype) for name, p in model.named_parameters()}
 
 
+def source_scheme(source: ModelSource, quantization: str | QuantScheme | None, embeddings: str | None) -> QuantScheme:
+    """The scheme asked for (a name or a scheme), else the preset's, else the one that keeps what the source has;
+    ``embeddings`` overrides its embedding/head layout."""
+    if isinstance(quantization, QuantScheme):
+        return quantization.with_embeddings(embeddings)
+    name = quantization or source.defaults.get("quantization") or default_quantization(source.tensors)
+    return get_scheme(name, embeddings)
+
+
 def prepare_model(
     source: ModelSource,
-    quantization: str | None = None,
+    quantization: str | QuantScheme | None = None,
     context_window_size: int | None = None,
     prefill_chunk_size: int | None = None,
+    embeddings: str | None = None,
 ) -> PreparedModel:
     arch = get_architecture(str(source.config.get("model_type")))
-    scheme = get_scheme(quantization or source.defaults.get("quantization", "q4f32_1"))
+    scheme = source_scheme(source, quantization, embeddings)
     cfg = arch.config_from_hf(
         source.config,
         context_window_size or source.defaults.get("context_window_size", DEFAULT_CONTEXT_WINDOW),
         prefill_chunk_size or source.defaults.get("prefill_chunk_size", DEFAULT_PREFILL_CHUNK),
     )
     converted = arch.weights(source.tensors, cfg, source.origin)
-    stored = quantize_params(converted, scheme)
+    stored, report = quantize_params(converted, scheme)
     specs = parameter_specs(cfg, scheme)
     if set(stored) != set(specs):
         raise WebbuildError(
@@ -84,6 +96,7 @@ def prepare_model(
         source.config,
         source.tokenizer_config,
         quantization=scheme.name,
+        quantization_policy=scheme.policy,
         context_window_size=cfg.context_window_size,
         prefill_chunk_size=cfg.prefill_chunk_size,
         temperature=source.defaults.get("temperature", 1.0),
@@ -99,12 +112,13 @@ def prepare_model(
         tokenizer_json=source.tokenizer_json,
         tokenizer_config=source.tokenizer_config,
         chat_config=chat_config,
+        quant_report=report,
     )
 
 
 def write_model_files(model: PreparedModel, out_dir: Path) -> TensorCacheSummary:
     """Writes the browser-loadable model folder: tensor cache, mlc-chat-config.json, tokenizer files."""
-    summary = write_tensor_cache(model.params, out_dir)
+    summary = write_tensor_cache(model.params, out_dir, param_count=logical_param_count(model.params, model.scheme))
     write_chat_config(out_dir, model.chat_config)
     (out_dir / TOKENIZER_JSON).write_text(model.tokenizer_json)
     (out_dir / TOKENIZER_CONFIG_JSON).write_text(json.dumps(model.tokenizer_config, indent=2, ensure_ascii=False))
@@ -127,7 +141,7 @@ def read_model_files(model_dir: Path, model_id: str, *, params: bool = True) -> 
     return PreparedModel(
         model_id=model_id,
         cfg=cfg,
-        scheme=get_scheme(chat_config["quantization"]),
+        scheme=get_scheme(chat_config["quantization"]).with_policy(chat_config.get("quantization_policy")),
         params=read_tensor_cache(model_dir) if params else {},
         tokenizer_json=tokenizer_json,
         tokenizer_config=tokenizer_config,

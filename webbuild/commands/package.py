@@ -10,7 +10,7 @@ from pathlib import Path
 from webbuild import _log
 from webbuild.build.library import build_library
 from webbuild.build.prepare import prepare_model, write_model_files
-from webbuild.build.quantize import get_scheme
+from webbuild.build.quantize import default_quantization, get_scheme
 from webbuild.build.resources import require_runtime
 from webbuild.build.site import SiteVariant, assemble_site, check_replaceable
 from webbuild.build.source import load_source
@@ -25,6 +25,7 @@ class PackageOptions:
     context_window_size: int | None = None
     prefill_chunk_size: int | None = None
     dump_ir: Path | None = None
+    embeddings: str | None = None  # layout of the embedding table and output head; None: the scheme's
 
 
 @dataclass
@@ -32,6 +33,8 @@ class PackageResult:
     site: Path
     seconds: float
     parts: dict[str, int]  # bytes by part of the bundle
+    # variant id -> how its weights were stored: the policy, then one line per kind of tensor
+    quantization: dict[str, list[str]] = field(default_factory=dict)
 
 
 def size_by_part(site: Path) -> dict[str, int]:
@@ -49,17 +52,20 @@ def package(opts: PackageOptions) -> PackageResult:
     t0 = time.monotonic()
     require_runtime()  # the site needs the built browser runtime: say so now, not after minutes of compiling
     for q in opts.quantizations:
-        get_scheme(q)  # fail on a bad name before loading the model
+        get_scheme(q, opts.embeddings)  # fail on a bad name before loading the model
     source = load_source(opts.model)
-    quantizations = opts.quantizations or [source.defaults.get("quantization", "q4f32_1")]
+    quantizations = opts.quantizations or [source.defaults.get("quantization") or default_quantization(source.tensors)]
     out = opts.out or Path("dist") / source.model_id
     check_replaceable(out.absolute())  # before minutes of compiling, not at the end
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".webbuild-", dir=out.parent) as tmp:
-        variants = []
+        variants, summary = [], {}
         for q in quantizations:
             _log.step(f"preparing {source.model_id} as {q}")
-            prepared = prepare_model(source, q, opts.context_window_size, opts.prefill_chunk_size)
+            prepared = prepare_model(source, q, opts.context_window_size, opts.prefill_chunk_size, opts.embeddings)
+            policy = ", ".join(f"{kind} {layout}" for kind, layout in prepared.scheme.policy.items())
+            report = prepared.quant_report.lines() if prepared.quant_report else []
+            summary[prepared.variant_id] = [f"{q}: {policy}", *report]
             model_dir = Path(tmp, prepared.variant_id)
             with _log.timed(f"writing weights to tensor-cache shards ({q})"):
                 write_model_files(prepared, model_dir)
@@ -69,9 +75,10 @@ def package(opts: PackageOptions) -> PackageResult:
                 quantization=q,
                 needs_shader_f16=prepared.scheme.needs_shader_f16,
                 context_window_size=prepared.cfg.context_window_size,
+                quantization_policy=prepared.scheme.policy,
             )
             variants.append(SiteVariant(variant, model_dir, library))
             del prepared
         with _log.timed(f"assembling the site in {out}"):
             assemble_site(out, name=source.model_id, variants=variants)
-    return PackageResult(site=out, seconds=time.monotonic() - t0, parts=size_by_part(out))
+    return PackageResult(site=out, seconds=time.monotonic() - t0, parts=size_by_part(out), quantization=summary)

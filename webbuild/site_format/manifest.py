@@ -48,6 +48,9 @@ class Variant:
     needs_shader_f16: bool
     context_window_size: int
     files: list[FileRecord] = field(default_factory=list)
+    # Layout per kind of weight ({"linear": "q4m", "embedding": "q8", "head": "q8"}, docs/quantization.md);
+    # empty in manifests written before it was recorded.
+    quantization_policy: dict[str, str] = field(default_factory=dict)
 
     @property
     def model_url(self) -> str:
@@ -121,6 +124,7 @@ class Manifest:
                     needs_shader_f16=bool(v["needs_shader_f16"]),
                     context_window_size=int(v["context_window_size"]),
                     files=_records(v["files"]),
+                    quantization_policy={str(k): str(x) for k, x in (v.get("quantization_policy") or {}).items()},
                 )
                 for v in doc["variants"]
             ]

@@ -8,6 +8,7 @@ from tokenizers import Tokenizer
 
 from webbuild.build.arch import llama
 from webbuild.build.arch.weights import permute_qk, unpermute_qk
+from webbuild.build.quantize import QuantizedTensor
 from webbuild.build.weights.gguf import load_gguf
 from webbuild.build.weights.gguf_tokenizer import build_tokenizer, tokenizer_config_from_gguf, tokenizer_json_from_gguf
 from webbuild.errors import CorruptFileError, UnsupportedError
@@ -94,7 +95,7 @@ def test_unpermuting_turns_interleaved_rope_into_rotate_half_rope():
     assert not np.allclose(scores(wq, wk, rotate_half), gguf_scores)
 
 
-def test_quantized_tensors_are_dequantized_to_float32(tmp_path, tiny_llama):
+def test_quantized_tensors_keep_their_blocks_and_read_as_their_float32_values(tmp_path, tiny_llama):
     qtypes = {name: T.Q4_1 for name in tiny_llama.tensors if name.endswith("proj.weight")}
     qtypes["model.embed_tokens.weight"] = T.Q8_0
     qtypes["model.layers.0.mlp.up_proj.weight"] = T.F16
@@ -111,6 +112,11 @@ def test_quantized_tensors_are_dequantized_to_float32(tmp_path, tiny_llama):
         np.testing.assert_array_equal(got, unpermute_qk(expected, heads) if heads else expected, err_msg=name)
         tolerance = {T.Q4_1: 0.1, T.Q8_0: 0.01}.get(qtype, 0.002)
         np.testing.assert_allclose(got, original, atol=tolerance, err_msg=name)
+        # quantized ones stay the file's blocks (Q/K rows moved whole), for the quantize step to keep unrounded
+        assert isinstance(got, QuantizedTensor) == (qtype in (T.Q4_1, T.Q8_0)), name
+        if isinstance(got, QuantizedTensor):
+            blocks = gguf.quants.quantize(stored, qtype)
+            np.testing.assert_array_equal(got.blocks, unpermute_qk(blocks, heads) if heads else blocks, err_msg=name)
 
 
 def test_an_output_tensor_means_untied_embeddings(tmp_path):

@@ -18,77 +18,7 @@ from tvm.target import Target
 from webbuild.build.arch.config import DecoderConfig
 from webbuild.build.arch.rope import Rope
 from webbuild.build.quantize import QuantScheme
-
-
-class FloatLinear(nn.Module):
-    """``y = x @ W.T`` with an unquantized weight [out, in]."""
-
-    def __init__(self, in_features: int, out_features: int, dtype: str) -> None:
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter((out_features, in_features), dtype)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return op.matmul(x, op.permute_dims(self.weight))
-
-    def lookup(self, ids: Tensor) -> Tensor:
-        """Rows of W: an embedding table is a linear read by rows (and, tied, reused as the LM head)."""
-        return op.take(self.weight, ids, axis=0)
-
-
-class Q4Linear(nn.Module):
-    """``y = x @ dequant(W).T`` for group-quantized int4 weights (ARTIFACTS.md ``q4f*_1``).
-
-    Dequantization and the matmul are one TE function, so the GPU schedule (dlight GEMV/Matmul) inlines the
-    unpacking into the reduction and the full-precision weight never exists in memory.
-    """
-
-    def __init__(self, in_features: int, out_features: int, scheme: QuantScheme) -> None:
-        if in_features % scheme.group_size:
-            raise ValueError(f"in_features {in_features} is not a multiple of group size {scheme.group_size}")
-        self.in_features, self.out_features = in_features, out_features
-        self.group_size, self.dtype = scheme.group_size, scheme.model_dtype
-        self.q_weight = nn.Parameter((out_features, in_features // 8), "uint32")
-        self.q_scale = nn.Parameter((out_features, in_features // scheme.group_size), scheme.model_dtype)
-
-    def dequantize(self, q_weight: te.Tensor, q_scale: te.Tensor, row: Any, col: Any) -> Any:
-        nibble = (q_weight[row, col // 8] >> (col % 8 * 4).astype("uint32")) & tirx.const(15, "uint32")
-        return (nibble.astype(self.dtype) - tirx.const(7, self.dtype)) * q_scale[row, col // self.group_size]
-
-    def forward(self, x: Tensor) -> Tensor:
-        def compute(x: te.Tensor, q_weight: te.Tensor, q_scale: te.Tensor) -> te.Tensor:
-            weight = te.compute(
-                (self.out_features, self.in_features),
-                lambda o, i: self.dequantize(q_weight, q_scale, o, i),
-                name="dequantize",
-            )
-            k = te.reduce_axis((0, self.in_features), name="k")
-            return te.compute(
-                (*x.shape[:-1], self.out_features),
-                lambda *idx: te.sum(x[(*idx[:-1], k)] * weight[idx[-1], k], axis=k),
-                name="matmul",
-            )
-
-        return op.tensor_expr_op(compute, "q4_matmul", [x, self.q_weight, self.q_scale])
-
-    def lookup(self, ids: Tensor) -> Tensor:
-        """Dequantized rows of W, for embedding tables."""
-
-        def compute(ids: te.Tensor, q_weight: te.Tensor, q_scale: te.Tensor) -> te.Tensor:
-            return te.compute(
-                (ids.shape[0], self.in_features),
-                lambda s, j: self.dequantize(q_weight, q_scale, ids[s], j),
-                name="embed",
-            )
-
-        return op.tensor_expr_op(compute, "q4_embed", [ids, self.q_weight, self.q_scale])
-
-
-def make_linear(in_features: int, out_features: int, scheme: QuantScheme) -> Q4Linear | FloatLinear:
-    return (
-        Q4Linear(in_features, out_features, scheme)
-        if scheme.bits
-        else FloatLinear(in_features, out_features, scheme.model_dtype)
-    )
+from webbuild.build.quantize.linear import make_linear
 
 
 def _select(values: tuple[float, ...], i: Any, dtype: str) -> Any:
@@ -187,7 +117,7 @@ class DecoderLayer(nn.Module):
 
 class DecoderModel(nn.Module):
     def __init__(self, cfg: DecoderConfig, scheme: QuantScheme) -> None:
-        self.embed_tokens = make_linear(cfg.hidden_size, cfg.vocab_size, scheme)
+        self.embed_tokens = make_linear(cfg.hidden_size, cfg.vocab_size, scheme, "embedding")
         self.layers = nn.ModuleList([DecoderLayer(cfg, scheme, i) for i in range(cfg.num_hidden_layers)])
         self.norm = _norm(cfg, scheme)
 
@@ -213,7 +143,7 @@ class CausalLM(nn.Module):
         self.cfg, self.scheme, self.target = cfg, scheme, target
         self.model = DecoderModel(cfg, scheme)
         if not cfg.tie_word_embeddings:
-            self.lm_head = make_linear(cfg.hidden_size, cfg.vocab_size, scheme)
+            self.lm_head = make_linear(cfg.hidden_size, cfg.vocab_size, scheme, "head")
 
     def _head(self, hidden: Tensor) -> Tensor:
         """Final norm + LM head on the positions that need logits; logits are always float32."""

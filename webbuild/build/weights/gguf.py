@@ -1,7 +1,8 @@
-"""GGUF -> HF-layout float32 tensors and an HF-style config, using the PyPI ``gguf`` reader.
+"""GGUF -> HF-layout tensors and an HF-style config, using the PyPI ``gguf`` reader.
 
 Three things differ from a Hugging Face checkpoint: tensor names (``blk.N.attn_q`` vs
-``model.layers.N.self_attn.q_proj``), quantized storage (dequantized here with ``gguf.quants``), and what
+``model.layers.N.self_attn.q_proj``), quantized storage (kept as the file's blocks in a ``QuantizedTensor``, which
+reads as its exact float32 values and lets the quantize step re-pack them without rounding again), and what
 llama.cpp's converter changed in some families' tensors (Llama's Q/K row order, Gemma's norm offset). The
 family's ``GGUFLayout`` (webbuild/build/arch/) names the tensors and undoes those changes, so every reader
 yields the same model.
@@ -20,6 +21,7 @@ import numpy as np
 from webbuild import _log
 from webbuild.build.arch import gguf_architecture
 from webbuild.build.arch.weights import GGUFKeys
+from webbuild.build.quantize import QuantizedTensor
 from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 
 _TIP = "the file may be truncated or damaged; download it again"
@@ -33,7 +35,7 @@ class GGUFModel:
     architecture: str
     metadata: dict[str, Any]
     config: dict[str, Any]
-    tensors: dict[str, np.ndarray]
+    tensors: dict[str, np.ndarray | QuantizedTensor]
 
 
 def open_gguf(path: Path) -> gguf.GGUFReader:
@@ -55,7 +57,7 @@ def read_metadata(reader: gguf.GGUFReader, path: Path) -> dict[str, Any]:
 
 
 def load_gguf(path: Path) -> GGUFModel:
-    """Read, dequantize and rename every tensor of a GGUF file; build its HF config."""
+    """Read and rename every tensor of a GGUF file; build its HF config."""
     path = Path(path)
     reader = open_gguf(path)
     meta = read_metadata(reader, path)
@@ -74,19 +76,24 @@ def load_gguf(path: Path) -> GGUFModel:
     config = layout.config(GGUFKeys(meta, str(path)), list(names))
     kinds = Counter(t.tensor_type.name for t in reader.tensors)
     _log.detail(f"{len(names)} tensors: " + ", ".join(f"{n} {k}" for k, n in kinds.most_common()))
-    tensors: dict[str, np.ndarray] = {}
-    with _log.bar(len(reader.tensors), "dequantizing", unit="tensor") as bar:
+    tensors: dict[str, np.ndarray | QuantizedTensor] = {}
+    with _log.bar(len(reader.tensors), "reading", unit="tensor") as bar:
         for t in reader.tensors:
             name = str(names[t.name])
-            tensors[name] = layout.to_hf(name, _dequantize(t, path), config)
+            tensors[name] = layout.to_hf(name, _read_tensor(t, path), config)
             bar.update()
     return GGUFModel(path=path, architecture=arch, metadata=meta, config=config, tensors=tensors)
 
 
-def _dequantize(t: Any, path: Path) -> np.ndarray:
+def _read_tensor(t: Any, path: Path) -> np.ndarray | QuantizedTensor:
+    """A float tensor as float32; a quantized one as its blocks, copied out of the memory map, unrounded."""
     # GGUF lists dimensions innermost first; numpy/HF list them outermost first.
     shape = tuple(int(d) for d in reversed(t.shape.tolist()))
     try:
+        if gguf.GGML_QUANT_SIZES[t.tensor_type][0] > 1:  # elements per block: 1 for plain float/int types
+            blocks = np.array(t.data, dtype=np.uint8).reshape(*shape[:-1], -1)
+            gguf.quants.dequantize(blocks[(0,) * (blocks.ndim - 1)], t.tensor_type)  # one row: can it be read?
+            return QuantizedTensor(t.tensor_type.name, blocks, shape[-1])
         array = gguf.quants.dequantize(t.data, t.tensor_type)
         out = np.asarray(array, dtype=np.float32).reshape(shape)
     except NotImplementedError as e:

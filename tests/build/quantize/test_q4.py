@@ -1,40 +1,17 @@
-"""Quantization schemes: error bounds, the exact int4 packing layout, and stored names/shapes/dtypes."""
+"""q4 (MLC's symmetric int4): error bounds of the scale search, the exact packing layout, GGUF Q4_0 kept exactly."""
 
 from __future__ import annotations
 
+import gguf
 import numpy as np
 import pytest
 
-from webbuild.build.quantize import (
-    QUANTIZATIONS,
-    dequantize_q4,
-    get_scheme,
-    param_layout,
-    quantize_params,
-    quantize_q4,
-)
-from webbuild.errors import UnsupportedError
+from webbuild.build.quantize.gguf_blocks import QuantizedTensor
+from webbuild.build.quantize.q4 import Q4, dequantize_q4, quantize_q4
 
 
 def _weights(shape: tuple[int, int], seed: int = 0, std: float = 0.02) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(shape) * std).astype(np.float32)
-
-
-def test_schemes_table() -> None:
-    assert set(QUANTIZATIONS) == {"q4f16_1", "q4f32_1", "q0f16", "q0f32"}
-    q4f16 = get_scheme("q4f16_1")
-    assert (q4f16.bits, q4f16.group_size, q4f16.model_dtype) == (4, 32, "float16")
-    assert q4f16.needs_shader_f16
-    assert get_scheme("q4f32_1").model_dtype == "float32" and not get_scheme("q4f32_1").needs_shader_f16
-    assert get_scheme("q0f16").bits is None and get_scheme("q0f32").model_dtype == "float32"
-
-
-def test_unknown_scheme_lists_valid_ones() -> None:
-    with pytest.raises(UnsupportedError) as err:
-        get_scheme("q3f16_0")
-    assert err.value.param == "quantization"
-    for name in QUANTIZATIONS:
-        assert name in err.value.message
 
 
 def _group_errors(w: np.ndarray, q_weight: np.ndarray, q_scale: np.ndarray) -> np.ndarray:
@@ -118,75 +95,20 @@ def test_large_matrix_is_chunked_consistently() -> None:
     np.testing.assert_array_equal(q_scale[2900:], s_part)
 
 
-def _tiny_model() -> dict[str, np.ndarray]:
-    return {
-        "model.embed_tokens.weight": _weights((100, 64), 5),
-        "model.layers.0.input_layernorm.weight": np.ones(64, np.float32),
-        "model.layers.0.self_attn.q_proj.weight": _weights((64, 64), 6),
-        "model.layers.0.self_attn.q_proj.bias": _weights((1, 64), 7)[0],
-        "model.layers.0.odd.weight": _weights((8, 40), 8),  # in % 32 != 0: stays float
-        "model.norm.weight": np.ones(64, np.float32),
-        "position_ids": np.arange(4, dtype=np.int32),
-    }
+def test_gguf_q4_0_maps_exactly_with_a_negated_scale() -> None:
+    """(q - 8) * d is ((15 - q) - 7) * (-d): a Q4_0 GGUF builds into MLC's layout without rounding again."""
+    w = _weights((16, 96), seed=5, std=0.5)
+    blocks = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q4_0)
+    expected = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.Q4_0)
+    codes = QuantizedTensor("Q4_0", blocks, 96).group_codes()
+    for float_dtype in ("float32", "float16"):
+        stored = Q4().from_codes(codes, float_dtype)
+        assert stored["q_scale"].dtype == np.dtype(float_dtype)
+        np.testing.assert_array_equal(Q4().dequantize(stored), expected)
 
 
-def test_quantize_params_names_shapes_dtypes_q4f16() -> None:
-    out = quantize_params(_tiny_model(), get_scheme("q4f16_1"))
-    layout = {k: (v.shape, str(v.dtype)) for k, v in out.items()}
-    assert list(layout) == [
-        "model.embed_tokens.q_weight",
-        "model.embed_tokens.q_scale",
-        "model.layers.0.input_layernorm.weight",
-        "model.layers.0.self_attn.q_proj.q_weight",
-        "model.layers.0.self_attn.q_proj.q_scale",
-        "model.layers.0.self_attn.q_proj.bias",
-        "model.layers.0.odd.weight",
-        "model.norm.weight",
-        "position_ids",
-    ]
-    assert layout["model.embed_tokens.q_weight"] == ((100, 8), "uint32")
-    assert layout["model.embed_tokens.q_scale"] == ((100, 2), "float16")
-    assert layout["model.layers.0.input_layernorm.weight"] == ((64,), "float16")
-    assert layout["model.layers.0.self_attn.q_proj.bias"] == ((64,), "float16")
-    assert layout["model.layers.0.odd.weight"] == ((8, 40), "float16")
-    assert layout["position_ids"] == ((4,), "int32")
-
-
-def test_quantize_params_q4f32_keeps_f32() -> None:
-    out = quantize_params(_tiny_model(), get_scheme("q4f32_1"))
-    assert out["model.embed_tokens.q_scale"].dtype == np.float32
-    assert out["model.norm.weight"].dtype == np.float32
-
-
-@pytest.mark.parametrize(("name", "dtype"), [("q0f16", np.float16), ("q0f32", np.float32)])
-def test_unquantized_schemes_keep_names(name: str, dtype: type) -> None:
-    src = _tiny_model()
-    out = quantize_params(src, get_scheme(name))
-    assert list(out) == list(src)
-    assert out["model.embed_tokens.weight"].dtype == dtype
-    np.testing.assert_allclose(out["model.embed_tokens.weight"], src["model.embed_tokens.weight"], atol=1e-3)
-
-
-def test_param_layout_matches_quantize_params() -> None:
-    src = _tiny_model()
-    for scheme in QUANTIZATIONS.values():
-        out = quantize_params(src, scheme)
-        expected = [e for n, a in src.items() for e in param_layout(n, a.shape, str(a.dtype), scheme)]
-        assert [(n, a.shape, str(a.dtype)) for n, a in out.items()] == expected
-
-
-def test_bfloat16_sources_are_floats() -> None:
-    import ml_dtypes
-
-    src = {
-        "norm.weight": np.ones(64, dtype=ml_dtypes.bfloat16),
-        "proj.weight": _weights((8, 64), 9).astype(ml_dtypes.bfloat16),
-    }
-    out = quantize_params(src, get_scheme("q4f32_1"))
-    assert out["norm.weight"].dtype == np.float32
-    assert out["proj.q_scale"].dtype == np.float32
-    np.testing.assert_allclose(
-        dequantize_q4(out["proj.q_weight"], out["proj.q_scale"]),
-        src["proj.weight"].astype(np.float32),
-        atol=0.01,
-    )
+@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+def test_groups_with_a_minimum_or_wider_codes_do_not_fit(qtype: str) -> None:
+    t = gguf.GGMLQuantizationType[qtype]
+    blocks = gguf.quants.quantize(_weights((4, 64), seed=6), t)
+    assert Q4().from_codes(QuantizedTensor(qtype, blocks, 64).group_codes(), "float32") is None
