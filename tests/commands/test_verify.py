@@ -109,7 +109,7 @@ def test_altered_weights_fail_and_the_report_points_at_the_divergence(tiny_site,
     site, source = tiny_site
     altered = shutil.copytree(site, tmp_path / "altered")
     alter_tensor(altered, ALTERED, lambda scale: scale * 1.5)
-    from webbuild.build.tensor_cache import read_tensor_cache
+    from webbuild.site_format.tensor_cache import read_tensor_cache
 
     read_tensor_cache(altered / "models" / "tiny-hf-q4f32_1")  # integrity checks pass: md5 and sizes agree
 
