@@ -120,7 +120,7 @@ def test_webgpu_check_reports_the_adapter_and_f16(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(browser, "probe_webgpu", lambda **kw: adapter | {"shader_f16": False})
     check = by_name(doctor())["webgpu"]
     assert check.ok and check.detail.startswith("google swiftshader (fallback), shader-f16: no")
-    assert "q4f32_1" in check.detail
+    assert "q4f32_m" in check.detail
     monkeypatch.setattr(browser, "probe_webgpu", lambda **kw: {"available": False, "reason": "requestAdapter() null"})
     check = by_name(doctor())["webgpu"]
     assert not check.ok and "requestAdapter() null" in check.detail and check.fix

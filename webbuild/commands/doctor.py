@@ -168,5 +168,5 @@ def _webgpu() -> Check:
         )
     detail = browser.describe_adapter(info)
     if not info.get("shader_f16"):
-        detail += " (f16 models cannot run here: use q4f32_1)"
+        detail += " (f16 models cannot run here: use an f32 build such as q4f32_m)"
     return Check("webgpu", True, detail)

@@ -172,7 +172,8 @@ def build_references(
     cfg = bundle.cfg
     if source is not None and {"cpu", "cuda"} & set(names):
         with _log.timed(f"quantizing the source as {bundle.scheme.name} for the reference engines"):
-            prepared = prepare_model(source, bundle.scheme.name, cfg.context_window_size, cfg.prefill_chunk_size)
+            # the bundle's scheme with its policy (an --embeddings override included)
+            prepared = prepare_model(source, bundle.scheme, cfg.context_window_size, cfg.prefill_chunk_size)
         weights = compare_weights(read_tensor_cache(model_dir), prepared.params)
     origin = (
         f"{bundle.scheme.name} quantized from {source.model_id}"
