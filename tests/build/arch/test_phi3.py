@@ -1,46 +1,17 @@
-"""Phi-3 / Phi-3.5-mini (fused qkv_proj and gate_up_proj, longrope within the original context) against
-transformers, GGUF, refusals."""
+"""Phi-3 / Phi-3.5-mini beyond what test_families.py checks for every family: longrope within the original
+context, its GGUF and context refusals, the older scaling names."""
 
 from __future__ import annotations
 
 import pytest
 from family_checks import (
     CHUNK,
-    check_gguf_loads_to_the_same_weights,
-    check_greedy_tokens_match_transformers,
-    check_logits_match_transformers,
-    check_token_ids_match_transformers,
-    tiny_family,
 )
 from hf_tiny import make_hf_model, write_gguf, write_hf_dir
 
 from webbuild.build.arch import get_architecture
 from webbuild.build.weights.gguf import load_gguf
 from webbuild.errors import UnsupportedError
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_family("phi3", tmp_path_factory.mktemp("phi3"))
-
-
-@pytest.mark.toolchain
-def test_longrope_logits_match_transformers_at_every_position(tiny):
-    check_logits_match_transformers(tiny)
-
-
-@pytest.mark.toolchain
-def test_greedy_tokens_match_transformers(tiny):
-    check_greedy_tokens_match_transformers(tiny)
-
-
-@pytest.mark.toolchain
-def test_sentencepiece_style_tokenizer_and_chat_template_ids_match_transformers(tiny):
-    check_token_ids_match_transformers(tiny)
-
-
-def test_gguf_with_fused_tensors_loads_to_the_same_weights(tmp_path):
-    check_gguf_loads_to_the_same_weights(tmp_path, "phi3", rope_scaling=None)
 
 
 def test_a_longrope_gguf_is_refused_naming_its_factor_tensors(tmp_path):

@@ -1,17 +1,12 @@
-"""Qwen3 (per-head Q/K RMSNorm, no biases, tied head) against transformers, GGUF, the thinking switch of its chat
-template, refusals, and the browser build against the CPU engine."""
+"""Qwen3 beyond what test_families.py checks for every family: the thinking switch of its chat template, in
+the template and through a request's chat_template_kwargs; refusals."""
 
 from __future__ import annotations
 
 import pytest
 from family_checks import (
     CHUNK,
-    check_browser_agrees_with_cpu,
-    check_gguf_loads_to_the_same_weights,
-    check_greedy_tokens_match_transformers,
-    check_logits_match_transformers,
     check_token_ids_match_transformers,
-    tiny_family,
 )
 from hf_tiny import make_hf_model
 
@@ -19,34 +14,9 @@ from webbuild.build.arch import get_architecture
 from webbuild.errors import UnsupportedError
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_family("qwen3", tmp_path_factory.mktemp("qwen3"))
-
-
 @pytest.mark.toolchain
-def test_logits_match_transformers_at_every_position(tiny):
-    check_logits_match_transformers(tiny)
-
-
-@pytest.mark.toolchain
-def test_greedy_tokens_match_transformers(tiny):
-    check_greedy_tokens_match_transformers(tiny)
-
-
-@pytest.mark.toolchain
-def test_chat_template_ids_match_transformers_with_and_without_thinking(tiny):
-    check_token_ids_match_transformers(tiny)
-    check_token_ids_match_transformers(tiny, enable_thinking=False)
-
-
-@pytest.mark.toolchain
-def test_browser_build_agrees_with_the_cpu_engine(tiny, tmp_path):
-    check_browser_agrees_with_cpu(tiny, tmp_path)
-
-
-def test_gguf_loads_to_the_same_weights(tmp_path):
-    check_gguf_loads_to_the_same_weights(tmp_path, "qwen3")
+def test_chat_template_ids_match_transformers_without_thinking(tiny_family_of):
+    check_token_ids_match_transformers(tiny_family_of("qwen3"), enable_thinking=False)
 
 
 def test_projection_biases_are_refused():
@@ -56,7 +26,8 @@ def test_projection_biases_are_refused():
 
 
 @pytest.mark.toolchain
-def test_a_requests_chat_template_kwargs_turn_thinking_off(tiny):
+def test_a_requests_chat_template_kwargs_turn_thinking_off(tiny_family_of):
+    tiny = tiny_family_of("qwen3")
     messages = [{"role": "user", "content": "hi"}]
     thinking = tiny.engine.chat.completions.create(messages=messages, max_tokens=1)
     plain = tiny.engine.chat.completions.create(

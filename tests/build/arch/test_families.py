@@ -1,0 +1,59 @@
+"""What every family must do, on its tiny random model made with transformers' own class (tests/hf_tiny.py): our
+CPU engine's logits and greedy tokens equal transformers', the model written as GGUF (as llama.cpp's converter
+writes it) loads to the same weights, tokenizer + chat template ids equal transformers', and the browser build
+agrees with the CPU engine. A family's own module (test_<family>.py) holds what only it has."""
+
+from __future__ import annotations
+
+import pytest
+from family_checks import (
+    check_browser_agrees_with_cpu,
+    check_gguf_loads_to_the_same_weights,
+    check_greedy_tokens_match_transformers,
+    check_logits_match_transformers,
+    check_token_ids_match_transformers,
+)
+
+FAMILIES = ("llama", "qwen2", "qwen3", "phi3", "gemma3")
+
+
+@pytest.mark.toolchain
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_match_transformers_at_every_position(tiny_family_of, family):
+    check_logits_match_transformers(tiny_family_of(family))
+
+
+@pytest.mark.toolchain
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_tokens_match_transformers(tiny_family_of, family):
+    check_greedy_tokens_match_transformers(tiny_family_of(family))
+
+
+@pytest.mark.toolchain
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tokenizer_and_chat_template_ids_match_transformers(tiny_family_of, family):
+    """Byte-level BPE (llama, qwen2, qwen3) and SentencePiece-style (phi3, gemma3) tokenizers."""
+    check_token_ids_match_transformers(tiny_family_of(family))
+
+
+# Each SwiftShader run costs 30-90 s: Qwen3 (Q/K norm) and Gemma 3 (sandwich norms, local/global RoPE, head
+# size 256) carry the blocks the Llama browser tests (tests/build/test_site.py, tests/commands/test_verify.py)
+# do not reach.
+@pytest.mark.toolchain
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+def test_browser_build_agrees_with_the_cpu_engine(tiny_family_of, family, tmp_path):
+    check_browser_agrees_with_cpu(tiny_family_of(family), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("family", "overrides"),
+    [
+        ("llama", {"rope_scaling": None, "rope_theta": 10000.0}),  # llama3 GGUFs carry rope_freqs (refused)
+        ("qwen2", {}),
+        ("qwen3", {}),
+        ("phi3", {"rope_scaling": None}),  # longrope GGUFs carry rope_factors_* (refused)
+        ("gemma3", {"query_pre_attn_scalar": 256}),
+    ],
+)
+def test_gguf_loads_to_the_same_weights(tmp_path, family, overrides):
+    check_gguf_loads_to_the_same_weights(tmp_path, family, **overrides)
