@@ -118,6 +118,31 @@ def test_concurrent_greedy_requests_equal_sequential_ones(engine_and_ref):
     assert concurrent == sequential
 
 
+def test_requests_without_max_tokens_share_the_cache_and_preempted_ones_resume(engine_and_ref):
+    """`local` mode: 4 sequences on one context window of KV pages. Chat requests that omit max_tokens (the rest
+    of the window) run together; when they outgrow the cache the latest is preempted, and recomputing its
+    prompt and tokens brings it to the same greedy text as alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine, _, _ = engine_and_ref
+    no_stop = {str(t): -100 for t in engine.stop_token_ids}  # every request runs to the end of the window
+
+    def run(word: str) -> str:
+        messages = [{"role": "user", "content": word}]
+        out = engine.chat.completions.create(messages=messages, temperature=0, logit_bias=no_stop)
+        assert out["choices"][0]["finish_reason"] == "length"
+        return out["choices"][0]["message"]["content"]
+
+    words = ["ab", "cd", "ef"]
+    sequential = [run(w) for w in words]
+    before = engine.scheduler.preemptions
+    with ThreadPoolExecutor(len(words)) as pool:
+        concurrent = list(pool.map(run, words))
+    assert engine.scheduler.preemptions > before
+    assert concurrent == sequential
+    assert engine.metrics()["kv_cache_used_tokens"] == 0
+
+
 def test_closing_a_stream_aborts_it_and_frees_its_kv_pages(engine_and_ref):
     import time
 

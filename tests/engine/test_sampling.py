@@ -68,3 +68,11 @@ def test_token_logprobs_are_a_log_softmax_over_the_whole_vocabulary():
 def test_top_logprobs_ties_go_to_the_lower_id():
     _, top = token_logprobs(np.array([0.0, 2.0, 1.0, 2.0, 2.0]), 0, 2)
     assert [t for t, _ in top] == [1, 3]
+
+
+def test_tiny_temperatures_draw_the_argmax_instead_of_failing():
+    """5e-324 passes validation (0 < t <= 2); logits / t would overflow to inf - inf = nan."""
+    logits = np.array([0.1, 3.0, 2.9, -1.0], dtype=np.float32)
+    for temperature in (5e-324, 1e-310, 1e-30):
+        assert {Sampler(seed).sample(logits, temperature) for seed in range(20)} == {1}
+        assert Sampler(1).sample(logits, temperature, top_p=0.5) == 1

@@ -78,6 +78,7 @@ export const MAX_TOP_LOGPROBS = { chat: 20, completion: 5 };
  */
 export function parseChatRequest(request, defaults = {}) {
   const req = requireObject(request);
+  checkWellFormed(req);
   checkFields(req, CHAT_FIELDS);
   const messages = parseMessages(req.messages);
   if (req.tools != null && !(Array.isArray(req.tools) && req.tools.length === 0)) {
@@ -138,6 +139,7 @@ function templateKwargs(kwargs) {
  */
 export function parseCompletionRequest(request, defaults = {}) {
   const req = requireObject(request);
+  checkWellFormed(req);
   checkFields(req, COMPLETION_FIELDS);
   const prompt = parsePrompt(req.prompt);
   if (req.suffix != null && req.suffix !== "") throw unsupported("suffix", "suffix (insertion) is not supported.");
@@ -329,6 +331,36 @@ function requireObject(value, param) {
     throw invalid(param ?? null, `${param ?? "The request body"} must be a JSON object.`);
   }
   return /** @type {Record<string, any>} */ (value);
+}
+
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u; // with the u flag a proper pair is one code point, never matched
+
+/**
+ * Refuses a lone UTF-16 surrogate anywhere in the body (JSON may write one as "\\ud800"): no tokenizer can
+ * encode it as UTF-8. The same walk as webbuild/engine/request.py, so both report the same param: an object's
+ * keys, then its values, in order.
+ * @param {unknown} body
+ */
+function checkWellFormed(body) {
+  /** @type {[unknown, string | null][]} */
+  const stack = [[body, null]];
+  while (stack.length > 0) {
+    const [value, param] = /** @type {[unknown, string | null]} */ (stack.pop());
+    if (typeof value === "string" && LONE_SURROGATE.test(value)) {
+      const where = param ?? "The request body";
+      throw invalid(param, `${where} is not valid Unicode: it contains a lone UTF-16 surrogate.`);
+    }
+    /** @type {[unknown, string | null][]} */
+    const items = [];
+    if (Array.isArray(value)) {
+      value.forEach((item, i) => items.push([item, `${param}[${i}]`]));
+    } else if (value !== null && typeof value === "object") {
+      const entries = Object.entries(value);
+      for (const [key] of entries) items.push([key, param]);
+      for (const [key, item] of entries) items.push([item, param ? `${param}.${key}` : key]);
+    }
+    for (let i = items.length - 1; i >= 0; i--) stack.push(items[i]); // the first item is checked first
+  }
 }
 
 /**

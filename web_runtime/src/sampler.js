@@ -125,11 +125,13 @@ export function drawToken(logits, params, rng) {
   if (params.temperature <= 0) return argmax(logits);
 
   const max = logits[argmax(logits)];
-  const invT = 1 / params.temperature;
+  const temperature = params.temperature;
   const probs = new Float64Array(logits.length);
   let sum = 0;
   for (let i = 0; i < logits.length; i++) {
-    const p = Math.exp((logits[i] - max) * invT); // exp(-inf) = 0 for masked tokens
+    // Divided, not multiplied by 1 / temperature: at 5e-324 that is Infinity and 0 * Infinity is NaN, while
+    // 0 / 5e-324 stays 0, so any temperature > 0 draws from a finite distribution (the argmax at the extreme).
+    const p = Math.exp((logits[i] - max) / temperature); // exp(-inf) = 0 for masked tokens
     probs[i] = p;
     sum += p;
   }

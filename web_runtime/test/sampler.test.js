@@ -20,6 +20,15 @@ test("temperature 0 is greedy (argmax, lowest index on ties)", () => {
   assert.equal(argmax([2, 5, 5, 1]), 1);
 });
 
+test("tiny temperatures draw the argmax instead of NaN (5e-324 passes validation)", () => {
+  for (const temperature of [5e-324, 1e-310, 1e-30]) {
+    for (const seed of [1, 2, 3]) {
+      assert.equal(sampleToken(logits(), { temperature, top_p: 1 }, createRng(seed)), 1);
+      assert.equal(sampleToken(logits(), { temperature, top_p: 0.5 }, createRng(seed)), 1);
+    }
+  }
+});
+
 test("the same seed gives the same tokens; another seed gives others", () => {
   const draw = (seed) => {
     const rng = createRng(seed);

@@ -57,6 +57,7 @@ class ModelRunner:
             name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
             for name in ("add_sequence", "remove_sequence", "fork_sequence", "begin_forward", "end_forward")
         }
+        self._free_pages = tvm.get_global_func("vm.builtin.attention_kv_cache_get_num_available_pages")
         self.kv_cache = self.vm["create_tir_paged_kv_cache"](
             ShapeTuple([max_num_sequence]),
             ShapeTuple([self.max_total_sequence_length]),
@@ -72,6 +73,10 @@ class ModelRunner:
         self.used_tokens = 0
 
     # -- sequences ------------------------------------------------------------------------------------------
+    def available_pages(self) -> int:
+        """Free KV cache pages (``PAGE_SIZE`` tokens each): the scheduler admits and preempts by them."""
+        return int(self._free_pages(self.kv_cache))
+
     def add_sequence(self, seq_id: int) -> None:
         self._kv["add_sequence"](self.kv_cache, seq_id)
         self.lengths[seq_id] = self._own[seq_id] = 0

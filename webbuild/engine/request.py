@@ -267,6 +267,30 @@ def _scalar(value: Any, param: str, spec: Field) -> Any:
     return value
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _well_formed(body: Any) -> None:
+    """Refuses a lone UTF-16 surrogate anywhere in the body. JSON may write one (``"\\ud800"``) and Python
+    decodes it into a str that no UTF-8 encoder takes, so the tokenizer would fail on it; a proper pair
+    arrives here as one code point. Iterative: a body nested as deep as the JSON parser allows is walked too."""
+    stack: list[tuple[Any, str | None]] = [(body, None)]
+    while stack:
+        value, param = stack.pop()
+        if isinstance(value, str) and _SURROGATE.search(value):
+            where = param or "The request body"
+            raise _invalid(param, f"{where} is not valid Unicode: it contains a lone UTF-16 surrogate.")
+        if isinstance(value, dict):
+            items = [(key, param) for key in value] + [
+                (item, f"{param}.{key}" if param else key) for key, item in value.items()
+            ]
+        elif isinstance(value, list):
+            items = [(item, f"{param}[{i}]") for i, item in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(items))  # first in the body is checked first, as the browser does
+
+
 def _check_fields(req: dict[str, Any], allowed: Mapping[str, Field]) -> None:
     for key in req:
         if key not in allowed:
@@ -401,6 +425,7 @@ def _common(req: dict[str, Any], fields: Mapping[str, Field], defaults: dict[str
 def parse_chat_request(body: Any, defaults: dict[str, Any] | None = None) -> Request:
     """Validates a chat completion body; ``defaults`` (the model's temperature/top_p...) fill absent fields."""
     req = _object(body)
+    _well_formed(req)
     _check_fields(req, CHAT_FIELDS)
     messages = _messages(req.get("messages"))
     tools, most_tools = req.get("tools"), CHAT_FIELDS["tools"].max_items or 0
@@ -439,6 +464,7 @@ def _template_kwargs(kwargs: Any) -> dict[str, Any]:
 def parse_completion_request(body: Any, defaults: dict[str, Any] | None = None) -> Request:
     """Validates a text completion body; ``prompt`` is one string or one list of token ids."""
     req = _object(body)
+    _well_formed(req)
     _check_fields(req, COMPLETION_FIELDS)
     prompt = _prompt(req.get("prompt"))
     if not _supported(req.get("suffix"), COMPLETION_FIELDS["suffix"]):

@@ -43,8 +43,11 @@ class Sampler:
     def sample(self, logits: np.ndarray, temperature: float = 1.0, top_p: float = 1.0) -> int:
         if temperature <= 0:
             return int(np.argmax(logits))
-        scaled = logits.astype(np.float64) / temperature
-        probs = np.exp(scaled - scaled.max())
+        # Shift before dividing: the best logit becomes 0 and stays 0 at any temperature > 0, so even 5e-324
+        # (where logits / temperature would be inf - inf = nan) draws from a finite distribution (the argmax).
+        wide = logits.astype(np.float64)
+        with np.errstate(over="ignore"):  # -x / 5e-324 = -inf on purpose: exp(-inf) = 0
+            probs = np.exp((wide - wide.max()) / temperature)
         probs /= probs.sum()
         if top_p < 1.0:
             order = np.argsort(-probs, kind="stable")

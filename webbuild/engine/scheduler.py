@@ -9,11 +9,24 @@ A request with ``n`` choices is ``n`` sequences. The first one admitted prefills
 its KV cache at the end of the prompt (sharing the prompt's pages) and sample their first token from the same
 logits, so the prompt is prefilled once. Only a choice admitted after every sibling has finished prefills the
 prompt again.
+
+Admission goes by KV cache pages, not by the worst case: a request takes the pages its prompt needs now (and
+one to grow into), so four requests that omit ``max_tokens`` run together instead of each reserving the
+whole context window. When the pages run out mid-generation, the latest-submitted sequence is preempted: its
+pages are freed and it waits at the head of the queue; once readmitted it prefills its prompt plus the tokens
+it had generated and goes on where it stopped (recomputation: its sampler, text and counts were kept).
+
+A failure is confined to the requests it belongs to: sampling, penalties, logprobs, detokenizing and stop
+matching run per sequence, and an exception there ends that sequence's request with the error while the
+others in the batch go on. A failed kernel call ends the sequences of that call.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
+import math
 import queue
 import threading
 import time
@@ -30,6 +43,12 @@ from webbuild.engine.request import SamplingParams
 from webbuild.engine.response import TokenLogprob
 from webbuild.engine.sampling import Sampler, apply_penalties, token_logprobs
 from webbuild.engine.text_stream import TextStream
+
+log = logging.getLogger("webbuild.engine")
+
+
+def _pages(tokens: int) -> int:
+    return math.ceil(tokens / PAGE_SIZE)
 
 
 @dataclass
@@ -87,11 +106,14 @@ class _Sequence:
     sampler: Sampler
     gen: Generation
     top_logprobs: int | None  # None: no logprobs asked for
-    prefilled: int = 0
+    context: list[int]  # what its KV cache must hold before it decodes: the prompt (+ after a preemption, fed)
+    prefilled: int = 0  # tokens of ``context`` in its KV cache
     next_token: int | None = None  # sampled, to be fed by the next decode step
+    fed: list[int] = field(default_factory=list)  # generated tokens fed to the model (in its KV cache)
     counts: dict[int, int] = field(default_factory=dict)  # generated token id -> times, for the penalties
     forks: bool = False  # starts from a sibling's KV instead of prefilling the prompt
     logprobs: list[TokenLogprob] = field(default_factory=list)  # per generated token, when asked for
+    finished: bool = False
 
     @property
     def prompt(self) -> list[int]:
@@ -109,6 +131,7 @@ class Scheduler:
         self._running: list[_Sequence] = []
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._ids = itertools.count(1)
+        self.preemptions = 0  # sequences sent back to the queue to free KV pages, since start
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="webbuild-scheduler", daemon=True)
         self._thread.start()
@@ -138,6 +161,7 @@ class Scheduler:
                 sampler=Sampler(sampling.seed, index),
                 gen=Generation(prompt_tokens=len(prompt)),
                 top_logprobs=top_logprobs,
+                context=prompt,
             )
             for index in range(n)
         ]
@@ -188,22 +212,25 @@ class Scheduler:
                     self._wake.wait()
                 calls, self._calls = list(self._calls), deque()
                 self._drop_aborted()
-                self._admit()
             for fn, future in calls:
                 try:
                     future.set_result(fn())
                 except BaseException as exc:  # handed to the caller
                     future.set_exception(exc)
+            with self._wake:
+                self._admit()
             if self._running:
                 try:
                     self._step()
-                except Exception as exc:  # a failed kernel call fails the requests in it, not the server
+                except Exception as exc:  # a bug outside the per-sequence guards: fail what runs, keep serving
+                    log.error("scheduler step failed", exc_info=exc)
                     for seq in list(self._running):
                         self._finish(seq, error=exc)
 
     def _drop_aborted(self) -> None:
         for seq in [s for s in self._waiting if s.job.cancelled]:
             self._waiting.remove(seq)
+            seq.finished = True
             seq.gen.finish_reason = "abort"
             seq.job.events.put(("done", seq.index, seq.gen))
         for seq in [s for s in self._running if s.job.cancelled]:
@@ -211,53 +238,126 @@ class Scheduler:
             self._finish(seq)
 
     def _admit(self) -> None:
-        """Admits waiting sequences in order while sequence slots and KV tokens last. Each reserves its prompt
-        and ``max_tokens``; a choice that forks a running sibling's prompt reserves only a page for the copied
-        partial last page, and a prompt counts once while any of its choices runs."""
-        reserved = sum(s.max_tokens + (PAGE_SIZE if s.forks else 0) for s in self._running)
-        reserved += sum(len(job.prompt) for job in {id(s.job): s.job for s in self._running}.values())
+        """Admits waiting sequences in order while sequence slots and KV pages last. Each needs the pages of
+        its prompt (one, for the partly filled last page, if it forks a running sibling's prompt) and one to grow
+        into, beside what the running ones still need for their prompts; the first one always gets in (a context
+        window always fits the cache). Preemption (``_make_room``) settles what growth later needs."""
+        free = self.runner.available_pages() - sum(self._promised(s) + 1 for s in self._running)
         while self._waiting and len(self._running) < self.runner.max_num_sequence:
             seq = self._waiting[0]
-            forks = any(s.job is seq.job for s in self._running)
-            cost = seq.max_tokens + (PAGE_SIZE if forks else len(seq.prompt))
-            if self._running and reserved + cost > self.runner.max_total_sequence_length:
+            forks = seq.next_token is None and any(s.job is seq.job for s in self._running)
+            cost = (1 if forks else _pages(len(seq.context))) + 1
+            if self._running and cost > free:
                 break
             self._waiting.popleft()
             seq.forks = forks
-            if not forks:
-                self.runner.add_sequence(seq.id)  # a fork adds its sequence when it happens
+            if not forks:  # a fork adds its sequence when it happens
+                try:
+                    self.runner.add_sequence(seq.id)
+                except Exception as exc:
+                    self._finish(seq, error=exc)
+                    continue
             self._running.append(seq)
-            reserved += cost
+            free -= cost
 
-    def _step(self) -> None:
-        for seq in list(self._running):  # choices admitted beside a sibling that already has the prompt
-            if seq.forks and not seq.prefilled and (source := self._prompt_holder(seq.job)) is not None:
-                self._fork(source, seq)
+    def _promised(self, seq: _Sequence) -> int:
+        """KV pages an admitted sequence will still take for its prompt (or its fork)."""
+        if seq.forks and not seq.prefilled:
+            return 1
+        if seq.prefilled >= len(seq.context):
+            return 0
+        return _pages(len(seq.context)) - _pages(self.runner.lengths.get(seq.id, 0))
+
+    def _prefill_plan(self) -> list[tuple[_Sequence, list[int]]]:
+        """This step's prefill chunks: ``prefill_chunk_size`` tokens in all, in admission order."""
         budget = self.runner.prefill_chunk_size
         chunks: list[tuple[_Sequence, list[int]]] = []
         for seq in self._running:
-            if budget and not seq.forks and seq.prefilled < len(seq.prompt):
-                chunk = seq.prompt[seq.prefilled : seq.prefilled + budget]
+            if budget and not seq.forks and seq.prefilled < len(seq.context):
+                chunk = seq.context[seq.prefilled : seq.prefilled + budget]
                 chunks.append((seq, chunk))
                 budget -= len(chunk)
+        return chunks
+
+    def _decoding(self) -> list[_Sequence]:
+        return [s for s in self._running if s.next_token is not None and s.prefilled == len(s.context)]
+
+    def _pages_needed(self) -> int:
+        """New KV pages this step may take: forks copying a partly filled page, prefill chunks crossing into
+        new pages, decodes starting a page."""
+        lengths = self.runner.lengths
+        need = sum(1 for s in self._running if s.forks and not s.prefilled and len(s.prompt) % PAGE_SIZE)
+        for seq, chunk in self._prefill_plan():
+            now = lengths.get(seq.id, 0)
+            need += _pages(now + len(chunk)) - _pages(now)
+        need += sum(1 for s in self._decoding() if lengths.get(s.id, 0) % PAGE_SIZE == 0)
+        return need
+
+    def _make_room(self) -> None:
+        """Preempts the latest-submitted sequences until this step's new pages fit in the cache."""
+        while len(self._running) > 1 and self._pages_needed() > self.runner.available_pages():
+            self._preempt(max(self._running, key=lambda s: s.id))
+
+    def _preempt(self, seq: _Sequence) -> None:
+        """Frees ``seq``'s KV pages and queues it first; readmitted, it prefills its prompt and the tokens it
+        had fed, then decodes its pending token as if nothing happened."""
+        with self._wake:
+            self._running.remove(seq)
+            self._waiting.appendleft(seq)
+        self.runner.remove_sequence(seq.id)
+        seq.context = seq.prompt + seq.fed
+        seq.prefilled, seq.forks = 0, False
+        self.preemptions += 1
+
+    def _guarded(self, seqs: Sequence[_Sequence], fn: Callable[[], Any]) -> None:
+        """Runs ``fn``; if it raises, the error ends ``seqs`` (their requests), not the step."""
+        try:
+            fn()
+        except Exception as exc:
+            for seq in seqs:
+                self._finish(seq, error=exc)
+
+    def _step(self) -> None:
+        self._make_room()
+        for seq in list(self._running):  # choices admitted beside a sibling that already has the prompt
+            if seq.forks and not seq.prefilled:
+                if (source := self._prompt_holder(seq.job)) is not None:
+                    self._guarded([seq], functools.partial(self._fork, source, seq))
+                elif not any(s.job is seq.job and not s.forks for s in self._running):
+                    # Its siblings finished or were preempted before it could fork: it prefills the prompt itself.
+                    seq.forks = False
+                    self._guarded([seq], functools.partial(self.runner.add_sequence, seq.id))
+        chunks = self._prefill_plan()
         if chunks:
-            logits = self.runner.prefill_batch([(seq.id, chunk) for seq, chunk in chunks])
-            for (seq, chunk), row in zip(chunks, logits, strict=True):
-                seq.prefilled += len(chunk)
-                if seq.prefilled == len(seq.prompt):
-                    seq.job.prompt_logits = row
-                    # Fork the waiting siblings before this choice samples: it may finish and free the prompt.
-                    for sibling in [s for s in self._running if s.job is seq.job and s.forks and not s.prefilled]:
-                        self._fork(seq, sibling)
-                    self._emit(seq, row)
-        decoding = [s for s in self._running if s.next_token is not None]
+            try:
+                logits = self.runner.prefill_batch([(seq.id, chunk) for seq, chunk in chunks])
+            except Exception as exc:
+                for seq, _ in chunks:
+                    self._finish(seq, error=exc)
+            else:
+                for (seq, chunk), row in zip(chunks, logits, strict=True):
+                    seq.prefilled += len(chunk)
+                    if seq.prefilled == len(seq.context) and seq.next_token is None:  # not a resumed sequence
+                        seq.job.prompt_logits = row
+                        # Fork the waiting siblings before this choice samples: it may finish and free the prompt.
+                        for sibling in [s for s in self._running if s.job is seq.job and s.forks and not s.prefilled]:
+                            self._guarded([sibling], functools.partial(self._fork, seq, sibling))
+                        self._guarded([seq], functools.partial(self._emit, seq, row))
+        decoding = self._decoding()
         if decoding:
-            logits = self.runner.decode_batch([(s.id, s.next_token) for s in decoding])
+            try:
+                logits = self.runner.decode_batch([(s.id, s.next_token) for s in decoding])
+            except Exception as exc:
+                for seq in decoding:
+                    self._finish(seq, error=exc)
+                return
             for seq, row in zip(decoding, logits, strict=True):
-                self._emit(seq, row)
+                seq.fed.append(seq.next_token)
+                self._guarded([seq], functools.partial(self._emit, seq, row))
 
     def _prompt_holder(self, job: Job) -> _Sequence | None:
-        return next((s for s in self._running if s.job is job and s.prefilled == len(job.prompt)), None)
+        """A running sequence of ``job`` whose KV cache holds the whole prompt."""
+        return next((s for s in self._running if s.job is job and s.prefilled >= len(job.prompt)), None)
 
     def _fork(self, source: _Sequence, seq: _Sequence) -> None:
         assert seq.job.prompt_logits is not None  # set when the prompt was prefilled
@@ -305,13 +405,24 @@ class Scheduler:
             seq.job.events.put(("delta", seq.index, delta, logprobs))
 
     def _finish(self, seq: _Sequence, error: Exception | None = None) -> None:
+        """Ends ``seq`` once: frees its pages and sends its last text and "done", or ``error``."""
+        if seq.finished:
+            return
+        seq.finished = True
         with self._wake:
             if seq in self._running:
                 self._running.remove(seq)
-        self.runner.remove_sequence(seq.id)
+        try:
+            self.runner.remove_sequence(seq.id)
+        except Exception as exc:  # nothing more to free for it; the server goes on
+            log.error("freeing sequence %s failed", seq.id, exc_info=exc)
         seq.gen.finished = time.perf_counter()
+        if error is None:
+            try:
+                self._report(seq, seq.text.flush())
+            except Exception as exc:
+                error = exc
         if error is not None:
             seq.job.events.put(("error", error))
             return
-        self._report(seq, seq.text.flush())
         seq.job.events.put(("done", seq.index, seq.gen))
