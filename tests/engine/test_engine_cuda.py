@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tvm
 from llama_reference import llama_logits
-from tiny_llama import tiny_llama_model, wide_head_model
+from tiny_llama import tiny_llama_model, wide_head_model, write_gguf
 
 from webbuild.build.prepare import prepare_model
+from webbuild.build.source import load_source
 from webbuild.engine.engine import Engine
 
 pytestmark = [
@@ -70,3 +71,21 @@ def test_cuda_prefill_in_chunks_matches_numpy_reference():
     ours = engine.score_positions(ids)
     ref = llama_logits(source.tensors, source.config, ids)
     np.testing.assert_allclose(ours, ref, atol=1e-3 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("scheme", ["q4f32_m", "q4f16_m", "q8f32_s", "q4f16_1"])
+def test_cuda_runs_each_layout_as_the_cpu_does(scheme, tmp_path):
+    """The dequantizing matmuls of every layout on the GPU (dlight's GEMV/Matmul inline them): a GGUF with Q4_1
+    linears and a Q8_0 embedding gives the CPU build's logits, up to the order of the sums."""
+    import gguf
+
+    tiny = tiny_llama_model(seed=2)
+    qtypes = {n: gguf.GGMLQuantizationType.Q4_1 for n in tiny.tensors if n.endswith("proj.weight")}
+    qtypes["model.embed_tokens.weight"] = gguf.GGMLQuantizationType.Q8_0
+    source = load_source(str(write_gguf(tmp_path / "m.gguf", tiny, qtypes)))
+    prepared = prepare_model(source, scheme, context_window_size=128, prefill_chunk_size=16)
+    ids = [(7 * i + 3) % 250 for i in range(40)]
+    cpu = Engine(prepared).score_positions(ids)
+    cuda = Engine(prepared, device="cuda").score_positions(ids)
+    tolerance = 3e-2 if "f16" in scheme else 1e-3
+    np.testing.assert_allclose(cuda, cpu, atol=tolerance * np.abs(cpu).max())

@@ -1,5 +1,6 @@
-"""The linear layers' kernels, compiled for the CPU (llvm): each GGUF type's groups, stored in our layout, come back
-out of the kernel as the same float32 bits (embedding rows), and the matmul is x @ those weights."""
+"""The linear layers' kernels, compiled for the CPU (llvm), and for CUDA where a GPU is present: each GGUF type's
+groups, stored in our layout, come back out of the kernel as the same float32 bits (embedding rows), and the
+matmul is x @ those weights."""
 
 from __future__ import annotations
 
@@ -33,10 +34,20 @@ class _Probe(nn.Module):
         return self.linear.lookup(ids)
 
 
-@pytest.fixture(scope="module", params=[("q4", "float32"), ("q4m", "float32"), ("q8", "float32"), ("q4m", "float16")])
+_CUDA = [pytest.mark.gpu, pytest.mark.skipif(not tvm.cuda(0).exist, reason="no CUDA GPU on this machine")]
+PROBES = [
+    ("q4", "float32", "cpu"),
+    ("q4m", "float32", "cpu"),
+    ("q8", "float32", "cpu"),
+    ("q4m", "float16", "cpu"),
+    *(pytest.param((layout, dtype, "cuda"), marks=_CUDA) for layout in LAYOUTS for dtype in ("float32", "float16")),
+]
+
+
+@pytest.fixture(scope="module", params=PROBES)
 def kernels(request):
-    """One compiled probe per layout and model dtype, shared by the tests below."""
-    layout, dtype = request.param
+    """One compiled probe per layout, model dtype and target, shared by the tests below."""
+    layout, dtype, target = request.param
     probe = _Probe(layout, dtype)
     packed = {"param_mode": "packed", "effect_mode": "none"}
     mod, params = probe.export_tvm(
@@ -45,8 +56,9 @@ def kernels(request):
             "lookup": {"ids": nn.spec.Tensor(["n"], "int32"), "$": packed},
         }
     )
-    vm = relax.VirtualMachine(compile_module(mod, make_target("cpu")), tvm.cpu())
-    return layout, dtype, [name.split(".")[-1] for name, _ in params], vm
+    device = tvm.cuda() if target == "cuda" else tvm.cpu()
+    vm = relax.VirtualMachine(compile_module(mod, make_target(target)), device)
+    return layout, dtype, [name.split(".")[-1] for name, _ in params], (vm, device)
 
 
 def _source(qtype: str) -> tuple[QuantizedTensor, np.ndarray]:
@@ -58,9 +70,10 @@ def _source(qtype: str) -> tuple[QuantizedTensor, np.ndarray]:
     return QuantizedTensor(qtype, blocks, IN), gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[qtype])
 
 
-def _run(vm, function: str, arg: np.ndarray, stored: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
-    params = [tvm.runtime.tensor(stored[n], tvm.cpu()) for n in names]
-    return vm[function](tvm.runtime.tensor(arg, tvm.cpu()), params).numpy()
+def _run(probe, function: str, arg: np.ndarray, stored: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    vm, device = probe
+    params = [tvm.runtime.tensor(stored[n], device) for n in names]
+    return vm[function](tvm.runtime.tensor(arg, device), params).numpy()
 
 
 def test_gguf_groups_come_out_of_the_kernel_bit_for_bit(kernels) -> None:
@@ -80,4 +93,5 @@ def test_the_matmul_uses_those_weights(kernels) -> None:
     x = np.random.default_rng(8).standard_normal((1, 5, IN)).astype(dtype)
     got = _run(vm, "forward", x, stored, names)
     want = x.astype(np.float64) @ expected.astype(dtype).astype(np.float64).T
+    # f16 activations and sums (and, on a GPU, another order of the sums): a tolerance, not the bits
     np.testing.assert_allclose(got, want, rtol=0, atol=(1e-5 if dtype == "float32" else 2e-2) * np.abs(want).max())

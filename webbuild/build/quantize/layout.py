@@ -104,9 +104,9 @@ def code_at(words: Any, row: Any, col: Any, bits: int, *, signed: bool = False) 
     from tvm import tirx
 
     per_word = 32 // bits
-    word = words[row, col // per_word]
-    if signed:  # move the code to the top bits, then shift back arithmetically: sign extension
-        top = word << ((per_word - 1 - col % per_word) * bits).astype("uint32")
-        return tirx.reinterpret("int32", top) >> tirx.const(32 - bits, "int32")
-    code = (word >> (col % per_word * bits).astype("uint32")) & tirx.const((1 << bits) - 1, "uint32")
+    code = (words[row, col // per_word] >> (col % per_word * bits).astype("uint32")) & tirx.const(
+        (1 << bits) - 1, "uint32"
+    )
+    if signed:  # the code's sign bit to bit 31, then an arithmetic shift back: sign extension
+        return tirx.reinterpret("int32", code << tirx.const(32 - bits, "uint32")) >> tirx.const(32 - bits, "int32")
     return code.astype("int32")
