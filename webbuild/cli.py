@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -104,6 +105,18 @@ def _origins(text: str) -> list[str]:
     return origins
 
 
+def _hosts(text: str) -> list[str]:
+    """Comma-separated host names for the Host check: ``name``, ``*.domain`` or ``*``, without scheme or port."""
+    hosts = [h.strip().lower() for h in text.split(",") if h.strip()]
+    for host in hosts:
+        name = host.removeprefix("*.")
+        if host != "*" and not re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?", name):
+            raise argparse.ArgumentTypeError(
+                f"{host!r} is not a host name: write e.g. llm.example.com or *.example.com (no scheme, port or path)"
+            )
+    return hosts
+
+
 # ---- what options name: checked before a command starts work (exit 1 with error/tip, like load failures).
 
 
@@ -176,6 +189,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             api=not args.no_api,
             api_key=args.api_key or os.environ.get("WEBBUILD_API_KEY") or None,
             allow_origins=[o for group in args.allow_origins or [] for o in group],
+            allowed_hosts=[h for group in args.allowed_hosts or [] for h in group],
             cross_origin_isolation=args.cross_origin_isolation,
             quantization=args.quantization,
             log_level="info" if args.verbose else "warning",
@@ -355,6 +369,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGINS",
         help="comma-separated origins whose pages may call the server (CORS), e.g. https://example.com, or '*'; "
         "repeatable; default: same origin only",
+    )
+    p.add_argument(
+        "--allowed-hosts",
+        action="append",
+        type=_hosts,
+        metavar="HOSTS",
+        help="comma-separated host names the server answers to besides localhost, IP addresses and (with --host "
+        "0.0.0.0) this machine's name, e.g. llm.example.com or *.example.com, or '*'; repeatable (Host header "
+        "check against DNS rebinding)",
     )
     p.add_argument(
         "--cross-origin-isolation",

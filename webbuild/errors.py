@@ -117,3 +117,10 @@ class RequestTooLargeError(InvalidRequestError):
 
     status = 413
     code = "request_too_large"
+
+
+class UnsupportedMediaTypeError(InvalidRequestError):
+    """An API call whose body is not declared as JSON (``Content-Type: application/json``)."""
+
+    status = 415
+    code = "unsupported_media_type"

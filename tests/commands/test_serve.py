@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +55,7 @@ def test_a_site_without_the_api(served: dict, site: Path) -> None:
     )  # fmt: skip
     assert code == 0
     assert served["config"].port == 9123 and served["config"].host == "0.0.0.0"
-    client = TestClient(served["app"])
+    client = TestClient(served["app"], base_url="http://localhost:9123")
     page = client.get("/", headers={"origin": "https://c.example"})
     assert page.status_code == 200
     assert page.headers["access-control-allow-origin"] == "https://c.example"
@@ -62,6 +63,40 @@ def test_a_site_without_the_api(served: dict, site: Path) -> None:
     assert other.headers["access-control-allow-origin"] == "https://a.example"
     assert page.headers["cross-origin-embedder-policy"] == "require-corp"
     assert client.get("/v1/models").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("args", "host", "allowed"),
+    [
+        ([], "localhost:8000", True),
+        ([], "127.0.0.1:8000", True),
+        ([], "[::1]:8000", True),
+        ([], "app.localhost", True),
+        ([], "evil.example:8000", False),  # a rebound name: refused
+        ([], "127.0.0.1.nip.io", False),
+        (["--allowed-hosts", "llm.example.com,*.corp.example"], "llm.example.com", True),
+        (["--allowed-hosts", "llm.example.com,*.corp.example"], "a.corp.example:8000", True),
+        (["--allowed-hosts", "llm.example.com,*.corp.example"], "evil.example", False),
+        (["--allowed-hosts", "*"], "anything.example", True),
+        (["--host", "0.0.0.0"], "192.168.1.20:8000", True),  # an address cannot be rebound
+        (["--host", "0.0.0.0"], socket.gethostname(), True),
+        (["--host", "0.0.0.0"], "evil.example", False),
+    ],
+)
+def test_the_host_header_must_name_this_server(served: dict, site: Path, args: list, host: str, allowed: bool):
+    assert main(["--quiet", "serve", str(site), "--no-api", *args]) == 0
+    response = TestClient(served["app"]).get("/manifest.json", headers={"host": host})
+    assert response.status_code == (200 if allowed else 400)
+    if not allowed:
+        assert response.json()["error"]["code"] == "host_not_allowed"
+        assert "--allowed-hosts" in response.json()["error"]["message"]
+
+
+def test_allowed_hosts_are_checked_while_parsing(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "x", "--allowed-hosts", "https://llm.example.com"])
+    assert exit_.value.code == 2
+    assert "not a host name" in capsys.readouterr().err
 
 
 def test_a_port_in_use_exits_3(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,7 +128,7 @@ def test_a_load_failure_is_reported_and_the_site_stays_up(
     served: dict, site: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["serve", str(site)]) == 0  # a manifest without variants: the engine cannot load from it
-    client = TestClient(served["app"])
+    client = TestClient(served["app"], base_url="http://127.0.0.1:8000")
     health = wait_for_health(client.get, timeout=120)
     assert health.status_code == 503 and health.json()["status"] == "error"
     message = health.json()["message"]
@@ -111,7 +146,7 @@ def test_a_model_directory_serves_the_api_only(served: dict, tmp_path: Path, mon
     model_dir = write_hf_dir(tmp_path / "tiny", tiny_llama_model())
     monkeypatch.setenv("WEBBUILD_API_KEY", "from-env")
     assert main(["--quiet", "serve", str(model_dir), "-q", "q0f32", "--mode", "server"]) == 0
-    client = TestClient(served["app"])
+    client = TestClient(served["app"], base_url="http://localhost:8000")
     assert wait_for_health(client.get, timeout=900).status_code == 200
     assert client.get("/v1/models").status_code == 401
     models = client.get("/v1/models", headers={"authorization": "Bearer from-env"}).json()
@@ -121,6 +156,62 @@ def test_a_model_directory_serves_the_api_only(served: dict, tmp_path: Path, mon
     metrics = client.get("/metrics", headers={"authorization": "Bearer from-env"}).text
     capacity = float(re.search(r"^webbuild_kv_cache_capacity_tokens (\S+)$", metrics, re.M).group(1))
     assert capacity == 8 * tiny_llama_model().config["max_position_embeddings"]  # server mode: 8 context windows
+
+
+# A `webbuild serve` whose engine is the scripted one: endless replies, a chunk every 50 ms.
+SERVE_FAKE = """
+import sys
+from fake_engine import FakeEngine
+import webbuild.commands.serve as serve
+serve.load_engine = lambda *args, **kwargs: FakeEngine(endless=True, delay=0.05)
+from webbuild.cli import main
+sys.exit(main(["serve", *sys.argv[1:]]))
+"""
+
+
+def test_ctrl_c_stops_serve_within_a_second_while_requests_run(site: Path, tmp_path: Path) -> None:
+    """Ctrl-C with a stream and a non-streamed request in flight, neither of which would ever end by itself, and
+    an idle connection: the server aborts them and exits within a second."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SERVE_FAKE, str(site), "--port", str(port)], env=env, stderr=stderr
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if http.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and proc.poll() is None, err.read_text()
+                time.sleep(0.05)
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            pending = threading.Thread(
+                target=lambda: httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30), daemon=True
+            )
+            pending.start()
+            time.sleep(0.5)  # it has reached the engine
+            with http.stream("POST", "/v1/chat/completions", json=body | {"stream": True}) as stream:
+                next(stream.iter_bytes())  # the stream is running
+                idle = socket.create_connection(("127.0.0.1", port))
+                proc.send_signal(signal.SIGINT)
+                t0 = time.monotonic()
+                code = proc.wait(10)
+                elapsed = time.monotonic() - t0
+                idle.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code in (0, 130), err.read_text()
+    assert elapsed < 1.5, f"{elapsed:.2f} s to stop"
 
 
 # ---- the real command, in a subprocess, on an empty cache --------------------------------------------------

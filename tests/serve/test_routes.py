@@ -22,6 +22,7 @@ from webbuild.serve.app import create_app, serving
 from webbuild.serve.loading import RETRY_AFTER_S, EngineLoader
 
 CHAT = "/v1/chat/completions"
+JSON = {"content-type": "application/json"}
 HI = [{"role": "user", "content": "Capital of France?"}]
 
 
@@ -135,7 +136,7 @@ BAD_REQUESTS = [
     (b"\xff\xfe\x00garbage", "invalid_request", None),
     (b"[1, 2, 3]", "invalid_request", None),
     (b'"just a string"', "invalid_request", None),
-    (b"[" * 100_000 + b"]" * 100_000, "invalid_request", None),
+    (b"[" * 30_000 + b"]" * 30_000, "invalid_request", None),  # deeper than the parser recurses
     (json.dumps({"messages": []}).encode(), "invalid_request", "messages"),
     (json.dumps({"messages": "hi"}).encode(), "invalid_request", "messages"),
     (json.dumps({}).encode(), "invalid_request", "messages"),
@@ -164,7 +165,7 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("body", "code", "param"), BAD_REQUESTS)
 def test_bad_chat_requests_get_400_in_the_envelope(client: TestClient, body: bytes, code: str, param: str) -> None:
-    error = assert_envelope(client.post(CHAT, content=body), 400, code, param)
+    error = assert_envelope(client.post(CHAT, content=body, headers=JSON), 400, code, param)
     assert error["type"] == "invalid_request_error"
 
 
@@ -210,11 +211,55 @@ def test_unknown_model_is_404(client: TestClient) -> None:
     assert_envelope(response, 404, "model_not_found", "model")
 
 
-def test_too_large_body_is_413(client: TestClient) -> None:
-    from webbuild.serve.routes import MAX_BODY_BYTES
+def test_a_body_larger_than_the_context_window_holds_is_413_and_ends_the_connection(client: TestClient) -> None:
+    from webbuild.serve.routes import body_limit
 
-    big = json.dumps({"messages": [{"role": "user", "content": "x" * (MAX_BODY_BYTES + 1)}]})
-    assert_envelope(client.post(CHAT, content=big), 413, "request_too_large")
+    limit = body_limit(64)  # the fake model's window
+    assert limit < 1 << 20  # the 7.9 MB body of the probe is refused unread
+    fits = json.dumps({"messages": [{"role": "user", "content": "x" * (limit - 100)}], "max_tokens": 1})
+    assert client.post(CHAT, content=fits, headers=JSON).status_code == 200
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * limit}]})
+    response = client.post(CHAT, content=big, headers=JSON)
+    assert_envelope(response, 413, "request_too_large")
+    assert response.headers["connection"] == "close"
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_api_calls_need_a_json_content_type(client: TestClient, engine: FakeEngine, content_type: str | None) -> None:
+    """What a page on another origin can send without a CORS preflight is never application/json."""
+    body = json.dumps({"messages": HI})
+    headers = {"content-type": content_type} if content_type else {}
+    assert_envelope(client.post(CHAT, content=body, headers=headers), 415, "unsupported_media_type")
+    assert not engine.requests  # nothing generated
+    for ok in ("application/json", "application/json; charset=utf-8", "application/vnd.api+json"):
+        assert client.post(CHAT, content=body, headers={"content-type": ok}).status_code == 200
+
+
+def test_api_responses_are_not_sniffed(client: TestClient) -> None:
+    for response in (client.get("/v1/models"), client.post(CHAT, json={"messages": HI}), client.get("/v1/nope")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_refused_cors_preflight_is_in_the_envelope(engine: FakeEngine) -> None:
+    client = TestClient(create_app(engine=engine, allow_origins=["https://app.example"]))
+    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+    ok = client.options(CHAT, headers={"origin": "https://app.example", **preflight})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://app.example"
+    refused = client.options(CHAT, headers={"origin": "https://evil.example", **preflight})
+    error = assert_envelope(refused, 400, "cors_refused")
+    assert "origin" in error["message"] and "--allow-origins" in error["message"]
+
+
+def test_a_lone_surrogate_is_a_400_not_a_500(client: TestClient) -> None:
+    body = b'{"messages": [{"role": "user", "content": "a\\ud800"}]}'
+    error = assert_envelope(
+        client.post(CHAT, content=body, headers=JSON), 400, "invalid_request", "messages[0].content"
+    )
+    assert "surrogate" in error["message"]
+    body = b'{"prompt": "\\udfff"}'
+    assert_envelope(client.post("/v1/completions", content=body, headers=JSON), 400, "invalid_request", "prompt")
 
 
 @pytest.mark.parametrize(

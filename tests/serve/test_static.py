@@ -150,10 +150,19 @@ def test_suffix_range(client: TestClient) -> None:
     assert response.status_code == 206 and response.content == SHARD[-10:]
 
 
-def test_unsatisfiable_range_is_416(client: TestClient) -> None:
+def test_unsatisfiable_range_is_416_in_the_envelope(client: TestClient) -> None:
     response = client.get("/models/m-q4f32_1/params_shard_0.bin", headers={"range": f"bytes={len(SHARD) + 5}-"})
     assert response.status_code == 416
     assert response.headers["content-range"] == f"bytes */{len(SHARD)}"
+    assert response.json()["error"]["code"] == "range_not_satisfiable"
+
+
+@pytest.mark.parametrize("header", ["pages=0-9", "bytes=9-2", "bytes=", "nonsense"])
+def test_a_malformed_range_is_400_in_the_envelope(client: TestClient, header: str) -> None:
+    response = client.get("/models/m-q4f32_1/params_shard_0.bin", headers={"range": header})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+    assert header in response.json()["error"]["message"]
 
 
 def test_range_on_a_compressible_file_is_served_uncompressed(client: TestClient) -> None:
@@ -210,6 +219,21 @@ def test_head_has_the_headers_and_no_body(client: TestClient) -> None:
 
 
 # ---- isolation and refusals ------------------------------------------------------------------------------
+
+
+def test_site_files_confine_the_page(client: TestClient) -> None:
+    """CSP: the page's own scripts, workers (and blob: workers for embedding), wasm, same-origin fetches;
+    no sniffing a file into another type; no Referer to other sites."""
+    for path in ("/", "/runtime/index.js", "/models/m-q4f32_1/params_shard_0.bin"):
+        headers = client.get(path).headers
+        csp = dict(part.strip().split(" ", 1) for part in headers["content-security-policy"].split(";"))
+        assert csp["script-src"] == "'self' 'wasm-unsafe-eval'"
+        assert csp["worker-src"] == "'self' blob:"
+        assert csp["connect-src"] == "'self'" and csp["default-src"] == "'self'"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+    missing = client.get("/nope.js")
+    assert missing.status_code == 404 and missing.headers["x-content-type-options"] == "nosniff"
 
 
 def test_cross_origin_isolation_headers_are_opt_in(site: Path) -> None:

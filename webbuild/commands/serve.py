@@ -13,6 +13,8 @@ from webbuild import _log
 from webbuild.errors import InputError
 from webbuild.serve.app import create_app
 from webbuild.serve.loading import EngineLoader, load_engine
+from webbuild.serve.security import default_allowed_hosts
+from webbuild.serve.server import server_config
 from webbuild.site_format import is_site
 
 
@@ -29,6 +31,7 @@ class ServeOptions:
     api: bool = True
     api_key: str | None = None
     allow_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # beside security.default_allowed_hosts(host)
     cross_origin_isolation: bool = False
     quantization: str | None = None
     log_level: str = "warning"
@@ -62,6 +65,7 @@ def serve(opts: ServeOptions) -> None:
         engine=loader,
         api_key=opts.api_key,
         allow_origins=opts.allow_origins,
+        allowed_hosts=default_allowed_hosts(opts.host) + opts.allowed_hosts,
         cross_origin_isolation=opts.cross_origin_isolation,
     )
     url = f"http://{opts.host}:{opts.port}"
@@ -73,8 +77,7 @@ def serve(opts: ServeOptions) -> None:
             f"OpenAI API at {url}/v1{auth}, 503 until the engine is ready ({url}/health); metrics at {url}/metrics"
         )
     _log.step("Ctrl-C to stop")
-    config = uvicorn.Config(app, host=opts.host, port=opts.port, log_level=opts.log_level, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, opts.host, opts.port, log_level=opts.log_level))
     if loader is not None:  # once the port is open: importing TVM holds the GIL for a second or more at times
         loader.start(after=lambda: server.started)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn stops on Ctrl-C, then raises it again

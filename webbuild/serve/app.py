@@ -2,7 +2,8 @@
 
 Routes are matched in order: the API (``/v1/...``, ``/health``, ``/metrics``, ``/openapi.json``) and any
 ``routes`` passed in come before the static mount that answers everything else. Every error, from the API or
-the static files, leaves in OpenAI's envelope through one handler (``http_errors.error_response``).
+the static files, leaves in OpenAI's envelope through one handler (``errors.error_response``); the middleware
+of security.py (Host check, CORS, security headers) and the server protocol (server.py) use the same envelope.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
 from webbuild.errors import InputError, WebbuildError
 from webbuild.serve.errors import error_response
+from webbuild.serve.security import EnvelopeCORS, HostCheck, SecurityHeaders
+from webbuild.serve.server import Limits, server_config
 from webbuild.serve.static import MEDIA_TYPES, SiteFiles
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ def create_app(
     engine: EngineLike | EngineLoader | None = None,
     api_key: str | None = None,
     allow_origins: Sequence[str] = (),
+    allowed_hosts: Sequence[str] | None = None,
     cross_origin_isolation: bool = False,
 ) -> Starlette:
     """The ASGI app serving ``site_dir`` at ``/`` and, with ``engine``, the REST API.
@@ -60,7 +63,9 @@ def create_app(
 
     ``api_key`` protects ``/v1`` (the site, ``/health`` and ``/metrics`` stay public). ``allow_origins``
     lists the origins whose pages may call the server (``*`` for any); by default browsers allow only
-    same-origin pages. ``cross_origin_isolation`` adds COOP/COEP to the site's files.
+    same-origin pages. ``allowed_hosts`` lists the host names requests may name in ``Host`` (IP addresses
+    always pass; None: any, as for tests; ``webbuild serve`` passes ``security.default_allowed_hosts`` plus
+    ``--allowed-hosts``). ``cross_origin_isolation`` adds COOP/COEP to the site's files.
     """
     if site_dir is None and engine is None and not routes:
         raise InputError("Nothing to serve: give a site folder, an engine, or both.")
@@ -72,11 +77,13 @@ def create_app(
     if site_dir is not None:
         site = SiteFiles(_check_site(site_dir), cross_origin_isolation=cross_origin_isolation)
         all_routes.append(Mount("/", app=site, name="site"))
-    middleware = []
+    middleware = [Middleware(SecurityHeaders)]
+    if allowed_hosts is not None:
+        middleware.append(Middleware(HostCheck, allowed=allowed_hosts))
     if allow_origins:
         middleware.append(
             Middleware(
-                CORSMiddleware,
+                EnvelopeCORS,
                 allow_origins=list(allow_origins),
                 allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Range", "OpenAI-Organization", "OpenAI-Project"],
@@ -89,15 +96,14 @@ def create_app(
 
 
 @contextlib.contextmanager
-def serving(site: Path | ASGIApp, host: str = "127.0.0.1") -> Iterator[str]:
+def serving(site: Path | ASGIApp, host: str = "127.0.0.1", limits: Limits | None = None) -> Iterator[str]:
     """Serves a site folder (or any ASGI app) from a background thread on a free port while the block runs;
     yields its URL. For tests and benchmarks: ``webbuild serve`` runs uvicorn in the foreground."""
     app = create_app(site) if isinstance(site, Path) else site
     with socket.socket() as s:
         s.bind((host, 0))
         port = s.getsockname()[1]
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, host, port, limits=limits or Limits()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from webbuild.errors import AuthenticationError, EngineUnavailableError, WebbuildError
+from webbuild.errors import AuthenticationError, EngineUnavailableError, RequestTooLargeError, WebbuildError
 
 log = logging.getLogger("webbuild.serve")
 
@@ -26,6 +26,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "request_too_large",
+    416: "range_not_satisfiable",
 }
 
 
@@ -72,6 +73,8 @@ async def error_response(request: Request, exc: Exception) -> Response:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, EngineUnavailableError) and exc.retry_after:
         headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, RequestTooLargeError):  # the rest of the body may still be coming: end the connection
+        headers["Connection"] = "close"
     if status in (204, 304):  # bodyless statuses (static files may raise them)
         return Response(status_code=status, headers=headers)
     return JSONResponse(body, status_code=status, headers=headers)

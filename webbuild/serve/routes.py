@@ -26,7 +26,12 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from webbuild.engine.request import Request as ApiRequest
 from webbuild.engine.request import parse_chat_request, parse_completion_request
-from webbuild.errors import InvalidRequestError, ModelNotFoundError, RequestTooLargeError
+from webbuild.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    RequestTooLargeError,
+    UnsupportedMediaTypeError,
+)
 from webbuild.serve.auth import BearerAuth
 from webbuild.serve.errors import error_payload
 from webbuild.serve.loading import EngineLoader
@@ -36,7 +41,12 @@ from webbuild.serve.sse import ChunkSource, EventStream
 
 log = logging.getLogger("webbuild.serve")
 
-MAX_BODY_BYTES = 8 << 20  # a context window of text is far smaller; this only stops abuse
+# A request body may hold a context window of text: bytes per token (JSON-escaped CJK is ~12, a run of spaces
+# more) plus room for the fields around it (stop strings, logit_bias), and never more than MAX_BODY_BYTES.
+# Anything larger cannot fit the window anyway, and refusing it unread keeps parsing and tokenizing short.
+BODY_BYTES_PER_TOKEN = 64
+BODY_BYTES_BASE = 64 << 10
+MAX_BODY_BYTES = 8 << 20
 # Threads that may wait on the engine at once. Its own pool, so requests queued on the engine never take the
 # threads that static files and /metrics use (anyio's shared default is 40).
 ENGINE_THREADS = 256
@@ -48,7 +58,7 @@ class EngineLike(Protocol):
     """What the API needs from ``webbuild.engine.Engine`` (tests pass fakes)."""
 
     model_name: str
-    model: Any  # .defaults (dict): the model's sampling defaults
+    model: Any  # .defaults (dict): the model's sampling defaults; .cfg.context_window_size
 
     def create(
         self, request: ApiRequest, abort: threading.Event | None = None
@@ -60,28 +70,55 @@ class EngineLike(Protocol):
 # ---- request body ---------------------------------------------------------------------------------------
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+def body_limit(context_window_size: int) -> int:
+    """The largest request body for a model with this context window."""
+    return min(BODY_BYTES_BASE + BODY_BYTES_PER_TOKEN * context_window_size, MAX_BODY_BYTES)
 
 
-async def read_json(request: Request) -> Any:
-    """The body as JSON; malformed, non-UTF-8, NaN/Infinity or oversized bodies are 400/413 errors."""
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body of a JSON API call. A JSON content type is required: a page on another origin may send
+    ``text/plain`` or a form without asking first (no CORS preflight), never ``application/json``, so no
+    foreign page can make a local server generate. Larger than ``limit``: 413 before or while reading."""
+    content_type = request.headers.get("content-type", "")
+    if not _is_json(content_type):
+        raise UnsupportedMediaTypeError(
+            f"The request body must be JSON sent as Content-Type: application/json (got {content_type or 'none'}).",
+            tip="Add the header, e.g. curl -H 'Content-Type: application/json' -d '{...}'.",
+        )
+    too_large = f"The request body is larger than {limit} bytes, which is more than this model's context window holds."
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise RequestTooLargeError(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestTooLargeError(too_large)
     parts, size = [], 0
     try:
         async for part in request.stream():
             size += len(part)
-            if size > MAX_BODY_BYTES:
-                raise RequestTooLargeError(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+            if size > limit:
+                raise RequestTooLargeError(too_large)
             parts.append(part)
     except ClientDisconnect as exc:
         raise InvalidRequestError("The client disconnected before sending the whole body.") from exc
+    return b"".join(parts)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_body(body: bytes, endpoint: str, defaults: dict[str, Any]) -> ApiRequest:
+    """The validated request (blocking: run it in a worker thread, the body may be megabytes); malformed,
+    non-UTF-8 or NaN/Infinity JSON is a 400."""
     try:
-        return json.loads(b"".join(parts), parse_constant=_no_constants)
+        data = json.loads(body, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from exc
+    parse = parse_chat_request if endpoint == CHAT else parse_completion_request
+    return parse(data, defaults)
 
 
 # ---- routes ---------------------------------------------------------------------------------------------
@@ -170,9 +207,9 @@ class Api:
         return response
 
     async def _respond(self, request: Request, endpoint: str, started: float) -> Response:
-        body = await read_json(request)
-        parse = parse_chat_request if endpoint == CHAT else parse_completion_request
-        req = parse(body, self.engine.model.defaults)
+        engine = self.engine  # 503 while it loads, before reading a body
+        body = await read_body(request, body_limit(engine.model.cfg.context_window_size))
+        req = await anyio.to_thread.run_sync(parse_body, body, endpoint, engine.model.defaults)
         self._check_model(req.model)
         if not req.stream:
             result = await self._complete(request, req)
@@ -215,12 +252,17 @@ class Api:
 
             tg.start_soon(watch_disconnect)
             try:
+                # Abandoned when cancelled (the server stopping), which aborts the request: the thread returns
+                # within a step instead of holding the shutdown until the whole answer is generated.
                 result = await anyio.to_thread.run_sync(
-                    functools.partial(self.engine.create, req, abort=abort), limiter=self.limiter
+                    functools.partial(self.engine.create, req, abort=abort),
+                    limiter=self.limiter,
+                    abandon_on_cancel=True,
                 )
             except Exception as exc:  # raised below, outside the task group, which would wrap it in a group
                 error = exc
             finally:
+                abort.set()  # a no-op once the request is done
                 tg.cancel_scope.cancel()
         if error is not None:
             raise error

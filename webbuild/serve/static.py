@@ -8,6 +8,7 @@ what a model site needs on top:
   ``no-cache`` (revalidate with the ETag) for everything else, so a rebuilt site never mixes with stale files;
 - ETags from the manifest's sha256 where the file still has it: equal on every replica and after a copy;
 - gzip for text and wasm (weight shards hardly compress and are fetched with ranges, so they are left alone);
+- a Content-Security-Policy fitted to the page (security.SITE_CSP);
 - optional COOP/COEP headers, which the page needs for ``SharedArrayBuffer`` (threaded wasm);
 - dot-files (``.git``, ``.env``) are never served.
 """
@@ -27,11 +28,12 @@ from typing import Any
 import anyio
 from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.staticfiles import NotModifiedResponse, StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from webbuild.errors import WebbuildError
+from webbuild.serve.security import SITE_CSP
 from webbuild.site_format import MANIFEST_JSON, read_manifest
 
 # Set explicitly rather than trusting the platform's mimetypes table: module workers refuse scripts that
@@ -191,9 +193,27 @@ class SiteFileResponse(FileResponse):
         request = Headers(scope=scope)
         if self.site.is_not_modified(self.headers, request):
             return await NotModifiedResponse(self.headers)(scope, receive, send)
+        if "range" in request and self.status_code == 200:
+            self._check_range(request, scope["method"])
         if self.compressible and self.status_code == 200 and "range" not in request and _accepts_gzip(request):
             return await GzipFileResponse(self.full_path, self.st, self.headers, self.site.gzip)(scope, receive, send)
         await super().__call__(scope, receive, send)
+
+    def _check_range(self, request: Headers, method: str) -> None:
+        """A Range FileResponse would refuse in plain text, refused here in the envelope (400 or 416)."""
+        if_range = request.get("if-range")
+        if method not in ("GET", "HEAD") or (if_range is not None and not self._should_use_range(if_range)):
+            return  # the whole file is sent
+        try:
+            self._parse_range_header(request["range"], self.st.st_size)
+        except MalformedRangeHeader as exc:
+            raise HTTPException(400, f"Bad Range header {request['range']!r}: {exc.content}") from None
+        except RangeNotSatisfiable:
+            raise HTTPException(
+                416,
+                f"Range {request['range']!r} starts past the end of the file ({self.st.st_size} bytes).",
+                headers={"Content-Range": f"bytes */{self.st.st_size}"},
+            ) from None
 
 
 class GzipFileResponse(Response):
@@ -227,7 +247,9 @@ class SiteFiles(StaticFiles):
         self.root = Path(directory).resolve()
         self.hashes = HashIndex(self.root)
         self.gzip = GzipCache()
-        self.extra_headers = dict(CROSS_ORIGIN_ISOLATION) if cross_origin_isolation else {}
+        self.extra_headers = {"Content-Security-Policy": SITE_CSP}
+        if cross_origin_isolation:
+            self.extra_headers |= CROSS_ORIGIN_ISOLATION
 
     def get_path(self, scope: Scope) -> str:
         path = super().get_path(scope)
