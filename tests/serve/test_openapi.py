@@ -11,6 +11,7 @@ import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -23,8 +24,8 @@ from tiny_llama import tiny_llama_model
 
 from webbuild.serve.app import create_app, serving
 from webbuild.serve.openapi import openapi_spec
+from webbuild.serve.security import default_allowed_hosts
 
-schema = schemathesis.openapi.from_dict(openapi_spec())
 CASES = json.loads(
     (Path(__file__).parents[2] / "web_runtime/test/fixtures/request_cases.json").read_text(encoding="utf-8")
 )["cases"]
@@ -44,7 +45,8 @@ def live_url() -> Iterator[str]:
     from webbuild.engine.engine import Engine
 
     engine = Engine(prepare_model(tiny_llama_model().source(), "q0f32"))
-    with serving(create_app(engine=engine)) as url:
+    app = create_app(engine=engine, allowed_hosts=default_allowed_hosts("127.0.0.1"))  # as `webbuild serve` makes it
+    with serving(app) as url:
         yield url.rstrip("/")
 
 
@@ -82,18 +84,34 @@ def test_the_served_spec_has_the_models_sampling_defaults() -> None:
     assert completion["max_tokens"]["anyOf"][0]["default"] == 16
 
 
+def _fuzz_schema(mode: GenerationMode) -> schemathesis.schemas.BaseSchema:
+    fuzzed = schemathesis.openapi.from_dict(openapi_spec())
+    fuzzed.config.generation.update(modes=[mode])
+    return fuzzed
+
+
+# Bounded: ~700 requests (2 phases x 6 operations x 60 examples) in about half a minute on 2 cores.
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+FUZZ_CHECKS = [
+    schemathesis.checks.not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
+
+
 @pytest.mark.toolchain
-@schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_fuzzing_finds_no_server_error(case: schemathesis.Case, live_url: str) -> None:
-    case.call_and_validate(
-        base_url=live_url,
-        timeout=30,
-        checks=[
-            schemathesis.checks.not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-            negative_data_rejection,
-        ],
-    )
+@_fuzz_schema(GenerationMode.POSITIVE).parametrize()
+@FUZZ
+def test_fuzzing_valid_requests_finds_no_server_error(case: schemathesis.Case, live_url: str) -> None:
+    case.call_and_validate(base_url=live_url, timeout=30, checks=FUZZ_CHECKS)
+
+
+@pytest.mark.toolchain
+@_fuzz_schema(GenerationMode.NEGATIVE).parametrize()
+@FUZZ
+def test_fuzzing_invalid_requests_finds_no_server_error_and_refuses_them(
+    case: schemathesis.Case, live_url: str
+) -> None:
+    case.call_and_validate(base_url=live_url, timeout=30, checks=FUZZ_CHECKS)

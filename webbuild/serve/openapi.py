@@ -213,7 +213,8 @@ _ERROR_TEXT = {
     400: "Invalid request (malformed JSON, wrong type, value out of range, prompt too long).",
     401: "Missing or wrong bearer token (when the server has an API key).",
     404: "Unknown model.",
-    413: "Request body too large.",
+    413: "Request body larger than the model's context window can hold.",
+    415: "The body is not sent as Content-Type: application/json.",
     503: "The engine is still loading (with Retry-After) or failed to load (code model_load_failed).",
 }
 
@@ -236,7 +237,7 @@ def _generate(request: str, response: str, summary: str) -> dict[str, Any]:
                         "text/event-stream": {"schema": _SSE_EVENT},
                     },
                 },
-                **_errors(400, 401, 404, 413, 503),
+                **_errors(400, 401, 404, 413, 415, 503),
             },
         }
     }
