@@ -9,36 +9,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from fake_site import fake_variant
 
 from webbuild.build import site as site_mod
 from webbuild.build.resources import RUNTIME_DIR
 from webbuild.build.site import SiteVariant, assemble_site
 from webbuild.errors import CorruptFileError, InputError, ToolchainError
-from webbuild.site_format import Variant
-
-FIXTURES = Path(__file__).parents[2] / "web_runtime" / "test" / "fixtures"
-WASM = b"\x00asm\x01\x00\x00\x00"
-
-
-def fake_variant(root: Path, model_id: str, quant: str, *, shard_bytes: int = 1000) -> SiteVariant:
-    """A model directory that looks like the weight writer's output (contents are not a real model)."""
-    d = root / model_id
-    d.mkdir(parents=True)
-    (d / "params_shard_0.bin").write_bytes(bytes(range(256)) * (shard_bytes // 256) + b"\x01" * (shard_bytes % 256))
-    (d / "params_shard_1.bin").write_bytes(b"\x02" * 64)
-    records = [
-        {"dataPath": "params_shard_0.bin", "format": "raw-shard", "nbytes": shard_bytes, "records": []},
-        {"dataPath": "params_shard_1.bin", "format": "raw-shard", "nbytes": 64, "records": []},
-    ]
-    (d / "tensor-cache.json").write_text(json.dumps({"metadata": {}, "records": records}))
-    (d / "mlc-chat-config.json").write_text(json.dumps({"version": "0.1.0", "quantization": quant}))
-    (d / "tokenizer.json").write_bytes((FIXTURES / "tokenizer.json").read_bytes())
-    (d / "tokenizer_config.json").write_bytes((FIXTURES / "tokenizer_config.json").read_bytes())
-    (d / "unrelated.txt").write_text("not part of the site")
-    lib = root / f"{model_id}.wasm"
-    lib.write_bytes(WASM)
-    variant = Variant(id=model_id, quantization=quant, needs_shader_f16="f16" in quant, context_window_size=512)
-    return SiteVariant(variant, d, lib)
 
 
 @pytest.fixture()
@@ -417,7 +393,7 @@ def test_page_starts_the_worker_and_shows_typed_load_errors(browser_page) -> Non
     assert code == "model_load_failed"
     assert "libs/tiny-q4f32_1-webgpu.wasm" in text
     page.select_option("#model", "tiny-q4f16_1")
-    page.wait_for_function("document.querySelector('#error').dataset.code === 'shader_f16_unsupported'")
+    page.wait_for_selector("#error[data-code=shader_f16_unsupported]")
     assert '"tiny-q4f32_1"' in page.inner_text("#error")
     assert errors == []
 

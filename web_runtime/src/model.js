@@ -3,7 +3,8 @@
 // pipeline that runs it. Also the checks of token ids against that model.
 
 import { ContextLengthExceededError, InvalidRequestError } from "./errors.js";
-import { resolveModel, fetchJson, generationDefaults, stopTokenIds, chatStopStrings } from "./config.js";
+import { resolveModel, generationDefaults, stopTokenIds, chatStopStrings } from "./config.js";
+import { variantFiles } from "./cache.js";
 import { TextTokenizer } from "./tokenizer.js";
 import { ChatTemplate } from "./chat_template.js";
 
@@ -54,11 +55,14 @@ import { ChatTemplate } from "./chat_template.js";
  */
 export async function loadModel(source, gpu, loadPipeline, { model = null, baseUrl, signal, cacheType, onProgress }) {
   const { record } = await resolveModel(source, { model, hasShaderF16: gpu.hasShaderF16, baseUrl, signal });
-  const url = (/** @type {string} */ name) => new URL(name, record.model_url).href;
+  // Checked against the manifest's sha256 like the weights: a damaged tokenizer would load and talk nonsense.
+  const files = variantFiles(record, cacheType);
+  const json = (/** @type {string} */ name) =>
+    files.fetchWithCache(new URL(name, record.model_url).href, "json", signal);
   const [chatConfig, tokenizerJson, tokenizerConfig] = await Promise.all([
-    fetchJson(url("mlc-chat-config.json"), "the model config", signal),
-    fetchJson(url("tokenizer.json"), "the tokenizer", signal),
-    fetchJson(url("tokenizer_config.json"), "the tokenizer config", signal),
+    json("mlc-chat-config.json"),
+    json("tokenizer.json"),
+    json("tokenizer_config.json"),
   ]);
   const tokenizer = new TextTokenizer(tokenizerJson, tokenizerConfig);
   const template = ChatTemplate.fromTokenizerConfig(tokenizerConfig);

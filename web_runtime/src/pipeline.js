@@ -10,7 +10,7 @@
 import { loadTvmjs } from "./vendor.js";
 import { DeviceLostError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
 import { errorText } from "./config.js";
-import { VerifiedCache } from "./cache.js";
+import { variantFiles } from "./cache.js";
 
 const PAGE_SIZE = 16;
 // Tokens per batch_verify call when scoring: its logits ([n, vocab] float32) pass through a CPU buffer in
@@ -87,9 +87,9 @@ export class ModelPipeline {
   static async load({ record, gpu, onProgress = () => {}, signal, cacheType = "cache" }) {
     const tvmjs = await loadTvmjs();
 
-    // Shards, index and library go through one artifact cache (sha256-checked against the manifest).
-    const cacheOptions = artifactCacheOptions(cacheType, record);
-    const files = cacheOptions.artifactCache ?? new VerifiedCache("webbuild/model", { storage: "none" });
+    // Shards, index and library go through one artifact cache: each file is checked against the manifest's
+    // sha256 when downloaded and when read back from storage (cache.js), whatever the storage.
+    const files = variantFiles(record, cacheType);
 
     // 1. The model library: a wasm module whose imports the tvmjs WASI polyfill provides.
     onProgress({ phase: "library", loaded: 0, total: 0, text: "Fetching the model library" });
@@ -128,11 +128,7 @@ export class ModelPipeline {
           text: report.text,
         });
       });
-      await tvm.fetchTensorCache(record.model_url, tvm.webgpu(), {
-        cacheScope: "webbuild/model",
-        ...cacheOptions,
-        signal,
-      });
+      await tvm.fetchTensorCache(record.model_url, tvm.webgpu(), { artifactCache: files, signal });
 
       // 3. VM functions, parameters (in the order _metadata lists), KV cache.
       pipeline.init(record);
@@ -412,18 +408,4 @@ export class ModelPipeline {
     }
     this.tvm.dispose();
   }
-}
-
-/**
- * tvmjs cache options. "cache" (Cache API) and "none" go through VerifiedCache, which checks downloads
- * against the manifest's sha256; "indexeddb" uses tvmjs's own store. The Cache API needs a secure
- * context: without it, weights are fetched on every load.
- * @param {"cache" | "indexeddb" | "none"} kind
- * @param {import("./config.js").Variant} record
- */
-function artifactCacheOptions(kind, record) {
-  if (kind === "indexeddb") return { cacheType: "indexeddb" };
-  const digests = new Map((record.files ?? []).map((f) => [f.path, f.sha256]));
-  const storage = kind === "cache" && typeof caches !== "undefined" ? "cache" : "none";
-  return { artifactCache: new VerifiedCache("webbuild/model", { digests, storage }) };
 }

@@ -77,6 +77,71 @@ test("a rebuilt site (new digest, same name) misses the cache and drops the old 
   assert.deepEqual([...mem.entries.keys()], [`${URL_A}?sha256=${hex(served)}`]);
 });
 
+/** A cache holding a good copy of URL_A (served = [1, 2, 3, 4]), then damaged by `damage`. */
+async function damagedCache(damage) {
+  const mem = new MemoryCache();
+  served = new Uint8Array([1, 2, 3, 4]);
+  const digests = new Map([[URL_A, hex(served)]]);
+  await new VerifiedCache("s", { digests, cacheStorage: storageOf(mem) }).addToCache(URL_A);
+  const key = `${URL_A}?sha256=${hex(served)}`;
+  mem.entries.set(key, damage(mem.entries.get(key)));
+  return { mem, key, cache: new VerifiedCache("s", { digests, cacheStorage: storageOf(mem) }) };
+}
+
+for (const [name, damage] of [
+  ["truncated", (bytes) => bytes.slice(0, 2)],
+  ["bit-flipped", (bytes) => bytes.map((b, i) => (i === 3 ? b ^ 0x10 : b))],
+  ["emptied", () => new Uint8Array(0)],
+]) {
+  test(`a ${name} stored entry is detected on read, evicted and fetched again`, async () => {
+    const { mem, key, cache } = await damagedCache(damage);
+    assert.equal(await cache.hasAllKeys([URL_A]), true); // present: tvmjs skips its download pass
+    fetches = 0;
+    const warned = [];
+    const warn = console.warn;
+    console.warn = (msg) => warned.push(msg);
+    try {
+      assert.deepEqual(new Uint8Array(await cache.fetchWithCache(URL_A, "arraybuffer")), served);
+    } finally {
+      console.warn = warn;
+    }
+    assert.equal(fetches, 1);
+    assert.deepEqual(mem.entries.get(key), served); // healed for the next visit
+    assert.match(warned[0], /params_shard_0\.bin is damaged/);
+    fetches = 0;
+    await cache.fetchWithCache(URL_A, "arraybuffer");
+    assert.equal(fetches, 0);
+  });
+}
+
+test("a damaged entry whose download is damaged too fails naming the file, and nothing bad is stored", async () => {
+  const { mem, cache } = await damagedCache((bytes) => bytes.slice(0, 1));
+  served = new Uint8Array([6, 6, 6]); // the server now has other bytes than the manifest lists
+  await assert.rejects(cache.fetchWithCache(URL_A, "arraybuffer"), (err) => {
+    assert.ok(err instanceof IntegrityError);
+    assert.match(err.message, /params_shard_0\.bin does not match the sha256 in manifest\.json/);
+    assert.equal(err.data.url, URL_A);
+    return true;
+  });
+  assert.equal(mem.entries.size, 0);
+});
+
+test("files are not trusted where they cannot be checked (no WebCrypto)", async () => {
+  const subtle = Object.getOwnPropertyDescriptor(globalThis, "crypto");
+  Object.defineProperty(globalThis, "crypto", { value: {}, configurable: true });
+  try {
+    const cache = new VerifiedCache("s", { digests: new Map([[URL_A, hex(served)]]), storage: "none" });
+    await assert.rejects(cache.fetchWithCache(URL_A, "arraybuffer"), /cannot be checked/);
+  } finally {
+    Object.defineProperty(globalThis, "crypto", subtle);
+  }
+});
+
+test("a file that is not JSON is named", async () => {
+  const cache = new VerifiedCache("s", { storage: "none" });
+  await assert.rejects(cache.fetchWithCache(URL_A, "json"), /params_shard_0\.bin is not valid JSON/);
+});
+
 test("without storage every load fetches once per file, JSON included", async () => {
   const cache = new VerifiedCache("s", { storage: "none" });
   assert.equal(await cache.hasAllKeys([URL_A]), true); // tvmjs then skips its pre-download pass

@@ -1,0 +1,34 @@
+"""A model variant as the weight writer leaves it (configs, tokenizer, two shards, a library), with contents that
+are not a real model: for assembling sites in tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from webbuild.build.site import SiteVariant
+from webbuild.site_format import Variant
+
+FIXTURES = Path(__file__).parents[1] / "web_runtime" / "test" / "fixtures"
+WASM = b"\x00asm\x01\x00\x00\x00"
+
+
+def fake_variant(root: Path, model_id: str, quant: str, *, shard_bytes: int = 1000) -> SiteVariant:
+    """A model directory that looks like the weight writer's output (contents are not a real model)."""
+    d = root / model_id
+    d.mkdir(parents=True)
+    (d / "params_shard_0.bin").write_bytes(bytes(range(256)) * (shard_bytes // 256) + b"\x01" * (shard_bytes % 256))
+    (d / "params_shard_1.bin").write_bytes(b"\x02" * 64)
+    records = [
+        {"dataPath": "params_shard_0.bin", "format": "raw-shard", "nbytes": shard_bytes, "records": []},
+        {"dataPath": "params_shard_1.bin", "format": "raw-shard", "nbytes": 64, "records": []},
+    ]
+    (d / "tensor-cache.json").write_text(json.dumps({"metadata": {}, "records": records}))
+    (d / "mlc-chat-config.json").write_text(json.dumps({"version": "0.1.0", "quantization": quant}))
+    (d / "tokenizer.json").write_bytes((FIXTURES / "tokenizer.json").read_bytes())
+    (d / "tokenizer_config.json").write_bytes((FIXTURES / "tokenizer_config.json").read_bytes())
+    (d / "unrelated.txt").write_text("not part of the site")
+    lib = root / f"{model_id}.wasm"
+    lib.write_bytes(WASM)
+    variant = Variant(id=model_id, quantization=quant, needs_shader_f16="f16" in quant, context_window_size=512)
+    return SiteVariant(variant, d, lib)
