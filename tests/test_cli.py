@@ -274,3 +274,34 @@ def test_package_shows_steps_but_not_tvms_warnings(capfd, tmp_path, monkeypatch)
     assert "* compiling llama q0f32 for webgpu" in err and "built " in out
     assert not TVM_LOG_LINE.search(err) and not TVM_LOG_LINE.search(out)
     assert "Fast mode" not in err + out
+
+
+def test_a_cache_that_cannot_be_created_is_named_with_what_to_do(capsys, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("WEBBUILD_CACHE", str(blocker / "cache"))
+    hf = write_hf_dir(tmp_path / "hf", tiny_llama_model())
+    code, _, err = run(capsys, "chat", str(hf), "-q", "q0f32")
+    assert code == 1
+    assert f"error: {blocker / 'cache'}: Not a directory" in err
+    assert "tip:" in err and "WEBBUILD_CACHE" in err and "internal error" not in err
+
+
+@pytest.mark.parametrize(
+    ("errno_", "says"), [(30, "read-only file system"), (13, "write permission"), (28, "its disk is full")]
+)
+def test_a_filesystem_error_names_its_path_and_what_to_do_not_an_internal_error(
+    capsys, monkeypatch, tmp_path, errno_: int, says: str
+):
+    import os
+
+    target = tmp_path / "somewhere" / "file.json"
+
+    def doctor(**kwargs):
+        raise OSError(errno_, os.strerror(errno_), str(target))
+
+    monkeypatch.setattr("webbuild.commands.doctor.doctor", doctor)
+    code, _, err = run(capsys, "doctor")
+    assert code == 1
+    assert err.startswith(f"error: {target}: {os.strerror(errno_)}.")
+    assert says in err.lower() and "internal error" not in err

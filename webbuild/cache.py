@@ -6,15 +6,37 @@ import hashlib
 import os
 from pathlib import Path
 
+from webbuild.errors import FileSystemError
 
-def cache_dir(*parts: str) -> Path:
-    """``$WEBBUILD_CACHE`` or ``$XDG_CACHE_HOME/webbuild`` (default ``~/.cache/webbuild``), joined with parts."""
+CACHE_FIX = "set WEBBUILD_CACHE to a folder on a writable disk with free space"
+
+
+def cache_root() -> Path:
+    """``$WEBBUILD_CACHE`` or ``$XDG_CACHE_HOME/webbuild`` (default ``~/.cache/webbuild``); not created."""
     base = os.environ.get("WEBBUILD_CACHE")
     if not base:
         base = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "webbuild")
-    path = Path(base, *parts)
-    path.mkdir(parents=True, exist_ok=True)
+    return Path(base)
+
+
+def cache_dir(*parts: str) -> Path:
+    """The cache root joined with parts, created; a FileSystemError names it when it cannot be."""
+    path = cache_root().joinpath(*parts)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileSystemError.from_os_error(exc, cache_root(), CACHE_FIX) from exc
     return path
+
+
+def filesystem_error(exc: OSError) -> FileSystemError:
+    """An OSError that escaped the command that caused it, for the user: a path under the cache gets the cache's
+    fix (WEBBUILD_CACHE), any other the generic one."""
+    error = FileSystemError.from_os_error(exc)
+    root = cache_root().absolute()
+    if error.path is not None and Path(error.path).absolute().is_relative_to(root):
+        return FileSystemError.from_os_error(exc, root, CACHE_FIX)
+    return error
 
 
 def digest(*items: bytes | str) -> str:

@@ -532,6 +532,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(exc: WebbuildError) -> int:
+    print(f"error: {exc.message}", file=sys.stderr)
+    if exc.tip:
+        print(f"tip: {exc.tip}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rep = _log.Reporter(enabled=not args.quiet, verbose=args.verbose)
@@ -539,13 +546,14 @@ def main(argv: list[str] | None = None) -> int:
         with _log.reporting(rep):
             return args.func(args)
     except WebbuildError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.tip:
-            print(f"tip: {exc.tip}", file=sys.stderr)
-        return exc.exit_code
+        return _report(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a disk that is read-only, full or not ours: the path and what to do, not a bug
+        from webbuild.cache import filesystem_error
+
+        return _report(filesystem_error(exc))
     except Exception as exc:  # a bug: one line unless asked for the traceback
         if args.verbose:
             traceback.print_exc()

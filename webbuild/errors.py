@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import re
+import shutil
+from pathlib import Path
+
 
 class WebbuildError(Exception):
     """Base of every error webbuild raises on purpose; its message is meant for the user.
@@ -38,6 +43,39 @@ class CorruptFileError(WebbuildError):
     """A weights file or download is damaged or truncated."""
 
     code = "corrupt_file"
+
+
+class FileSystemError(WebbuildError):
+    """A file or folder could not be written or read: no permission, a read-only or full disk. The message names
+    the path; the tip says what to do about that cause."""
+
+    status = 500
+    type = "server_error"
+    code = "filesystem_error"
+    path: str | None = None  # the file or folder at fault
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: str | Path | None = None, fix: str = "") -> FileSystemError:
+        """``exc`` as the user should read it: ``path`` (the location the user chose: a site's folder, the cache)
+        or else the file ``exc`` names, its cause, and ``fix`` (what else to choose, e.g. "another folder with
+        --out") after the cause's own advice. A write that fails for lack of space names no file: ``path`` does."""
+        code, reason, named = exc.errno, exc.strerror or str(exc), exc.filename or exc.filename2
+        if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+            _, named, reason = exc.args[0][0]  # copytree's first failure: (source, destination, reason)
+            found = re.search(r"\[Errno (\d+)\] ([^:]+)", str(reason))
+            code, reason = (int(found.group(1)), found.group(2)) if found else (None, str(reason))
+        advice = {
+            errno.EROFS: f"It is on a read-only file system: {fix or 'choose a location on a writable disk'}.",
+            errno.EACCES: f"Give yourself write permission there, or {fix or 'choose another location'}.",
+            errno.EPERM: f"Give yourself write permission there, or {fix or 'choose another location'}.",
+            errno.ENOSPC: f"Its disk is full: free some space, or {fix or 'choose a location on another disk'}.",
+            errno.EDQUOT: f"Your disk quota there is used up: free some space, or {fix or 'choose another location'}.",
+        }.get(code or 0, f"Check the path{', or ' + fix if fix else ''}.")
+        where = path or named
+        at = f" (at {named})" if path and named and str(named) != str(path) else ""
+        error = cls(f"{where}: {reason}{at}." if where else f"{reason}.", tip=advice)
+        error.path = str(where) if where else None
+        return error
 
 
 class DownloadError(WebbuildError):

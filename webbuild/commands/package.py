@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from webbuild.build.prepare import prepare_model, write_model_files
 from webbuild.build.quantize import default_quantization, get_scheme
 from webbuild.build.resources import require_runtime
 from webbuild.build.site import SiteVariant, assemble_site, check_replaceable
-from webbuild.build.source import load_source
+from webbuild.build.source import ModelSource, load_source
+from webbuild.errors import FileSystemError
 from webbuild.site_format import Variant
 
 
@@ -57,6 +59,21 @@ def package(opts: PackageOptions) -> PackageResult:
     quantizations = opts.quantizations or [source.defaults.get("quantization") or default_quantization(source.tensors)]
     out = opts.out or Path("dist") / source.model_id
     check_replaceable(out.absolute())  # before minutes of compiling, not at the end
+    try:
+        return _build_site(opts, source, quantizations, out, t0)
+    except OSError as exc:
+        named = exc.filename or exc.filename2
+        elsewhere = named is not None and not Path(named).absolute().is_relative_to(out.absolute().parent)
+        if elsewhere or isinstance(exc, shutil.Error):
+            raise  # not the site's (the cache's, say): the CLI names it
+        # The site's folder: its staging copy, or a write that names no file (a full disk).
+        raise FileSystemError.from_os_error(exc, out, "choose another folder with --out") from exc
+
+
+def _build_site(
+    opts: PackageOptions, source: ModelSource, quantizations: list[str], out: Path, t0: float
+) -> PackageResult:
+    """Writes the variants to a staging folder beside ``out``, then assembles the site there."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".webbuild-", dir=out.parent) as tmp:
         variants, summary = [], {}

@@ -144,6 +144,7 @@ def _build(cfg: DecoderConfig, scheme: QuantScheme, device: str, reporter: _log.
     (an unexpected error prints its traceback and ends the child with exit code 1)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's: it ends this process as it exits
     from webbuild.build.library import build_library
+    from webbuild.cache import filesystem_error
 
     error = None
     try:
@@ -151,4 +152,6 @@ def _build(cfg: DecoderConfig, scheme: QuantScheme, device: str, reporter: _log.
             build_library(cfg, scheme, device)
     except WebbuildError as exc:
         error = exc
+    except OSError as exc:  # the cache's disk: named, with what to do, like the CLI does
+        error = filesystem_error(exc)
     send.send(error)
