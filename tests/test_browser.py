@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from webbuild import browser
-from webbuild.browser import chromium_args, describe_adapter, find_chromium, launch_options, probe_webgpu
+from webbuild.browser import (
+    BrowserChoice,
+    chromium_args,
+    describe_adapter,
+    find_chromium,
+    launch_chromium,
+    launch_options,
+    probe_webgpu,
+)
 from webbuild.errors import ToolchainError
 
 
@@ -36,6 +44,16 @@ def test_env_var_naming_a_missing_file_is_reported(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv(browser.ENV_VAR, str(tmp_path / "nope"))
     with pytest.raises(ToolchainError, match=browser.ENV_VAR):
         find_chromium()
+
+
+def test_an_executable_named_on_the_command_line_beats_the_env_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(browser.ENV_VAR, str(executable(tmp_path / "env-chrome")))
+    shell = executable(tmp_path / "chromium-headless-shell")
+    assert find_chromium(shell) == shell
+    with pytest.raises(ToolchainError, match="--browser"):
+        find_chromium(tmp_path / "absent")
 
 
 def test_debian_path_is_used_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,6 +88,15 @@ def test_flags_turn_webgpu_on_in_new_headless_mode(tmp_path: Path) -> None:
 def test_extra_flags_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBBUILD_CHROMIUM_FLAGS", "--enable-features=Vulkan  --ignore-gpu-blocklist")
     assert chromium_args()[-2:] == ["--enable-features=Vulkan", "--ignore-gpu-blocklist"]
+
+
+def test_flags_of_a_choice_come_after_the_environment_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBBUILD_CHROMIUM_FLAGS", "--enable-features=Vulkan")
+    vulkan = ("--use-angle=vulkan", "--disable-vulkan-surface")
+    assert chromium_args(extra=vulkan)[-3:] == ["--enable-features=Vulkan", *vulkan]
+    shell = executable(tmp_path / "chromium-headless-shell")
+    options = launch_options(BrowserChoice(shell, vulkan))
+    assert options["executable_path"] == str(shell) and options["args"][-2:] == list(vulkan)
 
 
 def test_launch_options_suit_playwright(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,6 +136,17 @@ def test_probe_finds_a_webgpu_adapter_in_headless_chromium() -> None:
     assert info["limits"]["maxStorageBufferBindingSize"] >= 128 << 20
     assert info["chromium"] == str(find_chromium())
     assert info["browser_version"]
+
+
+@pytest.mark.toolchain
+def test_launch_chromium_opens_a_secure_page_with_webgpu(file_server) -> None:
+    (file_server.root / "page.html").write_text("<title>probe</title>")
+    with launch_chromium() as chromium:
+        page = chromium.open(file_server.url("page.html"))
+        page.wait_for("document.readyState === 'complete'", timeout_s=30)
+        assert page.evaluate("document.title") == "probe"
+        # 127.0.0.1 is a secure context, so the page sees WebGPU and gets an adapter.
+        assert page.evaluate("navigator.gpu.requestAdapter().then((a) => a !== null)") is True
 
 
 @pytest.mark.toolchain

@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from webbuild.errors import ToolchainError
+
+if TYPE_CHECKING:
+    from webbuild.cdp import Chromium
 
 ENV_VAR = "WEBBUILD_CHROMIUM"
 # Extra flags, space-separated: e.g. "--enable-features=Vulkan" where a GPU's Vulkan driver should serve WebGPU.
@@ -47,13 +51,24 @@ _LIMITS = (
 )
 
 
-def find_chromium() -> Path:
-    """The Chromium executable: ``$WEBBUILD_CHROMIUM`` if set, else Debian's, else one on PATH."""
-    override = os.environ.get(ENV_VAR)
-    if override:
-        path = Path(override)
+@dataclass(frozen=True)
+class BrowserChoice:
+    """Which Chromium a command launches and the flags it adds (``--browser``, ``--browser-flag``): e.g.
+    Debian's ``chromium-headless-shell`` with ``--use-angle=vulkan`` on a GPU machine. Unset, the environment
+    variables decide, then the defaults."""
+
+    executable: Path | None = None
+    flags: tuple[str, ...] = ()
+
+
+def find_chromium(executable: Path | None = None) -> Path:
+    """The Chromium executable: ``executable`` if given, else ``$WEBBUILD_CHROMIUM``, else Debian's, else one
+    on PATH."""
+    named, where = (str(executable), "--browser") if executable else (os.environ.get(ENV_VAR), ENV_VAR)
+    if named:
+        path = Path(named)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise ToolchainError(f"{ENV_VAR}={override} is not an executable file", tip=CHROMIUM_TIP)
+            raise ToolchainError(f"{where}={named} is not an executable file", tip=CHROMIUM_TIP)
         return path
     for candidate in DEFAULT_PATHS:
         if os.access(candidate, os.X_OK):
@@ -77,20 +92,34 @@ def chromium_version(path: Path | None = None) -> str:
     return proc.stdout.strip().splitlines()[0]
 
 
-def chromium_args(user_data_dir: Path | None = None) -> list[str]:
-    """Command-line flags for a headless WebGPU Chromium; pass a fresh ``user_data_dir`` when launching it
-    yourself (Playwright refuses that flag and makes a fresh profile on its own)."""
-    args = [*CHROMIUM_FLAGS, *os.environ.get(FLAGS_ENV_VAR, "").split()]
+def chromium_args(user_data_dir: Path | None = None, extra: tuple[str, ...] = ()) -> list[str]:
+    """Command-line flags for a headless WebGPU Chromium: ours, ``$WEBBUILD_CHROMIUM_FLAGS``, then ``extra``;
+    pass a fresh ``user_data_dir`` when launching it yourself (Playwright refuses that flag and makes a fresh
+    profile on its own)."""
+    args = [*CHROMIUM_FLAGS, *os.environ.get(FLAGS_ENV_VAR, "").split(), *extra]
     if user_data_dir is not None:
         args.append(f"--user-data-dir={user_data_dir}")
     return args
 
 
-def launch_options() -> dict[str, Any]:
+def launch_options(choice: BrowserChoice = BrowserChoice()) -> dict[str, Any]:
     """Keyword arguments for Playwright's ``chromium.launch`` (and pytest-playwright's
     ``browser_type_launch_args`` fixture). ``headless`` stays False because the flags already ask for
     ``--headless=new``; Playwright's own headless switch would add its older flag set."""
-    return {"executable_path": str(find_chromium()), "headless": False, "args": chromium_args()}
+    return {
+        "executable_path": str(find_chromium(choice.executable)),
+        "headless": False,
+        "args": chromium_args(extra=choice.flags),
+    }
+
+
+def launch_chromium(choice: BrowserChoice = BrowserChoice()) -> Chromium:
+    """Headless Chromium driven over the DevTools pipe (no Playwright): use it as a context manager."""
+    from webbuild.cdp import Chromium
+
+    # XDG_RUNTIME_DIR: without one, Chromium's GPU process on a bare machine logs errors and may give up Vulkan.
+    env = {"XDG_RUNTIME_DIR": "/tmp"} | dict(os.environ)
+    return Chromium(find_chromium(choice.executable), chromium_args(extra=choice.flags), env=env)
 
 
 _PROBE_URL = "https://webbuild.invalid/probe.html"

@@ -210,24 +210,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     _check_site(args.site)
-    from webbuild.commands.bench import bench_browser, bench_engine
+    from webbuild.browser import BrowserChoice
+    from webbuild.commands.bench import BenchOptions, bench_browser, bench_engine, format_profile, format_runs
 
-    runs = []
-    for device in ("cpu", "cuda"):
-        if device in args.engines:
-            runs.append(bench_engine(args.site, device, args.prompt, args.max_tokens))
+    options = BenchOptions(
+        prompt=args.prompt,
+        max_tokens=args.max_tokens,
+        repeat=args.repeat,
+        browser=BrowserChoice(args.browser, tuple(args.browser_flag)),
+        profile=args.profile,
+    )
+    runs = [bench_engine(args.site, device, options) for device in ("cpu", "cuda") if device in args.engines]
     if "browser" in args.engines:
-        runs.append(bench_browser(args.site, args.prompt, args.max_tokens))
+        runs.append(bench_browser(args.site, options))
+    if args.out:
+        args.out.write_text(json.dumps([r.as_dict() for r in runs], indent=2) + "\n")
     if args.json:
         print(json.dumps([r.as_dict() for r in runs], indent=2))
         return 0
-    width = max(len(r.where) for r in runs) if runs else 6
-    print(f"{'engine':<{width}} {'load s':>7} {'prompt':>6} {'TTFT s':>8} {'prefill tok/s':>13} {'decode tok/s':>12}")
+    print(format_runs(runs))
     for r in runs:
-        print(
-            f"{r.where:<{width}} {r.load_s:>7.1f} {r.prompt_tokens:>6} {r.time_to_first_token_s:>8.2f} "
-            f"{r.prefill_tokens_per_s:>13.2f} {r.decode_tokens_per_s:>12.3f}"
-        )
+        if r.profile:
+            print(format_profile(r.profile))
     return 0
 
 
@@ -410,11 +414,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="Write one sentence about the sea.", help="the user message")
     p.add_argument("--max-tokens", type=_POSITIVE_INT, default=8, help="tokens to generate (default 8)")
     p.add_argument(
+        "--repeat",
+        type=_POSITIVE_INT,
+        default=3,
+        help="timed requests after a warm-up; figures are medians (default 3)",
+    )
+    p.add_argument(
         "--engines",
         default="cpu,browser",
         type=_names("cpu", "cuda", "browser"),
         help="comma-separated among cpu, cuda, browser (default cpu,browser)",
     )
+    p.add_argument(
+        "--browser", type=Path, metavar="PATH", help="the Chromium executable (default: $WEBBUILD_CHROMIUM, Debian's)"
+    )
+    p.add_argument(
+        "--browser-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="an extra Chromium flag, repeatable: e.g. --browser-flag=--use-angle=vulkan for a GPU's Vulkan driver",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one prefill chunk and decode steps in the browser: dispatches by kernel, GPU time, "
+        "read-back, sampling, worker messaging",
+    )
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the figures as JSON to FILE")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench)
 

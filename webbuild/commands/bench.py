@@ -1,18 +1,37 @@
-"""``webbuild bench``: load time, time to first token and tokens/s of a site in headless Chromium,
-beside the Python engine (CPU, or CUDA where there is a GPU) on the same files and prompt."""
+"""``webbuild bench``: load time, time to first token and tokens/s of a site in headless Chromium, beside the
+Python engine (CPU, or CUDA where there is a GPU) on the same files and prompt; medians of repeated requests.
+With ``profile``, the browser also reports where one prefill chunk and one decode step spend their time
+(dispatches by kernel, GPU time from timestamp queries, read-back, sampling, worker messaging)."""
 
 from __future__ import annotations
 
+import json
+import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from webbuild import _log
-from webbuild.serve.app import serving
+from webbuild.browser import BrowserChoice
+from webbuild.errors import WebbuildError
 from webbuild.verify.report import adapter_name
 
 BENCH_PROMPT = "Write one sentence about the sea."
+LOAD_TIMEOUT_S = 900.0
+
+# Chrome rounds timestamp queries to 100 µs unless its WebGPU developer features are on.
+PROFILE_FLAGS = ("--enable-webgpu-developer-features",)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    prompt: str = BENCH_PROMPT
+    max_tokens: int = 8
+    repeat: int = 3  # timed requests after one warm-up; figures are their medians
+    browser: BrowserChoice = field(default_factory=BrowserChoice)
+    profile: bool = False
+    profile_decode_steps: int = 16
 
 
 @dataclass
@@ -24,56 +43,176 @@ class RunFigures:
     time_to_first_token_s: float
     prefill_tokens_per_s: float
     decode_tokens_per_s: float
+    runs: int = 1
+    decode_tokens_per_s_runs: list[float] = field(default_factory=list)
+    worker_round_trip_ms: float | None = None
+    profile: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _figures(where: str, load_s: float, usage: dict[str, Any]) -> RunFigures:
-    extra = usage.get("extra", {})
+def _median(usages: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(u.get("extra", {}).get(key, 0.0) for u in usages)
+
+
+def _figures(where: str, load_s: float, usages: list[dict[str, Any]]) -> RunFigures:
+    """Medians over the timed requests' usage (``usage.extra`` holds the engines' timings)."""
     return RunFigures(
         where=where,
         load_s=round(load_s, 2),
-        prompt_tokens=usage["prompt_tokens"],
-        completion_tokens=usage["completion_tokens"],
-        time_to_first_token_s=round(extra.get("time_to_first_token_s", 0.0), 3),
-        prefill_tokens_per_s=round(extra.get("prefill_tokens_per_s", 0.0), 3),
-        decode_tokens_per_s=round(extra.get("decode_tokens_per_s", 0.0), 3),
+        prompt_tokens=usages[0]["prompt_tokens"],
+        completion_tokens=int(statistics.median(u["completion_tokens"] for u in usages)),
+        time_to_first_token_s=round(_median(usages, "time_to_first_token_s"), 4),
+        prefill_tokens_per_s=round(_median(usages, "prefill_tokens_per_s"), 2),
+        decode_tokens_per_s=round(_median(usages, "decode_tokens_per_s"), 2),
+        runs=len(usages),
+        decode_tokens_per_s_runs=[round(u.get("extra", {}).get("decode_tokens_per_s", 0.0), 2) for u in usages],
     )
 
 
-def bench_browser(site: Path, prompt: str = BENCH_PROMPT, max_tokens: int = 8) -> RunFigures:
-    from playwright.sync_api import sync_playwright
-
-    from webbuild.browser import launch_options
-
-    request = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0}
-    with serving(site) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(**launch_options())
-        try:
-            page = browser.new_page()
-            t0 = time.monotonic()
-            page.goto(url)
-            page.wait_for_selector("#prompt:not([disabled])", timeout=600_000)
-            load_s = time.monotonic() - t0
-            _log.step(f"browser: model loaded in {load_s:.1f}s; generating {max_tokens} tokens")
-            reply = page.evaluate(
-                "async (req) => await window.webbuildApp.engine.chat.completions.create(req)", request
-            )
-            adapter = page.evaluate("async () => (await window.webbuildApp.engine.getModelInfo()).adapter")
-        finally:
-            browser.close()
-    return _figures(f"browser ({adapter_name(adapter or {})})", load_s, reply["usage"])
+def _request(options: BenchOptions) -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": options.prompt}],
+        "max_tokens": options.max_tokens,
+        "temperature": 0,
+    }
 
 
-def bench_engine(site: Path, device: str, prompt: str = BENCH_PROMPT, max_tokens: int = 8) -> RunFigures:
+# Runs in the page: one warm-up request, then `repeat` timed ones; a few no-op calls time the worker hop.
+_RUN_JS = """(async (req, repeat) => {
+  const engine = window.webbuildApp.engine;
+  await engine.chat.completions.create(req);
+  const usages = [];
+  for (let i = 0; i < repeat; i++) usages.push((await engine.chat.completions.create(req)).usage);
+  const hops = [];
+  for (let i = 0; i < 21; i++) {
+    const t = performance.now();
+    await engine.runtimeStats();
+    hops.push(performance.now() - t);
+  }
+  hops.sort((a, b) => a - b);
+  return { usages, hopMs: hops[10], adapter: (await engine.getModelInfo()).adapter };
+})"""
+
+_PROFILE_JS = """(async (messages, decodeSteps) => {
+  const engine = window.webbuildApp.engine;
+  const ids = await engine.tokenize(await engine.applyChatTemplate(messages, { addGenerationPrompt: true }));
+  return await engine.profile(ids, { decodeSteps });
+})"""
+
+_READY_JS = "['ready', 'error'].includes(document.body?.dataset.state)"
+
+
+def bench_browser(site: Path, options: BenchOptions = BenchOptions()) -> RunFigures:
+    """The site's chat page in headless Chromium (``options.browser``: which one, extra flags); requests go
+    through the page's public engine API, which runs the model in its Web Worker."""
+    from webbuild.browser import launch_chromium
+    from webbuild.serve.app import serving
+
+    choice = options.browser
+    if options.profile:
+        choice = BrowserChoice(choice.executable, (*choice.flags, *PROFILE_FLAGS))
+    with serving(site) as url, launch_chromium(choice) as browser:
+        page = browser.open(url)
+        t0 = time.monotonic()
+        page.wait_for(_READY_JS, timeout_s=LOAD_TIMEOUT_S)
+        load_s = time.monotonic() - t0
+        if page.evaluate("document.body.dataset.state") == "error":
+            text = page.evaluate("document.getElementById('error').innerText").strip().replace("\n", " ")
+            raise WebbuildError(f"the site failed to load its model in Chromium: {text}", tip=_errors(page.errors()))
+        _log.step(
+            f"browser: model loaded in {load_s:.1f}s; {options.repeat + 1} requests of {options.max_tokens} tokens"
+        )
+        out = page.evaluate(f"{_RUN_JS}({json.dumps(_request(options))}, {options.repeat})")
+        figures = _figures(f"browser ({adapter_name(out['adapter'] or {})})", load_s, out["usages"])
+        figures.worker_round_trip_ms = round(out["hopMs"], 3)
+        if options.profile:
+            _log.step("browser: profiling one prefill chunk and decode steps")
+            messages = _request(options)["messages"]
+            figures.profile = page.evaluate(f"{_PROFILE_JS}({json.dumps(messages)}, {options.profile_decode_steps})")
+            figures.profile["worker_round_trip_ms"] = figures.worker_round_trip_ms
+    return figures
+
+
+def _errors(lines: list[str]) -> str | None:
+    return ("the page said: " + " | ".join(lines[-3:]))[:1500] if lines else None
+
+
+def bench_engine(site: Path, device: str, options: BenchOptions = BenchOptions()) -> RunFigures:
     """The Python engine on ``device`` (cpu: the llvm build; cuda: the CUDA build, compiled on first use)."""
     from webbuild.engine.engine import Engine
 
     t0 = time.monotonic()
     engine = Engine(site, device=device)
     load_s = time.monotonic() - t0
-    reply = engine.chat.completions.create(
-        messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0
-    )
-    return _figures(f"Python engine ({device})", load_s, reply["usage"])
+    request = _request(options)
+    engine.chat.completions.create(**request)  # warm-up
+    usages = [engine.chat.completions.create(**request)["usage"] for _ in range(options.repeat)]
+    return _figures(f"Python engine ({device})", load_s, usages)
+
+
+# ---- the printed report ------------------------------------------------------------------------------
+
+
+def format_runs(runs: list[RunFigures]) -> str:
+    """The figures side by side; with a CUDA row, each browser row's decode speed as a fraction of it."""
+    width = max([len(r.where) for r in runs] + [6])
+    lines = [
+        f"{'engine':<{width}} {'load s':>7} {'prompt':>6} {'TTFT ms':>8} {'prefill tok/s':>13} "
+        f"{'decode tok/s':>12} {'runs':>4}"
+    ]
+    for r in runs:
+        lines.append(
+            f"{r.where:<{width}} {r.load_s:>7.1f} {r.prompt_tokens:>6} {r.time_to_first_token_s * 1000:>8.1f} "
+            f"{r.prefill_tokens_per_s:>13.1f} {r.decode_tokens_per_s:>12.1f} {r.runs:>4}"
+        )
+    cuda = next((r for r in runs if r.where == "Python engine (cuda)"), None)
+    for r in runs:
+        if r.where.startswith("browser") and cuda and cuda.decode_tokens_per_s > 0:
+            lines.append(f"browser decode / CUDA engine decode: {r.decode_tokens_per_s / cuda.decode_tokens_per_s:.2f}")
+        if r.worker_round_trip_ms is not None:
+            lines.append(f"worker round trip (page -> worker -> page, no-op call): {r.worker_round_trip_ms:.2f} ms")
+    return "\n".join(lines)
+
+
+def format_profile(profile: dict[str, Any], top: int = 12) -> str:
+    """Per runtime configuration (as shipped, then without each saving), one block per phase (the prefill of
+    the prompt, a decode step): where its wall time goes, its dispatches, and the kernels that take the most
+    GPU time (or the most dispatches without timestamps)."""
+    lines = [
+        f"profile on {adapter_name(profile.get('adapter') or {})}, {profile.get('layers')} layers; GPU timestamps: "
+        f"{'yes' if profile.get('timestamps') else 'no (counts only)'}"
+    ]
+    for config in profile.get("configurations", []):
+        lines.append(f"[{config['name']}] sampling on the {'GPU' if config['gpu_sampling'] else 'CPU'}")
+        for phase in ("prefill", "decode"):
+            lines += _phase_lines(phase, config[phase], top)
+    if profile.get("worker_round_trip_ms") is not None:
+        lines.append(
+            f"worker messaging: {profile['worker_round_trip_ms']:.3f} ms a round trip (page -> worker -> page)"
+        )
+    return "\n".join(lines)
+
+
+def _phase_lines(phase: str, p: dict[str, Any], top: int) -> list[str]:
+    gpu = p.get("gpu_ms")
+    lines = [
+        f"  {phase}: {p['tokens']} token(s) a step, median of {p['steps']} steps",
+        f"    wall {p['wall_ms']:.3f} ms = encode {p['encode_ms']:.3f} + sampling {p['sample_ms']:.3f}"
+        f" + wait {p['wait_ms']:.3f} + read-back {p['read_ms']:.3f} ms ({p['read_bytes']} B)",
+        f"    GPU busy {gpu:.3f} ms (first pass start to last pass end {p['gpu_span_ms']:.3f} ms)"
+        if gpu is not None
+        else "    GPU time: no timestamp-query on this adapter",
+        f"    dispatches {p['dispatches']} ({p['dispatches_per_layer']:.1f} per layer), compute passes {p['passes']}, "
+        f"submits {p['submits']}, bind groups made {p['bind_groups_made']} / reused {p['bind_groups_reused']}, "
+        f"uniform writes {p['uniform_writes']} / skipped {p['uniform_writes_skipped']}",
+    ]
+    kernels = sorted(p["kernels"], key=lambda k: (-(k.get("gpu_ms") or 0), -k["count"], k["name"]))
+    for k in kernels[:top]:
+        t = f"{k['gpu_ms']:.4f} ms" if k.get("gpu_ms") is not None else ""
+        lines.append(f"      {k['count']:>6.1f} x {k['name']:<56} {t}")
+    if len(kernels) > top:
+        rest = kernels[top:]
+        lines.append(f"      {sum(k['count'] for k in rest):>6.1f} x ({len(rest)} other kernels)")
+    return lines
