@@ -14,6 +14,7 @@ from webbuild.build.arch.attention_merge import replace_merge_kernel
 from webbuild.build.arch.blocks import CausalLM
 from webbuild.build.arch.config import DecoderConfig
 from webbuild.build.quantize import QuantScheme
+from webbuild.build.sampling import add_sampling_functions
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,12 @@ class ExportedModel:
 
 
 def export_model(cfg: DecoderConfig, scheme: QuantScheme, target: Target) -> ExportedModel:
-    """The KV-cache kernels depend on the target, so each target gets its own export."""
+    """The KV-cache kernels depend on the target, so each target gets its own export. The library also gets
+    the sampling functions (sampling.py) that choose a token on the device."""
     model = CausalLM(cfg, scheme, target)
     mod, named_params = model.export_tvm(spec=model.export_spec())
     mod = replace_merge_kernel(mod, cfg.num_attention_heads, scheme.model_dtype, target)
+    mod = add_sampling_functions(mod, cfg.vocab_size, target)
     params = [ParamSpec(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in named_params]
     metadata = {
         "model_type": cfg.model_type,
