@@ -18,6 +18,7 @@ import { loadModel, checkSequence, checkTokenIds } from "./model.js";
 import { generateChoices } from "./generation.js";
 import { forwardLogits, scoreSequence, MAX_TOP_K } from "./scoring.js";
 import { SerialLock } from "./lock.js";
+import { profileSteps } from "./profile.js";
 
 /** @typedef {import("./model.js").Pipeline} Pipeline */
 
@@ -216,6 +217,26 @@ export class Engine {
       });
     }
     return this.lock.run(() => this.guard(() => scoreSequence(pipeline, tokenIds, { topK, fullLogits })));
+  }
+
+  /**
+   * Where a step's time goes, for `webbuild bench --profile`: prefills `promptIds` and runs `decodeSteps`
+   * greedy decode steps through generation's own pipeline calls, per runtime configuration (as shipped,
+   * then without GPU sampling, then also without object reuse): wall time split into encoding, sampling,
+   * waiting for the GPU and read-back; dispatches (by kernel), passes, submits; GPU time from timestamp
+   * queries where the adapter has them. The KV cache is emptied afterwards.
+   * @param {number[]} promptIds
+   * @param {{decodeSteps?: number}} [options]
+   */
+  async profile(promptIds, { decodeSteps = 16 } = {}) {
+    const model = this.requireModel();
+    const { pipeline } = model;
+    if (!Array.isArray(promptIds) || promptIds.length === 0) {
+      throw new InvalidRequestError("profile needs a non-empty list of token ids.", { param: "promptIds" });
+    }
+    checkSequence(model, [...promptIds, ...Array(decodeSteps + 8).fill(0)], "promptIds");
+    if (!pipeline.profiler) throw new InvalidRequestError("This model pipeline cannot be profiled.");
+    return this.lock.run(() => this.guard(() => profileSteps(pipeline, promptIds, { decodeSteps })));
   }
 
   /**

@@ -1,9 +1,11 @@
 // One request's generation: prefill the prompt, then for each of its n choices sample / detokenize / check
 // stops / decode until a stop token, a stop string, max_tokens, the end of the context window, or an
-// interrupt. Choices run one after another on the KV cache's one sequence: when the pipeline can pop
-// tokens (popN), a choice's tokens are popped and the next choice starts from the prompt's KV and logits;
-// otherwise the prompt is prefilled again. Yields text deltas tagged with their choice (and logprobs when
-// asked for); fills in the usage (with timings) when done.
+// interrupt. Tokens are chosen from logits on the CPU (sampler.js), or on the GPU when the pipeline can
+// (sampling.js: no logprobs, top_p = 1), drawing the same numbers from the same seeded generator. Choices run
+// one after another on the KV cache's one sequence: when the pipeline can pop tokens (popN), a choice's tokens
+// are popped and the next choice starts from the prompt's KV and logits; otherwise the prompt is prefilled
+// again. Yields text deltas tagged with their choice (and logprobs when asked for); fills in the usage (with
+// timings) when done.
 
 import { AbortError, WebbuildError } from "./errors.js";
 import { makeUsage } from "./openai.js";
@@ -11,6 +13,7 @@ import { IncrementalDecoder } from "./tokenizer.js";
 import { StopStringFilter } from "./stop.js";
 import { LogprobTracker } from "./logprobs.js";
 import { applyPenalties, choiceSeed, createRng, drawToken, randomSeed } from "./sampler.js";
+import { drawFor } from "./sampling.js";
 
 /**
  * @typedef {object} GenerationModel  what one generation needs from the engine
@@ -64,36 +67,48 @@ export async function* generateChoices(model, promptIds, params, stops, signal, 
   const maxNew = params.max_tokens ?? pipeline.contextWindowSize - promptIds.length;
   const seed = params.seed ?? randomSeed();
   const reuse = n > 1 && typeof pipeline.popN === "function";
+  const gpu = pipeline.canSampleOnGpu?.(params) ?? false;
   /** @type {GenerationStats} */
   const stats = { prefillSeconds: 0, prefillTokens: 0, decodeSeconds: 0, decodeSteps: 0, firstToken: 0, generated: 0 };
-  const prefill = async () => {
+  /** @param {import("./sampling.js").Draw | null} draw  the first token is chosen on the GPU with it */
+  const prefill = async (draw) => {
     const t = now();
-    const logits = await model.guard(async () => {
+    const out = await model.guard(async () => {
       pipeline.reset();
-      return pipeline.prefill(promptIds);
+      return draw && pipeline.prefillToken ? pipeline.prefillToken(promptIds, draw) : pipeline.prefill(promptIds);
     });
     stats.prefillSeconds += now() - t;
     stats.prefillTokens += promptIds.length;
-    return logits;
+    return out;
   };
 
   const t0 = now();
-  let promptLogits = await prefill();
+  // A prompt whose KV cache the choices share (reuse) is read back once; otherwise, on the GPU path, each
+  // choice's prefill ends in its first token.
+  const firstOnGpu = gpu && !reuse;
+  let promptLogits = firstOnGpu ? null : /** @type {Float32Array} */ (await prefill(null));
   let appended = 0; // tokens the last choice added to the KV cache after the prompt
   for (let index = 0; index < n; index++) {
-    // After an interrupt the remaining choices finish at once ("abort"), without touching the GPU.
-    if (index > 0 && !model.interrupted()) {
-      if (reuse) {
-        const popped = appended;
-        await model.guard(async () => pipeline.popN?.(popped));
-      } else {
-        promptLogits = await prefill();
-      }
-    }
-    // Sampling adds bias and penalties to the logits in place: a reused prompt's logits are copied.
-    const logits = reuse ? Float32Array.from(promptLogits) : promptLogits;
     const rng = createRng(choiceSeed(seed, index));
-    appended = yield* generateChoice(model, index, logits, maxNew, params, stops, signal, rng, stats);
+    /** @type {(counts: Map<number, number>) => Promise<Float32Array | number>} */
+    let first;
+    if (firstOnGpu) {
+      first = (counts) => prefill(drawFor(params, counts, rng));
+    } else {
+      // After an interrupt the remaining choices finish at once ("abort"), without touching the GPU.
+      if (index > 0 && !model.interrupted()) {
+        if (reuse) {
+          const popped = appended;
+          await model.guard(async () => pipeline.popN?.(popped));
+        } else {
+          promptLogits = /** @type {Float32Array} */ (await prefill(null));
+        }
+      }
+      // Sampling adds bias and penalties to the logits in place: a reused prompt's logits are copied.
+      const logits = reuse ? Float32Array.from(/** @type {Float32Array} */ (promptLogits)) : promptLogits;
+      first = async () => /** @type {Float32Array} */ (logits);
+    }
+    appended = yield* generateChoice(model, index, first, gpu, maxNew, params, stops, signal, rng, stats);
   }
 
   const extra = {
@@ -108,10 +123,13 @@ export async function* generateChoices(model, promptIds, params, stops, signal, 
 }
 
 /**
- * One choice, from the logits after the prompt. Returns how many tokens it added to the KV cache.
+ * One choice, from the prompt: `first` gives the logits after it (modified in place), or the first token
+ * when it was chosen on the GPU. Later tokens come from the GPU when `gpu`. Returns how many tokens the
+ * choice added to the KV cache.
  * @param {GenerationModel} model
  * @param {number} index
- * @param {Float32Array} logits  modified
+ * @param {(counts: Map<number, number>) => Promise<Float32Array | number>} first
+ * @param {boolean} gpu
  * @param {number} maxNew
  * @param {import("./openai.js").GenerationParams} params
  * @param {string[]} stops
@@ -120,17 +138,14 @@ export async function* generateChoices(model, promptIds, params, stops, signal, 
  * @param {GenerationStats} stats  added to
  * @returns {AsyncGenerator<ChoiceDelta, number>}
  */
-async function* generateChoice(model, index, logits, maxNew, params, stops, signal, rng, stats) {
+async function* generateChoice(model, index, first, gpu, maxNew, params, stops, signal, rng, stats) {
   const { pipeline, tokenizer } = model;
   const decoder = new IncrementalDecoder(tokenizer);
   const filter = new StopStringFilter(stops);
   const tracker = params.logprobs ? new LogprobTracker(tokenizer, params.top_logprobs ?? 0) : null;
   /** @type {Map<number, number>} */
   const counts = new Map();
-  const delta = (
-    /** @type {string} */ text,
-    /** @type {import("./logprobs.js").TokenLogprob[] | null} */ entries,
-  ) => ({
+  const delta = (/** @type {string} */ text, /** @type {import("./logprobs.js").TokenLogprob[] | null} */ entries) => ({
     index,
     text,
     logprobs: entries,
@@ -140,14 +155,18 @@ async function* generateChoice(model, index, logits, maxNew, params, stops, sign
   let generated = 0;
   let appended = 0;
   let finish = "length";
+  /** @type {Float32Array | number | null} logits to sample from on the CPU, or a token chosen on the GPU */
+  let next = null;
   while (generated < maxNew) {
     if (signal?.aborted) throw signal.reason instanceof WebbuildError ? signal.reason : new AbortError("Aborted.");
     if (model.interrupted()) {
       finish = "abort";
       break;
     }
-    applyPenalties(logits, params, counts);
-    const token = drawToken(logits, params, rng);
+    next ??= await first(counts);
+    const logits = typeof next === "number" ? null : next;
+    if (logits) applyPenalties(logits, params, counts);
+    const token = logits ? drawToken(logits, params, rng) : /** @type {number} */ (next);
     generated++;
     if (stats.firstToken === 0) stats.firstToken = now();
     if (model.stopIds.has(token)) {
@@ -155,7 +174,7 @@ async function* generateChoice(model, index, logits, maxNew, params, stops, sign
       break;
     }
     counts.set(token, (counts.get(token) ?? 0) + 1);
-    tracker?.add(logits, token);
+    if (logits) tracker?.add(logits, token); // requests with logprobs always sample on the CPU
     const text = decoder.push(token);
     tracker?.decodedText(text.length);
     const piece = filter.push(text);
@@ -168,7 +187,10 @@ async function* generateChoice(model, index, logits, maxNew, params, stops, sign
     }
     if (generated >= maxNew) break;
     const t = now();
-    logits = await model.guard(() => pipeline.decode(token));
+    const last = token;
+    next = await model.guard(() =>
+      gpu && pipeline.decodeToken ? pipeline.decodeToken(last, drawFor(params, counts, rng)) : pipeline.decode(last),
+    );
     stats.decodeSeconds += now() - t;
     stats.decodeSteps++;
     appended++;

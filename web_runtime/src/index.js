@@ -117,6 +117,7 @@ export class WebWorkerEngine {
   /** @type {<R extends CompletionRequest>(request: R) => Promise<CompletionResult<R>>} */ completion;
   /** @type {(promptIds: number[], decodeIds?: number[]) => Promise<Float32Array[]>} */ forwardTokens;
   /** @type {(tokenIds: number[], options?: {topK?: number, fullLogits?: boolean}) => Promise<TokenScores>} */ scoreTokens;
+  /** @type {(promptIds: number[], options?: {decodeSteps?: number}) => Promise<Record<string, any>>} */ profile;
   /** @type {(text: string, options?: {addSpecialTokens?: boolean}) => Promise<number[]>} */ tokenize;
   /** @type {(messages: ChatMessage[], options?: {addGenerationPrompt?: boolean}) => Promise<string>} */ applyChatTemplate;
   /** @type {() => Promise<void>} */ interrupt;

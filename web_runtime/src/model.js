@@ -17,6 +17,11 @@ import { ChatTemplate } from "./chat_template.js";
  * @property {(id: number) => Promise<Float32Array>} decode
  * @property {(ids: number[], onChunk: (logits: Float32Array, start: number, count: number) => void) => Promise<void>}
  *   [verify]  appends tokens, handing over the logits at every position chunk by chunk (batch_verify)
+ * @property {(params: {temperature: number, top_p?: number, logprobs?: boolean | number | null}) => boolean}
+ *   [canSampleOnGpu]  whether prefillToken/decodeToken can choose tokens for these settings on the GPU
+ * @property {(ids: number[], draw: import("./sampling.js").Draw) => Promise<number>} [prefillToken]  prefill,
+ *   then the next token chosen on the GPU
+ * @property {(id: number, draw: import("./sampling.js").Draw) => Promise<number>} [decodeToken]
  * @property {() => void} reset  empties the KV cache
  * @property {(n: number) => void | Promise<void>} [popN]  drops the last n tokens from the KV cache, so a
  *   request's next choice reuses the prompt's (without it, the prompt is prefilled again)

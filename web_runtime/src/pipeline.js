@@ -1,7 +1,10 @@
 // The model on the GPU, through the TVM JS runtime (tvmjs): instantiate the model library, load weights
 // from tensor-cache.json, create the paged KV cache, and run prefill/decode with the VM functions the
 // library exports (embed, prefill, decode, batch_verify, create_tir_paged_kv_cache, _metadata). Logits come
-// back to the CPU as Float32Array; sampling happens in the engine.
+// back to the CPU as Float32Array for the engine to sample from; when a request needs no logprobs and the
+// library has the sampling kernels (sampling.js), the token is chosen on the GPU and only its id comes back.
+// tvmjs draws on a wrapped device (gpu_device.js) that reuses bind groups, uniform writes and compute passes
+// across steps and counts launches for the profile (profile.js).
 //
 // Memory discipline: every tvmjs object returned inside beginScope()/endScope() is freed at endScope()
 // unless detached. Long-lived objects (VM, functions, params, KV cache, the CPU logits buffer) are detached
@@ -11,11 +14,27 @@ import { loadTvmjs } from "./vendor.js";
 import { DeviceLostError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
 import { errorText } from "./config.js";
 import { variantFiles } from "./cache.js";
+import { DeviceShim } from "./gpu_device.js";
+import { Profiler } from "./profile.js";
+import { GpuSampler } from "./sampling.js";
 
 const PAGE_SIZE = 16;
 // Tokens per batch_verify call when scoring: its logits ([n, vocab] float32) pass through a CPU buffer in
 // wasm memory, so chunks stay well below prefill_chunk_size (49152-token vocab: 25 MB for 128 rows).
 const VERIFY_CHUNK = 128;
+
+/** @returns {number} milliseconds, monotonic */
+const nowMs = () => performance.now();
+
+/**
+ * Where the last prefill/decode call spent its time, in ms (the profile reads it).
+ * @typedef {object} StepTiming
+ * @property {number} encode  JS time issuing the VM call (embedding, layers, head): wasm + WebGPU encoding
+ * @property {number} sample  issuing the GPU sampling kernels (0 when the engine samples on the CPU)
+ * @property {number} wait  until the GPU finished and the result was mapped
+ * @property {number} read  copying the result out of wasm memory
+ * @property {number} readBytes
+ */
 
 /**
  * The adapter and device the model runs on. The WebGPU objects are typed `any` so that the package's .d.ts
@@ -51,27 +70,61 @@ export async function detectGpu() {
   if (typeof navigator === "undefined" || !(/** @type {any} */ (navigator).gpu)) {
     throw new WebGPUUnavailableError("This browser does not support WebGPU (navigator.gpu is missing).", { tip });
   }
-  const tvmjs = await loadTvmjs();
-  let out;
+  let adapter;
   try {
-    out = await tvmjs.detectGPUDevice();
+    adapter = await /** @type {any} */ (navigator).gpu.requestAdapter({ powerPreference: "high-performance" });
   } catch (err) {
     throw new WebGPUUnavailableError(`No usable WebGPU adapter: ${errorText(err)}`, { tip, cause: err });
   }
-  if (!out) throw new WebGPUUnavailableError("No usable WebGPU adapter was found.", { tip });
-  const hasShaderF16 = out.adapter.features.has("shader-f16") && out.device.features.has("shader-f16");
-  const i = out.adapterInfo ?? {};
+  if (!adapter) throw new WebGPUUnavailableError("No usable WebGPU adapter was found.", { tip });
+  let device;
+  try {
+    device = await adapter.requestDevice(deviceRequest(adapter));
+  } catch (err) {
+    throw new WebGPUUnavailableError(`The WebGPU adapter refused a device: ${errorText(err)}`, { tip, cause: err });
+  }
+  const hasShaderF16 = device.features.has("shader-f16");
+  const i = adapter.info ?? {};
   return {
-    adapter: out.adapter,
-    device: out.device,
+    adapter,
+    device,
     hasShaderF16,
     info: {
       vendor: i.vendor,
       architecture: i.architecture,
       description: i.description,
-      isFallbackAdapter: i.isFallbackAdapter ?? out.adapter.isFallbackAdapter,
+      isFallbackAdapter: i.isFallbackAdapter ?? adapter.isFallbackAdapter,
     },
   };
+}
+
+/**
+ * The device tvmjs's model libraries need (its own detectGPUDevice asks the same: 1 GiB buffers, or the
+ * WebGPU defaults; 32 KiB workgroup storage; 10 storage buffers; the largest of 1024/512/256 invocations;
+ * shader-f16 and subgroups when present), plus timestamp-query when present, for the profile.
+ * @param {any} adapter
+ */
+export function deviceRequest(adapter) {
+  const limits = adapter.limits;
+  const fits = (/** @type {number[]} */ wanted, /** @type {number} */ limit) => wanted.find((w) => w <= limit);
+  const maxBufferSize = fits([1 << 30, 1 << 28], limits.maxBufferSize);
+  const maxStorageBufferBindingSize = fits([1 << 30, 1 << 27], limits.maxStorageBufferBindingSize);
+  if (maxBufferSize === undefined || maxStorageBufferBindingSize === undefined) {
+    throw new WebGPUUnavailableError("This GPU's WebGPU buffers are too small for the model runtime.", {
+      tip: "Use a browser and GPU with at least 256 MB WebGPU buffers.",
+    });
+  }
+  /** @type {Record<string, number>} */
+  const requiredLimits = {
+    maxBufferSize,
+    maxStorageBufferBindingSize,
+    maxComputeWorkgroupStorageSize: 32 << 10,
+    maxStorageBuffersPerShaderStage: 10,
+  };
+  const invocations = fits([1024, 512, 256], limits.maxComputeInvocationsPerWorkgroup);
+  if (invocations !== undefined) requiredLimits.maxComputeInvocationsPerWorkgroup = invocations;
+  const requiredFeatures = ["shader-f16", "subgroups", "timestamp-query"].filter((f) => adapter.features.has(f));
+  return { requiredLimits, requiredFeatures };
 }
 
 export class ModelPipeline {
@@ -106,8 +159,9 @@ export class ModelPipeline {
     }
 
     try {
-      tvm.initWebGPU(gpu.device);
-      const pipeline = new ModelPipeline(tvm, gpu);
+      const shim = new DeviceShim(gpu.device);
+      tvm.initWebGPU(shim);
+      const pipeline = new ModelPipeline(tvm, gpu, shim);
 
       // 2. Weights: tvmjs fetches tensor-cache.json and its shards (through a cache), then copies each
       // tensor to the GPU. Its progress callback reports a fraction; we report bytes.
@@ -148,16 +202,26 @@ export class ModelPipeline {
   /**
    * @param {any} tvm  tvmjs Instance
    * @param {GpuInfo} gpu
+   * @param {DeviceShim} shim  the wrapped device tvmjs draws on
    */
-  constructor(tvm, gpu) {
+  constructor(tvm, gpu, shim) {
     this.tvm = tvm;
     this.gpu = gpu;
+    this.shim = shim;
+    this.profiler = new Profiler(gpu.device, shim);
+    /** @type {StepTiming} */ this.timing = { encode: 0, sample: 0, wait: 0, read: 0, readBytes: 0 };
+    /** @type {GpuSampler | null} the library's sampling kernels; null when it has none */
+    this.sampler = null;
+    /** whether requests may sample on the GPU (the profile turns it off to measure the difference) */
+    this.gpuSampling = true;
     this.device = tvm.webgpu();
     this.lost = false;
     gpu.device.lost.then(() => {
       this.lost = true;
     });
     /** @type {any} */ this.logitsOnCPU = null;
+    /** @type {any} token ids in, on the GPU: prefill_chunk_size int32, viewed at each call's length */
+    this.inputIds = null;
     this.contextWindowSize = 0;
     this.prefillChunkSize = 0;
     this.vocabSize = 0;
@@ -215,6 +279,8 @@ export class ModelPipeline {
           shape(0), // support_sliding_window
         ),
       );
+      this.inputIds = tvm.detachFromCurrentScope(tvm.empty([this.prefillChunkSize], "int32", this.device));
+      this.sampler = GpuSampler.fromLibrary(tvm, this.vm, this.device);
     } finally {
       tvm.endScope();
     }
@@ -270,12 +336,7 @@ export class ModelPipeline {
    * @returns {Promise<Float32Array>} logits after the last token
    */
   async prefill(ids) {
-    if (ids.length === 0) throw new Error("prefill needs at least one token");
-    for (let start = 0; start < ids.length; start += this.prefillChunkSize) {
-      const chunk = Array.prototype.slice.call(ids, start, start + this.prefillChunkSize);
-      const last = start + chunk.length >= ids.length;
-      this.forward(this.fPrefill, chunk, last);
-    }
+    this.prefillChunks(ids, (logits) => this.queueLogitsRead(logits));
     return this.readLogits();
   }
 
@@ -284,8 +345,57 @@ export class ModelPipeline {
    * @returns {Promise<Float32Array>}
    */
   async decode(id) {
-    this.forward(this.fDecode, [id], true);
+    this.step(this.fDecode, [id], (logits) => this.queueLogitsRead(logits));
     return this.readLogits();
+  }
+
+  /**
+   * Whether `prefillToken`/`decodeToken` can choose the next token for these sampling settings on the GPU:
+   * the library has the kernels, and the request wants no logprobs and no nucleus truncation (top_p < 1
+   * and logprobs are computed from the logits on the CPU).
+   * @param {{temperature: number, top_p?: number, logprobs?: boolean | number | null}} params
+   */
+  canSampleOnGpu(params) {
+    return Boolean(
+      this.sampler && this.gpuSampling && !params.logprobs && (params.temperature <= 0 || (params.top_p ?? 1) >= 1),
+    );
+  }
+
+  /**
+   * prefill, then the next token chosen on the GPU (see canSampleOnGpu): one token id comes back.
+   * @param {ArrayLike<number>} ids
+   * @param {import("./sampling.js").Draw} draw
+   * @returns {Promise<number>}
+   */
+  async prefillToken(ids, draw) {
+    this.prefillChunks(ids, (logits) => this.queueTokenRead(logits, draw));
+    return this.readToken();
+  }
+
+  /**
+   * @param {number} id
+   * @param {import("./sampling.js").Draw} draw
+   * @returns {Promise<number>}
+   */
+  async decodeToken(id, draw) {
+    this.step(this.fDecode, [id], (logits) => this.queueTokenRead(logits, draw));
+    return this.readToken();
+  }
+
+  /**
+   * Runs prefill chunk by chunk; `onLast` queues the read of the last chunk's logits.
+   * @param {ArrayLike<number>} ids
+   * @param {(logits: any) => void} onLast
+   */
+  prefillChunks(ids, onLast) {
+    if (ids.length === 0) throw new Error("prefill needs at least one token");
+    const t0 = nowMs();
+    for (let start = 0; start < ids.length; start += this.prefillChunkSize) {
+      const chunk = Array.prototype.slice.call(ids, start, start + this.prefillChunkSize);
+      const last = start + chunk.length >= ids.length;
+      this.step(this.fPrefill, chunk, last ? onLast : null);
+    }
+    this.timing.encode = nowMs() - t0 - this.timing.sample;
   }
 
   /**
@@ -342,7 +452,8 @@ export class ModelPipeline {
   run(fn, ids) {
     if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
     const tvm = this.tvm;
-    const input = tvm.empty([ids.length], "int32", this.device).copyFrom(Int32Array.from(ids));
+    // A view of one persistent buffer: no GPU buffer made and destroyed per step.
+    const input = this.inputIds.view([ids.length]).copyFrom(Int32Array.from(ids));
     const embed = this.fEmbed(input, this.params);
     const hidden = embed.shape[embed.shape.length - 1];
     const embeds = embed.view([1, ids.length, hidden]);
@@ -353,40 +464,76 @@ export class ModelPipeline {
   }
 
   /**
-   * One VM call: embed the ids, run prefill or decode on the KV cache, and (for the last call) queue a copy
-   * of the logits into the CPU buffer. All temporaries die at endScope().
+   * One VM call: embed the ids, run prefill or decode on the KV cache, and hand the logits to `then`
+   * (queueing their read, or the sampling kernels and the read of a token id). All temporaries die at
+   * endScope().
    * @param {any} fn
    * @param {number[]} ids
-   * @param {boolean} keepLogits
+   * @param {((logits: any) => void) | null} then
    */
-  forward(fn, ids, keepLogits) {
+  step(fn, ids, then) {
     const tvm = this.tvm;
+    const t0 = nowMs();
+    this.timing.sample = 0;
     tvm.beginScope();
     try {
       const out = this.run(fn, ids);
-      if (keepLogits) {
-        const logits = out.get(0);
-        if (this.logitsOnCPU === null) {
-          this.logitsOnCPU = tvm.detachFromCurrentScope(tvm.empty(logits.shape, logits.dtype, tvm.cpu()));
-          this.vocabSize = logits.shape[logits.shape.length - 1];
-        }
-        this.logitsOnCPU.copyFrom(logits);
-      }
+      if (then) then(out.get(0));
     } finally {
       tvm.endScope();
     }
+    this.timing.encode = nowMs() - t0 - this.timing.sample;
+  }
+
+  /** @param {any} logits  [1, 1, vocab] on the GPU */
+  queueLogitsRead(logits) {
+    const tvm = this.tvm;
+    if (this.logitsOnCPU === null) {
+      this.logitsOnCPU = tvm.detachFromCurrentScope(tvm.empty(logits.shape, logits.dtype, tvm.cpu()));
+      this.vocabSize = logits.shape[logits.shape.length - 1];
+    }
+    this.logitsOnCPU.copyFrom(logits);
+  }
+
+  /**
+   * @param {any} logits  [1, 1, vocab] on the GPU
+   * @param {import("./sampling.js").Draw} draw
+   */
+  queueTokenRead(logits, draw) {
+    const t0 = nowMs();
+    this.vocabSize = logits.shape[logits.shape.length - 1];
+    /** @type {GpuSampler} */ (this.sampler).queue(logits, draw);
+    this.timing.sample = nowMs() - t0;
   }
 
   /** @returns {Promise<Float32Array>} a copy of the last logits (float32 [vocab]) */
   async readLogits() {
+    const t0 = nowMs();
     await this.device.sync();
+    const t1 = nowMs();
     if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
-    return /** @type {Float32Array} */ (this.logitsOnCPU.toArray()); // toArray() copies out of wasm memory
+    const logits = /** @type {Float32Array} */ (this.logitsOnCPU.toArray()); // toArray() copies out of wasm memory
+    Object.assign(this.timing, { wait: t1 - t0, read: nowMs() - t1, readBytes: logits.byteLength });
+    return logits;
+  }
+
+  /** @returns {Promise<number>} the token the sampling kernels chose */
+  async readToken() {
+    const t0 = nowMs();
+    await this.device.sync();
+    const t1 = nowMs();
+    if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
+    const token = /** @type {GpuSampler} */ (this.sampler).token();
+    Object.assign(this.timing, { wait: t1 - t0, read: nowMs() - t1, readBytes: 4 });
+    return token;
   }
 
   dispose() {
+    this.sampler?.dispose();
+    this.profiler.dispose();
     for (const obj of [
       this.logitsOnCPU,
+      this.inputIds,
       this.kvCache,
       this.params,
       this.fEmbed,

@@ -20,6 +20,7 @@ export const ENGINE_METHODS = Object.freeze({
     "token_logprobs, top_logprobs, text_offset} or null) | stream of Completion chunks (one choice index each)",
   forwardTokens: "(promptIds, decodeIds?) -> Float32Array[] of last-position logits (prefill, then each decode)",
   scoreTokens: "(tokenIds, {topK?, fullLogits?}) -> TokenScores: top-k, logsumexp (and logits) at every position",
+  profile: "(promptIds, {decodeSteps?}) -> where a prefill and a decode step spend their time, per runtime setting",
   tokenize: "(text, {addSpecialTokens?}) -> number[]",
   applyChatTemplate: "(messages, {addGenerationPrompt?}) -> string",
   interrupt: "() -> void: stop the running generation, all its choices (each finishes with what it has)",

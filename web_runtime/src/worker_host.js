@@ -20,6 +20,7 @@ export function createHandlers(engine) {
     completion: ([request], ctx) => engine.completion(request, { signal: ctx.signal }),
     forwardTokens: ([promptIds, decodeIds]) => engine.forwardTokens(promptIds, decodeIds),
     scoreTokens: ([tokenIds, options]) => engine.scoreTokens(tokenIds, options),
+    profile: ([promptIds, options]) => engine.profile(promptIds, options),
     tokenize: ([text, options]) => engine.tokenize(text, options),
     applyChatTemplate: ([messages, options]) => engine.applyChatTemplate(messages, options),
     interrupt: () => engine.interrupt(),

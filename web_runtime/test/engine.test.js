@@ -1,6 +1,6 @@
 import { test, beforeEach } from "node:test";
 import assert from "node:assert/strict";
-import { fixture, ScriptedPipeline, HistoryPipeline } from "./helpers.js";
+import { fixture, ScriptedPipeline, HistoryPipeline, GpuSamplingPipeline } from "./helpers.js";
 import { Engine } from "../src/engine.js";
 import { TextTokenizer } from "../src/tokenizer.js";
 import * as errors from "../src/errors.js";
@@ -95,7 +95,10 @@ test("asking for the f16 variant without shader-f16 names the f32 variant", asyn
 
 test("a manifest of another format version is refused with a rebuild tip", async () => {
   const old = { ...manifest, format_version: 1 };
-  const engine = new Engine({ detectGpu: async () => ({ hasShaderF16: false, info: {} }), loadPipeline: async () => pipeline });
+  const engine = new Engine({
+    detectGpu: async () => ({ hasShaderF16: false, info: {} }),
+    loadPipeline: async () => pipeline,
+  });
   await assert.rejects(engine.reload(old, { baseUrl: SITE }), (err) => {
     assert.ok(err instanceof errors.ModelLoadError);
     assert.match(err.message, /format version 1; this runtime reads version 2/);
@@ -498,6 +501,33 @@ test("n choices with popN reuse the prompt's KV cache and agree with re-prefilli
   assert.deepEqual(popped.choices[2].logprobs, single.choices[0].logprobs);
   const length = popped.usage.completion_tokens / 3;
   assert.deepEqual(pops, [length - 1, length - 1]); // every token but the last went through decode
+});
+
+test("tokens chosen on the GPU are the CPU sampler's: same seed, same draws, bias and penalties", async () => {
+  const requests = [
+    { ...user("Hi"), max_tokens: 10, temperature: 0, logit_bias: { 9: 2.5 } },
+    { ...user("Hi"), max_tokens: 12, temperature: 1, seed: 11, presence_penalty: 0.5, frequency_penalty: 0.25 },
+    { ...user("Hi"), max_tokens: 12, temperature: 0.7, seed: 3, n: 3 },
+  ];
+  for (const request of requests) {
+    const cpu = await (await loadEngine({ pipe: new HistoryPipeline() })).chat.completions.create(request);
+    const gpuEngine = await loadEngine({ pipe: new GpuSamplingPipeline() });
+    const gpu = await gpuEngine.chat.completions.create(request);
+    assert.ok(pipeline.gpuChoices > 0, JSON.stringify(request));
+    assert.deepEqual(
+      gpu.choices.map((c) => c.message.content),
+      cpu.choices.map((c) => c.message.content),
+    );
+    assert.equal(gpu.usage.completion_tokens, cpu.usage.completion_tokens);
+  }
+});
+
+test("requests with logprobs or top_p < 1 sample on the CPU", async () => {
+  for (const extra of [{ logprobs: true }, { temperature: 1, top_p: 0.5, seed: 1 }]) {
+    const engine = await loadEngine({ pipe: new GpuSamplingPipeline() });
+    await engine.chat.completions.create({ ...user("Hi"), max_tokens: 6, ...extra });
+    assert.equal(pipeline.gpuChoices, 0, JSON.stringify(extra));
+  }
 });
 
 test("with a seed, n sampled choices differ from each other and repeat across requests", async () => {

@@ -1,5 +1,6 @@
 // Test helpers (not a test): an in-memory port pair, fixtures, a scripted fake pipeline.
 import { readFileSync } from "node:fs";
+import { applyPenalties, drawToken } from "../src/sampler.js";
 
 /** Two connected ports; messages are structured-cloned and delivered asynchronously, like postMessage. */
 export function portPair() {
@@ -104,4 +105,31 @@ export class HistoryPipeline {
     this.fed.length -= n;
   }
   dispose() {}
+}
+
+/**
+ * A HistoryPipeline that can also choose tokens "on the GPU" (prefillToken/decodeToken), the way the
+ * library's sampling kernels do (sampling.js): bias and penalties, then argmax or the inverse CDF at the
+ * draw's uniform number; here computed on the CPU with sampler.js. Counts the choices it made.
+ */
+export class GpuSamplingPipeline extends HistoryPipeline {
+  constructor(options = {}) {
+    super(options);
+    this.gpuChoices = 0;
+  }
+  canSampleOnGpu(params) {
+    return !params.logprobs && (params.temperature <= 0 || (params.top_p ?? 1) >= 1);
+  }
+  async prefillToken(ids, draw) {
+    return this.choose(await this.prefill(ids), draw);
+  }
+  async decodeToken(id, draw) {
+    return this.choose(await this.decode(id), draw);
+  }
+  choose(logits, draw) {
+    this.gpuChoices++;
+    const params = { logit_bias: draw.logitBias, presence_penalty: draw.presence, frequency_penalty: draw.frequency };
+    applyPenalties(logits, /** @type {any} */ (params), draw.counts);
+    return drawToken(logits, { temperature: draw.temperature, top_p: 1 }, () => draw.uniform);
+  }
 }

@@ -1,0 +1,327 @@
+// The GPUDevice that tvmjs draws on, wrapped: tvmjs (0.27) encodes every kernel launch as its own compute
+// pass with a new bind group and a queue write of its scalar arguments. A decode step launches the same few
+// hundred kernels on the same buffers every time, so here
+//   - bind groups are made once per (layout, buffers) and reused across steps (dropped when a buffer dies);
+//   - a uniform write whose bytes equal what that buffer already holds is skipped (tvmjs gives each launch
+//     position in a batch its own uniform buffer, so from the second step on most writes repeat);
+//   - consecutive launches share one compute pass (WebGPU orders dispatches within a pass as it does passes,
+//     each dispatch being its own synchronization scope), closed when anything else is encoded.
+// It also counts what it sees (dispatches by kernel, passes, submits, ...) for the profile, and lets the
+// profiler (profile.js) put timestamp queries around each launch. Our own code around tvmjs: tvmjs is used
+// unchanged, it only receives this object instead of the device.
+
+/**
+ * @typedef {object} DeviceCounters  what the wrapped device did since the last reset
+ * @property {number} dispatches
+ * @property {number} passes  compute passes actually begun
+ * @property {number} submits
+ * @property {number} bindGroupsMade
+ * @property {number} bindGroupsReused
+ * @property {number} uniformWrites  queue writes into uniform buffers that went through
+ * @property {number} uniformWritesSkipped  ... and those skipped as unchanged
+ * @property {number} otherWrites  queue writes into other buffers (inputs, KV-cache bookkeeping)
+ * @property {number} writeBytes
+ * @property {Map<string, number>} kernels  dispatches by kernel name
+ */
+
+/**
+ * Hooks the profiler installs to time each compute pass (see profile.js).
+ * @typedef {object} PassTimer
+ * @property {(encoder: any) => any} passDescriptor  a descriptor with timestampWrites for the next pass, or
+ *   undefined when no query slot is left
+ * @property {(name: string) => void} named  the kernel the last pass dispatched
+ * @property {(encoder: any) => void} beforeFinish  resolve the encoder's queries
+ */
+
+/** @returns {DeviceCounters} */
+export function emptyCounters() {
+  return {
+    dispatches: 0,
+    passes: 0,
+    submits: 0,
+    bindGroupsMade: 0,
+    bindGroupsReused: 0,
+    uniformWrites: 0,
+    uniformWritesSkipped: 0,
+    otherWrites: 0,
+    writeBytes: 0,
+    kernels: new Map(),
+  };
+}
+
+const UNIFORM = 0x40; // GPUBufferUsage.UNIFORM (a constant, so that node tests need no WebGPU globals)
+
+export class DeviceShim {
+  /**
+   * @param {any} device  the real GPUDevice
+   * @param {{reuse?: boolean}} [options]  reuse: false encodes as tvmjs asks (for profiling the difference)
+   */
+  constructor(device, { reuse = true } = {}) {
+    this.device = device;
+    this.reuse = reuse;
+    this.counters = emptyCounters();
+    /** @type {PassTimer | null} */ this.timer = null;
+    /** @type {WeakMap<object, number>} */ this.ids = new WeakMap();
+    this.nextId = 1;
+    /** @type {Map<string, any>} */ this.bindGroups = new Map();
+    /** @type {Map<number, Set<string>>} */ this.keysByBuffer = new Map();
+    /** @type {WeakMap<object, Uint8Array>} */ this.uniformBytes = new WeakMap();
+    /** @type {WeakMap<object, string>} */ this.kernelOf = new WeakMap();
+    this.queue = this.wrapQueue(device.queue);
+    // tvmjs also reads limits, features, lost, label and calls destroy/addEventListener: the device's own.
+    return new Proxy(this, {
+      get(shim, prop) {
+        if (prop in shim) return /** @type {any} */ (shim)[prop];
+        const value = device[prop];
+        return typeof value === "function" ? value.bind(device) : value;
+      },
+    });
+  }
+
+  /** @param {object} obj */
+  idOf(obj) {
+    let id = this.ids.get(obj);
+    if (id === undefined) {
+      id = this.nextId++;
+      this.ids.set(obj, id);
+    }
+    return id;
+  }
+
+  /** @param {any} descriptor */
+  createBuffer(descriptor) {
+    const buffer = this.device.createBuffer(descriptor);
+    if (descriptor.usage & UNIFORM) this.uniformBytes.set(buffer, new Uint8Array(0));
+    const destroy = buffer.destroy.bind(buffer);
+    buffer.destroy = () => {
+      this.forget(buffer);
+      destroy();
+    };
+    return buffer;
+  }
+
+  /** Drops the bind groups that name a buffer about to be destroyed. @param {object} buffer */
+  forget(buffer) {
+    const id = this.ids.get(buffer);
+    const keys = id === undefined ? undefined : this.keysByBuffer.get(id);
+    if (!keys) return;
+    for (const key of keys) this.bindGroups.delete(key);
+    this.keysByBuffer.delete(/** @type {number} */ (id));
+  }
+
+  /** @param {any} descriptor */
+  createComputePipeline(descriptor) {
+    const pipeline = this.device.createComputePipeline(descriptor);
+    this.kernelOf.set(pipeline, descriptor.compute?.entryPoint ?? "?");
+    return pipeline;
+  }
+
+  /** @param {any} descriptor */
+  async createComputePipelineAsync(descriptor) {
+    const pipeline = await this.device.createComputePipelineAsync(descriptor);
+    this.kernelOf.set(pipeline, descriptor.compute?.entryPoint ?? "?");
+    return pipeline;
+  }
+
+  /** @param {any} descriptor  {layout, entries: [{binding, resource: {buffer, offset?, size?}}]} */
+  createBindGroup(descriptor) {
+    if (!this.reuse) {
+      this.counters.bindGroupsMade++;
+      return this.device.createBindGroup(descriptor);
+    }
+    let key = String(this.idOf(descriptor.layout));
+    /** @type {number[]} */ const buffers = [];
+    for (const entry of descriptor.entries) {
+      const r = entry.resource;
+      const id = this.idOf(r.buffer);
+      buffers.push(id);
+      key += `|${entry.binding}:${id}:${r.offset ?? 0}:${r.size ?? -1}`;
+    }
+    const cached = this.bindGroups.get(key);
+    if (cached) {
+      this.counters.bindGroupsReused++;
+      return cached;
+    }
+    const group = this.device.createBindGroup(descriptor);
+    this.counters.bindGroupsMade++;
+    this.bindGroups.set(key, group);
+    for (const id of buffers) {
+      let keys = this.keysByBuffer.get(id);
+      if (!keys) this.keysByBuffer.set(id, (keys = new Set()));
+      keys.add(key);
+    }
+    return group;
+  }
+
+  /** @param {any} descriptor */
+  createCommandEncoder(descriptor) {
+    return new EncoderShim(this, this.device.createCommandEncoder(descriptor));
+  }
+
+  /** @param {any} queue */
+  wrapQueue(queue) {
+    const shim = this;
+    return {
+      /**
+       * @param {any} buffer
+       * @param {number} offset
+       * @param {ArrayBuffer | ArrayBufferView} data
+       * @param {number} [dataOffset]  in elements of a typed array, bytes of an ArrayBuffer
+       * @param {number} [size]  likewise
+       */
+      writeBuffer(buffer, offset, data, dataOffset = 0, size) {
+        const held = shim.uniformBytes.get(buffer);
+        const bytes = asBytes(data, dataOffset, size);
+        shim.counters.writeBytes += bytes.byteLength;
+        if (held === undefined || offset !== 0) {
+          shim.counters.otherWrites++;
+        } else if (shim.reuse && sameBytes(held, bytes)) {
+          shim.counters.uniformWritesSkipped++;
+          return;
+        } else {
+          shim.counters.uniformWrites++;
+          shim.uniformBytes.set(buffer, bytes.slice());
+        }
+        queue.writeBuffer(buffer, offset, data, dataOffset, size);
+      },
+      /** @param {any[]} buffers */
+      submit(buffers) {
+        shim.counters.submits++;
+        queue.submit(buffers);
+      },
+      onSubmittedWorkDone: () => queue.onSubmittedWorkDone(),
+      copyExternalImageToTexture: (/** @type {any[]} */ ...args) => queue.copyExternalImageToTexture(...args),
+      writeTexture: (/** @type {any[]} */ ...args) => queue.writeTexture(...args),
+    };
+  }
+}
+
+/** Wraps a GPUCommandEncoder: merges consecutive compute passes, counts, lets the profiler time passes. */
+class EncoderShim {
+  /**
+   * @param {DeviceShim} shim
+   * @param {any} encoder
+   */
+  constructor(shim, encoder) {
+    this.shim = shim;
+    this.encoder = encoder;
+    /** @type {PassShim | null} */ this.open = null;
+    return new Proxy(this, {
+      get(self, prop) {
+        if (prop in self) return /** @type {any} */ (self)[prop];
+        const value = encoder[prop];
+        if (typeof value !== "function") return value;
+        // Any other command (copies, query resolves, clears) follows the launches encoded so far.
+        return (/** @type {any[]} */ ...args) => {
+          self.closePass();
+          return value.apply(encoder, args);
+        };
+      },
+    });
+  }
+
+  /** @param {any} [descriptor] */
+  beginComputePass(descriptor) {
+    const { shim } = this;
+    const timer = shim.timer;
+    if (timer) {
+      this.closePass();
+      shim.counters.passes++;
+      const timed = timer.passDescriptor(this.encoder) ?? descriptor;
+      return new PassShim(shim, this.encoder.beginComputePass(timed), false);
+    }
+    if (shim.reuse && !descriptor && this.open) return this.open;
+    this.closePass();
+    shim.counters.passes++;
+    const pass = new PassShim(shim, this.encoder.beginComputePass(descriptor), shim.reuse && !descriptor);
+    if (pass.merged) this.open = pass;
+    return pass;
+  }
+
+  closePass() {
+    if (this.open) {
+      this.open.pass.end();
+      this.open = null;
+    }
+  }
+
+  /** @param {any} [descriptor] */
+  finish(descriptor) {
+    this.closePass();
+    this.shim.timer?.beforeFinish(this.encoder);
+    return this.encoder.finish(descriptor);
+  }
+}
+
+/** Wraps a GPUComputePassEncoder: counts dispatches by kernel; a merged pass ends when its encoder says. */
+class PassShim {
+  /**
+   * @param {DeviceShim} shim
+   * @param {any} pass
+   * @param {boolean} merged
+   */
+  constructor(shim, pass, merged) {
+    this.shim = shim;
+    this.pass = pass;
+    this.merged = merged;
+    this.kernel = "?";
+  }
+
+  /** @param {any} pipeline */
+  setPipeline(pipeline) {
+    this.kernel = this.shim.kernelOf.get(pipeline) ?? "?";
+    this.pass.setPipeline(pipeline);
+  }
+
+  /**
+   * @param {number} index
+   * @param {any} group
+   * @param {any[]} rest
+   */
+  setBindGroup(index, group, ...rest) {
+    this.pass.setBindGroup(index, group, ...rest);
+  }
+
+  /**
+   * @param {number} x
+   * @param {number} [y]
+   * @param {number} [z]
+   */
+  dispatchWorkgroups(x, y = 1, z = 1) {
+    const c = this.shim.counters;
+    c.dispatches++;
+    c.kernels.set(this.kernel, (c.kernels.get(this.kernel) ?? 0) + 1);
+    this.shim.timer?.named(this.kernel);
+    this.pass.dispatchWorkgroups(x, y, z);
+  }
+
+  end() {
+    if (!this.merged) this.pass.end();
+  }
+}
+
+/**
+ * The bytes a writeBuffer call would write.
+ * @param {ArrayBuffer | ArrayBufferView} data
+ * @param {number} dataOffset
+ * @param {number | undefined} size
+ */
+function asBytes(data, dataOffset, size) {
+  if (ArrayBuffer.isView(data)) {
+    const unit = /** @type {any} */ (data).BYTES_PER_ELEMENT ?? 1;
+    const start = data.byteOffset + dataOffset * unit;
+    const length = size === undefined ? data.byteLength - dataOffset * unit : size * unit;
+    return new Uint8Array(data.buffer, start, length);
+  }
+  return new Uint8Array(data, dataOffset, size ?? data.byteLength - dataOffset);
+}
+
+/**
+ * @param {Uint8Array} a
+ * @param {Uint8Array} b
+ */
+function sameBytes(a, b) {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

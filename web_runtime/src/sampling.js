@@ -1,0 +1,169 @@
+// Choosing the next token on the GPU with the model library's sampling functions (webbuild/build/sampling.py
+// compiles them, under the names WebLLM looks up): logit_bias and presence/frequency penalties in place,
+// then the argmax (greedy) or a draw from softmax(logits / temperature) by inverse CDF in token-id order,
+// the same rule as sampler.js's drawToken at top_p = 1, with the same uniform number from the request's
+// seeded generator. One int32 comes back instead of vocab_size floats. Requests that want logprobs or
+// top_p < 1 keep sampling on the CPU (pipeline.canSampleOnGpu).
+
+/**
+ * What one token's choice needs: the sampling settings and the request's state.
+ * @typedef {object} Draw
+ * @property {number} temperature  0 = greedy
+ * @property {number} uniform  the generator's next number in [0, 1) (drawn only when temperature > 0)
+ * @property {Record<string, number> | null} [logitBias]
+ * @property {number} [presence]
+ * @property {number} [frequency]
+ * @property {Map<number, number>} [counts]  token id -> times generated so far
+ */
+
+/** The library functions used here; a library that lacks one of them samples on the CPU. */
+const FUNCTIONS = {
+  argmax: "argmax_logits",
+  softmax: "softmax_with_temperature",
+  sample: "sample_with_top_p",
+  bias: "apply_logit_bias_inplace",
+  penalty: "apply_penalty_inplace",
+};
+
+/**
+ * The sampling settings a request's next token needs, drawing its uniform number now (when temperature > 0,
+ * one per token, as drawToken does), so the generator advances the same way on the GPU path as on the CPU.
+ * @param {import("./sampler.js").SamplingParams} params
+ * @param {Map<number, number>} counts
+ * @param {() => number} rng
+ * @returns {Draw}
+ */
+export function drawFor(params, counts, rng) {
+  return {
+    temperature: params.temperature,
+    uniform: params.temperature > 0 ? rng() : 0,
+    logitBias: params.logit_bias ?? null,
+    presence: params.presence_penalty ?? 0,
+    frequency: params.frequency_penalty ?? 0,
+    counts,
+  };
+}
+
+export class GpuSampler {
+  /**
+   * The sampler of a loaded model library, or null when it lacks the functions (older builds).
+   * @param {any} tvm
+   * @param {any} vm
+   * @param {any} device  tvmjs's webgpu device
+   * @returns {GpuSampler | null}
+   */
+  static fromLibrary(tvm, vm, device) {
+    /** @type {Record<string, any>} */ const fns = {};
+    for (const [key, name] of Object.entries(FUNCTIONS)) {
+      try {
+        fns[key] = tvm.detachFromCurrentScope(vm.getFunction(name));
+      } catch {
+        for (const f of Object.values(fns)) f.dispose();
+        return null;
+      }
+    }
+    return new GpuSampler(tvm, device, fns);
+  }
+
+  /**
+   * @param {any} tvm
+   * @param {any} device
+   * @param {Record<string, any>} fns
+   */
+  constructor(tvm, device, fns) {
+    this.tvm = tvm;
+    this.device = device;
+    this.fns = fns;
+    const keep = (/** @type {any} */ t) => tvm.detachFromCurrentScope(t);
+    this.tokenOnCPU = keep(tvm.empty([1], "int32", tvm.cpu()));
+    this.temperature = keep(tvm.empty([1], "float32", device));
+    this.uniform = keep(tvm.empty([1], "float32", device));
+    this.topP = keep(tvm.empty([1], "float32", device).copyFrom([1]));
+    this.sampleIndices = keep(tvm.empty([1], "int32", device).copyFrom([0]));
+    this.seqIds = this.sampleIndices; // sequence 0, the only one
+    /** @type {any} */ this.identity = null; // [1, vocab] int32 0..vocab-1: token order for sample_with_top_p
+    this.lastTemperature = NaN;
+  }
+
+  /**
+   * Queues the choice of the next token from `logits` ([1, 1, vocab] on the GPU; bias and penalties are
+   * added to it in place) and the read of its id. Call inside a tvmjs scope; then sync and `token()`.
+   * @param {any} logits
+   * @param {Draw} draw
+   */
+  queue(logits, draw) {
+    const tvm = this.tvm;
+    const vocab = logits.shape[logits.shape.length - 1];
+    const rows = logits.view([1, vocab]);
+    const bias = Object.entries(draw.logitBias ?? {})
+      .map(([id, b]) => [Number(id), b])
+      .filter(([id]) => id >= 0 && id < vocab);
+    if (bias.length > 0) {
+      this.fns.bias(
+        rows,
+        this.ints(bias.map(() => 0)),
+        this.ints(bias.map(([id]) => id)),
+        this.floats(bias.map(([, b]) => b)),
+      );
+    }
+    const counts = [...(draw.counts ?? [])].filter(([id]) => id >= 0 && id < vocab);
+    if ((draw.presence || draw.frequency) && counts.length > 0) {
+      const penalties = tvm
+        .empty([1, 3], "float32", this.device)
+        .copyFrom([draw.presence ?? 0, draw.frequency ?? 0, 1]);
+      this.fns.penalty(
+        rows,
+        this.seqIds,
+        this.ints(counts.map(() => 0)),
+        this.ints(counts.map(([id]) => id)),
+        this.ints(counts.map(([, c]) => c)),
+        penalties,
+      );
+    }
+    let token;
+    if (draw.temperature <= 0) {
+      token = this.fns.argmax(rows);
+    } else {
+      if (draw.temperature !== this.lastTemperature) {
+        this.temperature.copyFrom([draw.temperature]);
+        this.lastTemperature = draw.temperature;
+      }
+      this.uniform.copyFrom([draw.uniform]);
+      const probs = this.fns.softmax(logits.view([1, 1, vocab]), this.temperature);
+      token = this.fns.sample(probs.view([1, vocab]), this.order(vocab), this.uniform, this.sampleIndices, this.topP);
+    }
+    this.tokenOnCPU.copyFrom(token);
+  }
+
+  /** @returns {number} the token id read back (after the device synced) */
+  token() {
+    return /** @type {Int32Array} */ (this.tokenOnCPU.toArray())[0];
+  }
+
+  /** @param {number} vocab */
+  order(vocab) {
+    if (this.identity === null || this.identity.shape[1] !== vocab) {
+      this.identity?.dispose();
+      const ids = Int32Array.from({ length: vocab }, (_, i) => i);
+      this.identity = this.tvm.detachFromCurrentScope(this.tvm.empty([1, vocab], "int32", this.device).copyFrom(ids));
+    }
+    return this.identity;
+  }
+
+  /** @param {number[]} values */
+  ints(values) {
+    return this.tvm.empty([values.length], "int32", this.device).copyFrom(values);
+  }
+
+  /** @param {number[]} values */
+  floats(values) {
+    return this.tvm.empty([values.length], "float32", this.device).copyFrom(values);
+  }
+
+  dispose() {
+    for (const t of [this.tokenOnCPU, this.temperature, this.uniform, this.topP, this.sampleIndices, this.identity]) {
+      t?.dispose();
+    }
+    for (const f of Object.values(this.fns)) f.dispose();
+  }
+}
