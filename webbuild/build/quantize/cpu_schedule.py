@@ -1,10 +1,11 @@
 """The CPU schedule of the linear layers (``linear`` module): vectors of output rows, weights decoded per group.
 
 For each chunk of output rows (one thread each) and each group of 32 inputs, the group's scales and minimums are
-decoded once and its weights dequantized into a small tile, which every token of the input then reads; the
-products of one output are added in input order, the order of the plain loop. dlight's CPU GEMV instead decodes
-every element's group floats for every output, which is 2-3x slower for the ``q4m``/``q8`` layouts, and leaves
-prefill (several tokens) unscheduled, dequantizing each weight once per token.
+decoded once. With several tokens (prefill, batches) the group's weights are dequantized into a small tile that
+every token reads; a single token (decode) reads each weight once, so it dequantizes in the inner loop, with no
+tile to write and read back (2x faster there). The products of one output are added in input order, the order
+of the plain loop, for quantized and float weights alike. dlight's CPU GEMV instead decodes every element's
+group floats for every output, and leaves prefill unscheduled: each weight dequantized once per token.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class LinearCPU(dl.ScheduleRule):
         stages += [blocks[n] for n in blocks if n.startswith(GROUP_PREFIX) and n not in (MATMUL, WEIGHT)]
         try:
             *rows, out, k = sch.get_loops(matmul)
+            single = all(isinstance(sch.get(r).extent, tirx.IntImm) and int(sch.get(r).extent) == 1 for r in rows)
             out_features, in_features = (int(sch.get(loop).extent) for loop in (out, k))
             token = sch.fuse(*rows) if len(rows) > 1 else rows[0]
             chunk, lane = sch.split(out, [None, _lanes(out_features)])
@@ -48,6 +50,9 @@ class LinearCPU(dl.ScheduleRule):
             sch.parallel(chunk)
             sch.vectorize(lane)
             for stage in stages:
+                if single and sch.get(stage).name_hint == WEIGHT:
+                    sch.compute_inline(stage)
+                    continue
                 sch.compute_at(stage, group)
                 sch.set_scope(stage, 0, "local")
             sch.decompose_reduction(matmul, group)
