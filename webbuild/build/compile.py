@@ -44,9 +44,7 @@ def _is_gpu(target: Target) -> bool:
 
 def _passes(target: Target) -> list[tvm.transform.Pass]:
     phases: list[tvm.transform.Pass] = [
-        # Phase 1: high-level ops -> TIR (sorts to the target's kernels first: the sampling functions'
-        # argsort), then fuse elementwise chains into their producers.
-        relax.backend.DispatchSortScan(),
+        # Phase 1: high-level ops -> TIR, then fuse elementwise chains into their producers.
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
