@@ -143,6 +143,33 @@ def test_requests_without_max_tokens_share_the_cache_and_preempted_ones_resume(e
     assert engine.metrics()["kv_cache_used_tokens"] == 0
 
 
+def test_tokenizing_a_long_prompt_lets_other_threads_run(engine_and_ref):
+    """A body at the server's size limit is tokenized in a worker thread; if the tokenizer kept the GIL the whole
+    time, the server's event loop (/health, running streams) would stall for as long (150 ms and more): the main
+    thread here would spend most of the time in long pauses."""
+    import threading
+    import time
+
+    engine, _, _ = engine_and_ref
+    text = "the quick brown fox jumps over the lazy dog " * 4000  # 176 KB: ~0.25 s per tokenization
+    done, gaps = threading.Event(), []
+
+    def work():
+        engine.encode_prompt(text)
+        engine.encode_messages([{"role": "user", "content": text}])
+        done.set()
+
+    started = last = time.perf_counter()
+    threading.Thread(target=work).start()
+    while not done.is_set():
+        time.sleep(0.002)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    stalled = sum(g for g in gaps if g > 0.05)
+    assert stalled < 0.5 * (last - started), f"{stalled:.2f} s of {last - started:.2f} s in pauses over 50 ms"
+
+
 def test_closing_a_stream_aborts_it_and_frees_its_kv_pages(engine_and_ref):
     import time
 
