@@ -24,6 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from webbuild.serve.errors import envelope
 
 _HEADERS, _BODY = "headers", "body"
+GRACEFUL_SHUTDOWN_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def server_config(
     app: ASGIApp, host: str, port: int, *, limits: Limits = Limits(), log_level: str = "warning"
 ) -> uvicorn.Config:
     """uvicorn's settings for ``webbuild serve`` and ``serving``: the guarded h11 protocol and a short graceful
-    shutdown, so Ctrl-C ends the process within a second even while streams are open."""
+    shutdown (half a second for answers about to end, then running requests are cancelled, which aborts them), so
+    Ctrl-C ends the process within a second even while streams are open."""
     return uvicorn.Config(
         app,
         host=host,
@@ -141,6 +143,6 @@ def server_config(
         http=protocol_for(limits),
         h11_max_incomplete_event_size=limits.max_header_bytes,
         timeout_keep_alive=limits.keep_alive_s,
-        timeout_graceful_shutdown=1,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,  # type: ignore[arg-type]  # uvicorn waits on a float fine
         server_header=False,
     )
