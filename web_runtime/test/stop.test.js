@@ -43,3 +43,25 @@ test("a held-back partial match is flushed when generation ends otherwise", () =
 test("no stop strings: text passes straight through", () => {
   assert.deepEqual(run([], ["a", "b"]), { out: "ab", stopped: false });
 });
+
+/** The specification, rescanning everything: after each piece, the earliest start of any stop string ends it. */
+function rescanned(stops, pieces) {
+  let text = "";
+  for (const piece of pieces) {
+    text += piece;
+    const hits = stops.map((s) => text.indexOf(s)).filter((at) => at >= 0);
+    if (hits.length) return { out: text.slice(0, Math.min(...hits)), stopped: true };
+  }
+  return { out: text, stopped: false };
+}
+
+test("stop strings match the rescanning specification on random streams", () => {
+  let seed = 7;
+  const rand = (n) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+  const word = (alphabet, max) => Array.from({ length: 1 + rand(max) }, () => alphabet[rand(alphabet.length)]).join("");
+  for (let i = 0; i < 400; i++) {
+    const stops = Array.from({ length: 1 + rand(4) }, () => word("ab", 5));
+    const pieces = Array.from({ length: 1 + rand(12) }, () => word("abc", 3));
+    assert.deepEqual(run(stops, pieces), rescanned(stops, pieces), JSON.stringify({ stops, pieces }));
+  }
+});
