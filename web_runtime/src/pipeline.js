@@ -240,7 +240,10 @@ export class ModelPipeline {
       const fn = (/** @type {string} */ name) => tvm.detachFromCurrentScope(this.vm.getFunction(name));
       this.fEmbed = fn("embed");
       this.fPrefill = fn("prefill");
-      this.fDecode = fn("decode");
+      // Libraries fold each layer's norms and activations into its projections for GPUs; on a software
+      // adapter the unfolded kernels run faster, and newer libraries keep them as decode_fallback.
+      const fallback = this.gpu.info.isFallbackAdapter ? this.optionalFunction("decode_fallback") : null;
+      this.fDecode = fallback ?? fn("decode");
       const global = (/** @type {string} */ name) => tvm.detachFromCurrentScope(tvm.getGlobalFunc(name));
       this.fKvClear = global("vm.builtin.kv_state_clear");
       this.fKvAddSeq = global("vm.builtin.kv_state_add_sequence");

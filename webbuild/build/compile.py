@@ -19,6 +19,7 @@ from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
 from webbuild import _log
+from webbuild.build.fusion import FoldedGEMV, FoldProducersIntoMatmul
 from webbuild.build.quantize.cpu_schedule import LinearCPU
 from webbuild.errors import BuildError, UnsupportedError
 
@@ -49,13 +50,15 @@ def _passes(target: Target) -> list[tvm.transform.Pass]:
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-        relax.transform.DeadCodeElimination(),
     ]
+    if _is_gpu(target):  # the gated MLP's SiLU * up into down_proj's reads (fusion.py)
+        phases.append(FoldProducersIntoMatmul)
+    phases += [relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()]
     if _is_gpu(target):
         # Phase 2: thread bindings for every kernel (the linear layers' GEMV/Matmul inline their dequantize stages).
         phases.append(
             dl.ApplyDefaultSchedule(
+                FoldedGEMV(),
                 dl.gpu.Matmul(),
                 dl.gpu.GEMV(),
                 dl.gpu.Reduction(),

@@ -13,6 +13,7 @@ from tvm.target import Target
 from webbuild.build.arch.attention_merge import replace_merge_kernel
 from webbuild.build.arch.blocks import CausalLM
 from webbuild.build.arch.config import DecoderConfig
+from webbuild.build.fusion import FOLD_ATTR
 from webbuild.build.quantize import QuantScheme
 from webbuild.build.sampling import add_sampling_functions
 
@@ -33,11 +34,13 @@ class ExportedModel:
 
 def export_model(cfg: DecoderConfig, scheme: QuantScheme, target: Target) -> ExportedModel:
     """The KV-cache kernels depend on the target, so each target gets its own export. The library also gets
-    the sampling functions (sampling.py) that choose a token on the device."""
+    the sampling functions (sampling.py) that choose a token on the device, and ``decode`` is marked for
+    fusion.py's producer folding (fewer launches a step)."""
     model = CausalLM(cfg, scheme, target)
     mod, named_params = model.export_tvm(spec=model.export_spec())
     mod = replace_merge_kernel(mod, cfg.num_attention_heads, scheme.model_dtype, target)
     mod = add_sampling_functions(mod, cfg.vocab_size, target)
+    mod = _mark_decode(mod, target)
     params = [ParamSpec(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in named_params]
     metadata = {
         "model_type": cfg.model_type,
@@ -54,3 +57,16 @@ def export_model(cfg: DecoderConfig, scheme: QuantScheme, target: Target) -> Exp
         [], tvm.ir.StringImm(json.dumps(metadata)), tvm.ir.StringType(), is_pure=True
     ).with_attr("global_symbol", "_metadata")
     return ExportedModel(mod, params, metadata)
+
+
+def _mark_decode(mod: IRModule, target: Target) -> IRModule:
+    """``decode`` gets its norms and activations folded into the projections (fusion.py): fewer, larger kernels
+    for a GPU. A software WebGPU adapter (SwiftShader) runs such kernels slower than many small ones, so a
+    webgpu library also keeps an unfolded copy, ``decode_fallback``, which the runtime picks for fallback
+    adapters. Same parameters, so one set of weights serves both."""
+    decode = mod["decode"]
+    mod["decode"] = decode.with_attr(FOLD_ATTR, True)
+    if target.kind.name == "webgpu":
+        fallback = relax.utils.copy_with_new_vars(decode).with_attr("global_symbol", "decode_fallback")
+        mod[relax.GlobalVar("decode_fallback")] = fallback
+    return mod
