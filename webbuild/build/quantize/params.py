@@ -18,6 +18,7 @@ import numpy as np
 
 from webbuild import _log
 from webbuild.build.quantize.gguf_blocks import GROUP_TYPES, QuantizedTensor
+from webbuild.build.quantize.layout import Layout
 from webbuild.build.quantize.scheme import DEFAULT_QUANTIZATION, QuantScheme
 from webbuild.errors import UnsupportedError
 
@@ -34,7 +35,8 @@ def role_of(name: str, shape: tuple[int, ...]) -> str:
     return "linear" if name.endswith(".weight") and len(shape) == 2 else "other"
 
 
-def _stored_layout(name: str, shape: tuple[int, ...], scheme: QuantScheme) -> Any:
+def _stored_layout(name: str, shape: tuple[int, ...], scheme: QuantScheme) -> Layout | None:
+    """The layout a source tensor is stored in, or None when it stays unquantized."""
     role = role_of(name, shape)
     layout = scheme.layout(role) if role != "other" else None
     return layout if layout is not None and layout.fits(shape) else None
@@ -61,7 +63,6 @@ def param_layout(
 class QuantReport:
     """How each source tensor was stored: ``(kind, source type, stored as, how)`` -> count, in first-seen order."""
 
-    scheme: QuantScheme
     counts: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
 
     def add(self, kind: str, source: str, stored: str, how: str) -> None:
@@ -131,7 +132,7 @@ def quantize_params(tensors: Mapping[str, Any], scheme: QuantScheme) -> tuple[di
     order: 2-D weights whose kind the scheme quantizes become ``*.q_weight``/``*.q_scale`` (``*.q_min``); other
     float tensors are cast to the model dtype; integer tensors pass through."""
     _check_mappable(tensors, scheme)
-    report = QuantReport(scheme)
+    report = QuantReport()
     result: dict[str, np.ndarray] = {}
     with _log.bar(len(tensors), f"quantize {scheme.name}", unit="tensor") as bar:
         for name, value in tensors.items():
