@@ -72,3 +72,28 @@ def test_ctrl_c_during_a_compile_stops_it(capfd: pytest.CaptureFixture[str], mon
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     os.write(2, b"after\n")  # stderr is the terminal's again
     assert capfd.readouterr().err == "after\n"
+
+
+@pytest.mark.toolchain
+def test_a_q4f16_1_library_compiles_for_cuda() -> None:
+    """TVM's tensor-core Tensorize segfaulted on the float16 q4 projections (dlight's Matmul picks it for sm_70+);
+    the compile runs in a child process so that a crash fails this test instead of ending the run."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from tiny_llama import tiny_llama_model\n"
+        "from webbuild.build.arch import get_architecture\n"
+        "from webbuild.build.compile import compile_module, make_target\n"
+        "from webbuild.build.export import export_model\n"
+        "from webbuild.build.quantize import get_scheme\n"
+        # Wider than the tiny model: dlight tensorizes only matmuls whose dimensions all exceed 64.
+        "hf = tiny_llama_model().config | {'hidden_size': 256, 'intermediate_size': 512}\n"
+        "cfg = get_architecture('llama').config_from_hf(hf, 128, 16)\n"
+        "target = make_target('cuda')\n"
+        "compile_module(export_model(cfg, get_scheme('q4f16_1'), target).mod, target)\n"
+        "print('compiled')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-2000:]
