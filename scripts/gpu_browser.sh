@@ -41,7 +41,7 @@ stash() {
 
 setup() {
   if ls "$wb"/parts/shards.part* >/dev/null 2>&1; then
-    cat "$wb"/parts/shards.part* | tar -C "$wb" -xf - && rm -f "$wb"/parts/shards.part*
+    cat "$wb"/parts/shards.part* | xz -dc | tar -C "$wb" -xf - && rm -f "$wb"/parts/shards.part*
   fi
   # The Vulkan and GL loaders (Debian's) where the system has none; GL_ROOT only for tests elsewhere.
   if ! ldconfig -p | grep -q 'libvulkan.so.1 '; then

@@ -9,7 +9,7 @@
 #   tvm/    libtvm_compiler.so, xz (~59 MiB), from scripts/make_gpu_carry.sh          (unless WITH_CUDA=0)
 #   rest/   Chromium's data files (chromium-common), every library `ldd` lists but glibc's, the Vulkan/GL loader
 #           debs, TVM's Python side and the cp312 wheels, the sites without their weight shards
-#   w1/ w2/ ...  the sites' weight shards (one tar, split), identical shards of several sites stored once
+#   w1/ w2/ ...  the sites' weight shards (one tar.xz, split), identical shards stored once
 # Usage: bash scripts/make_gpu_browser_carry.sh SITE [SITE...]
 # Environment: GPU_CARRY (output folder), CHS_BINARY (a headless shell to use instead of downloading Debian's),
 # XZ_LEVEL (default 9), PIECE_MIB (default 60), WITH_CUDA (default 1).
@@ -65,23 +65,18 @@ if [ "${WITH_CUDA:-1}" = 1 ]; then
   tar -C "$out/stage/cuda/b" -cf "$out/rest/wheels.tar" whl
 fi
 
-# --- the sites: small files in rest/, weight shards in w1/, w2/, ... (a shard two sites share is stored once)
+# --- the sites: small files in rest/, weight shards in w1/, w2/, ... Identical shards (of several sites, or the
+# repeating blocks of scripts/make_bench_model.py's weights) are stored once, as hard links tar keeps as links.
 declare -A first_copy=()
 for site in "$@"; do
-  name="$(basename "$(realpath "$site")")"
-  cp -a "$site" "$out/stage/sites/$name"
-  while IFS= read -r -d '' shard; do
-    base="$(basename "$shard")"
-    if [ -n "${first_copy[$base]:-}" ] && cmp -s "${first_copy[$base]}" "$shard"; then
-      ln -f "${first_copy[$base]}" "$shard"
-    else
-      first_copy[$base]="$shard"
-    fi
-  done < <(find "$out/stage/sites/$name" -name 'params_shard_*' -print0 | sort -z)
+  cp -a "$site" "$out/stage/sites/$(basename "$(realpath "$site")")"
 done
+while read -r digest shard; do
+  if [ -n "${first_copy[$digest]:-}" ]; then ln -f "${first_copy[$digest]}" "$shard"; else first_copy[$digest]="$shard"; fi
+done < <(find "$out/stage/sites" -name 'params_shard_*' -print0 | sort -z | xargs -0 -r sha256sum)
 tar -C "$out/stage" -czf "$out/rest/sites.tar.gz" --exclude='params_shard_*' sites
-(cd "$out/stage" && find sites -name 'params_shard_*' -print0 | sort -z | tar --null -T - -cf "$out/stage/shards.tar")
-split -b "${piece_mib}M" -d -a 2 "$out/stage/shards.tar" "$out/stage/shards.part"
+(cd "$out/stage" && find sites -name 'params_shard_*' -print0 | sort -z | tar --null -T - -cf - | xz -1 -T2 > shards.tar.xz)
+split -b "${piece_mib}M" -d -a 2 "$out/stage/shards.tar.xz" "$out/stage/shards.part"
 n=0
 for part in "$out"/stage/shards.part*; do
   n=$((n + 1))

@@ -50,7 +50,7 @@ def test_pieces_travel_one_by_one_and_bench_runs_from_them(site: Path, tmp_path:
         assert sum(f.stat().st_size for f in (carry / piece).rglob("*") if f.is_file()) < PIECE_LIMIT, piece
     shards = sum(f.stat().st_size for f in site.rglob("params_shard_*"))
     carried = sum(f.stat().st_size for p in pieces[2:] for f in (carry / p).iterdir())
-    assert shards <= carried < 1.5 * shards  # tar's headers aside, the twin's shards cost nothing
+    assert carried < 1.2 * shards  # compressed, and the twin's shards (identical) stored once
 
     # The device: a checkout with one piece in its carry folder per call, a scratch folder kept between calls.
     device = tmp_path / "device"
