@@ -5,6 +5,7 @@
 #   bash scripts/gpu_browser.sh stash               (copies whatever piece of $GPU_CARRY travelled to $WB at once)
 # and after the last piece
 #   bash scripts/gpu_browser.sh bench SITE_NAME [webbuild bench options]      (e.g. --max-tokens 128 --profile)
+#   bash scripts/gpu_browser.sh python SCRIPT [ARGS]     (the same environment: carried TVM, wheels, checkout)
 # Environment: WB (default /tmp/wb), GPU_CARRY (default .gpu), OUT (JSON; default $WB/out), ENGINES (default
 # cuda,browser), BROWSER_FLAGS (default: the flags that give WebGPU on the GPU's Vulkan driver), GL_ROOT (where
 # the loader debs are unpacked when the system has no Vulkan loader; default /).
@@ -62,6 +63,13 @@ setup() {
   fi
 }
 
+environment() {
+  setup
+  mkdir -p "$out"
+  export PYTHONPATH="$wb/py:$PWD" WEBBUILD_CACHE="$wb/cache" XDG_RUNTIME_DIR=/tmp PYTHONUNBUFFERED=1
+  export LD_LIBRARY_PATH="$wb/needlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
 case "${1:-}" in
   stash)
     stash
@@ -69,18 +77,20 @@ case "${1:-}" in
   bench)
     site="${2:?usage: gpu_browser.sh bench SITE_NAME [webbuild bench options]}"
     shift 2
-    setup
-    mkdir -p "$out"
-    export PYTHONPATH="$wb/py:$PWD" WEBBUILD_CACHE="$wb/cache" XDG_RUNTIME_DIR=/tmp PYTHONUNBUFFERED=1
-    export LD_LIBRARY_PATH="$wb/needlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    environment
     browser_flags=()
     for flag in $flags; do browser_flags+=("--browser-flag=$flag"); done
     python3 -c 'import sys; from webbuild.cli import main; sys.exit(main(sys.argv[1:]))' \
       bench "$wb/sites/$site" --engines "${ENGINES:-cuda,browser}" --browser "$wb/chr/chromium-headless-shell" \
       "${browser_flags[@]}" --out "$out/bench-$site.json" "$@"
     ;;
+  python)  # anything else with the same environment, e.g. benchmarks/engine_throughput.py "$WB/sites/NAME" ...
+    shift
+    environment
+    python3 "$@"
+    ;;
   *)
-    echo "usage: gpu_browser.sh stash | bench SITE_NAME [webbuild bench options]" >&2
+    echo "usage: gpu_browser.sh stash | bench SITE_NAME [webbuild bench options] | python ARGS" >&2
     exit 2
     ;;
 esac
