@@ -56,6 +56,11 @@ setup() {
   for lib in "$wb"/chr/lib/*; do
     grep -q "^[[:space:]]*$(basename "$lib") (" <<< "$have" || ln -sf "$lib" "$wb/needlib/"
   done
+  cat > "$wb/chr/fonts/fonts.conf" <<FONTS
+<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "fonts.dtd">
+<fontconfig><dir>$wb/chr/fonts</dir><cachedir>$wb/fontcache</cachedir></fontconfig>
+FONTS
   if [ -f "$wb/tvm_rest.tar.xz" ] && [ ! -d "$wb/py/tvm" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$wb/py" "$wb"/whl/*.whl
     tar -C "$wb/py" -xJf "$wb/tvm_rest.tar.xz"
@@ -68,6 +73,7 @@ environment() {
   mkdir -p "$out"
   export PYTHONPATH="$wb/py:$PWD" WEBBUILD_CACHE="$wb/cache" XDG_RUNTIME_DIR=/tmp PYTHONUNBUFFERED=1
   export LD_LIBRARY_PATH="$wb/needlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export FONTCONFIG_FILE="$wb/chr/fonts/fonts.conf"  # the carried fonts (the machine has none)
 }
 
 case "${1:-}" in

@@ -7,7 +7,7 @@
 # not name it, so stash copies it to /tmp at once):
 #   chs/    Debian's chromium-headless-shell binary, xz -9 (~54 MiB; cached in $GPU_CARRY/dl)
 #   tvm/    libtvm_compiler.so, xz (~59 MiB), from scripts/make_gpu_carry.sh          (unless WITH_CUDA=0)
-#   rest/   Chromium's data files (chromium-common), every library `ldd` lists but glibc's, the Vulkan/GL loader
+#   rest/   Chromium's data files (chromium-common), two fonts, every library `ldd` lists but glibc's, the Vulkan/GL loader
 #           debs, TVM's Python side and the cp312 wheels, the sites without their weight shards
 #   w1/ w2/ ...  the sites' weight shards (one tar.xz, split), identical shards stored once
 # Usage: bash scripts/make_gpu_browser_carry.sh SITE [SITE...]
@@ -50,6 +50,12 @@ ldd "$chs" | awk '$3 ~ /^\// {print $3}' | while read -r lib; do
   case "$(basename "$lib")" in libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|ld-linux*) continue;; esac
   cp -L "$lib" "$out/stage/chr/lib/"
 done
+# Fonts: with none, Chromium dies at the first character it has to find a font for (SkFontMgr_FontConfigInterface:
+# "Not implemented"); gpu_browser.sh points fontconfig at these.
+(cd "$dl" && { ls fonts-dejavu-core_*.deb >/dev/null 2>&1 || apt-get download fonts-dejavu-core >/dev/null; })
+rm -rf "$dl/fonts" && dpkg -x "$dl"/fonts-dejavu-core_*.deb "$dl/fonts"
+mkdir -p "$out/stage/chr/fonts"
+cp "$dl"/fonts/usr/share/fonts/truetype/dejavu/DejaVuSans{,Mono}.ttf "$out/stage/chr/fonts/"
 tar -C "$out/stage" -czf "$out/rest/chromium.tar.gz" chr
 (cd "$out/rest/gl" && for p in libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2; do
    ls "$dl/${p}_"*.deb >/dev/null 2>&1 || (cd "$dl" && apt-get download "$p" >/dev/null)
