@@ -5,7 +5,9 @@
 //   - a uniform write whose bytes equal what that buffer already holds is skipped (tvmjs gives each launch
 //     position in a batch its own uniform buffer, so from the second step on most writes repeat);
 //   - consecutive launches share one compute pass (WebGPU orders dispatches within a pass as it does passes,
-//     each dispatch being its own synchronization scope), closed when anything else is encoded.
+//     each dispatch being its own synchronization scope), closed when anything else is encoded;
+//   - every `submitEvery` launches the commands so far are submitted (tvmjs submits once, when it syncs), so
+//     the GPU process and the GPU start on the first layers while the later ones are still being encoded.
 // It also counts what it sees (dispatches by kernel, passes, submits, ...) for the profile, and lets the
 // profiler (profile.js) put timestamp queries around each launch. Our own code around tvmjs: tvmjs is used
 // unchanged, it only receives this object instead of the device.
@@ -50,15 +52,19 @@ export function emptyCounters() {
 }
 
 const UNIFORM = 0x40; // GPUBufferUsage.UNIFORM (a constant, so that node tests need no WebGPU globals)
+/** Launches per early submit: a decode step of a 30-layer model is ~250 launches, so the GPU starts after ~1/8. */
+export const SUBMIT_EVERY = 32;
 
 export class DeviceShim {
   /**
    * @param {any} device  the real GPUDevice
-   * @param {{reuse?: boolean}} [options]  reuse: false encodes as tvmjs asks (for profiling the difference)
+   * @param {{reuse?: boolean, submitEvery?: number}} [options]  reuse: false encodes as tvmjs asks (for
+   *   profiling the difference); submitEvery: launches per early submit, 0 for none
    */
-  constructor(device, { reuse = true } = {}) {
+  constructor(device, { reuse = true, submitEvery = SUBMIT_EVERY } = {}) {
     this.device = device;
     this.reuse = reuse;
+    this.submitEvery = submitEvery;
     this.counters = emptyCounters();
     /** @type {PassTimer | null} */ this.timer = null;
     /** @type {WeakMap<object, number>} */ this.ids = new WeakMap();
@@ -196,7 +202,8 @@ export class DeviceShim {
   }
 }
 
-/** Wraps a GPUCommandEncoder: merges consecutive compute passes, counts, lets the profiler time passes. */
+/** Wraps a GPUCommandEncoder: merges consecutive compute passes, submits early, counts, lets the profiler
+ * time passes. */
 class EncoderShim {
   /**
    * @param {DeviceShim} shim
@@ -206,15 +213,17 @@ class EncoderShim {
     this.shim = shim;
     this.encoder = encoder;
     /** @type {PassShim | null} */ this.open = null;
+    this.launches = 0; // since the last submit
     return new Proxy(this, {
       get(self, prop) {
         if (prop in self) return /** @type {any} */ (self)[prop];
-        const value = encoder[prop];
+        const real = self.encoder;
+        const value = real[prop];
         if (typeof value !== "function") return value;
         // Any other command (copies, query resolves, clears) follows the launches encoded so far.
         return (/** @type {any[]} */ ...args) => {
           self.closePass();
-          return value.apply(encoder, args);
+          return value.apply(real, args);
         };
       },
     });
@@ -228,14 +237,24 @@ class EncoderShim {
       this.closePass();
       shim.counters.passes++;
       const timed = timer.passDescriptor(this.encoder) ?? descriptor;
-      return new PassShim(shim, this.encoder.beginComputePass(timed), false);
+      return new PassShim(shim, this, this.encoder.beginComputePass(timed), false);
     }
+    if (shim.submitEvery > 0 && this.launches >= shim.submitEvery) this.submitSoFar();
     if (shim.reuse && !descriptor && this.open) return this.open;
     this.closePass();
     shim.counters.passes++;
-    const pass = new PassShim(shim, this.encoder.beginComputePass(descriptor), shim.reuse && !descriptor);
+    const pass = new PassShim(shim, this, this.encoder.beginComputePass(descriptor), shim.reuse && !descriptor);
     if (pass.merged) this.open = pass;
     return pass;
+  }
+
+  /** Submits what is encoded so far and goes on in a new command encoder (tvmjs never sees the switch). */
+  submitSoFar() {
+    this.closePass();
+    this.shim.device.queue.submit([this.encoder.finish()]);
+    this.shim.counters.submits++;
+    this.encoder = this.shim.device.createCommandEncoder();
+    this.launches = 0;
   }
 
   closePass() {
@@ -257,11 +276,13 @@ class EncoderShim {
 class PassShim {
   /**
    * @param {DeviceShim} shim
+   * @param {EncoderShim} encoder
    * @param {any} pass
    * @param {boolean} merged
    */
-  constructor(shim, pass, merged) {
+  constructor(shim, encoder, pass, merged) {
     this.shim = shim;
+    this.encoder = encoder;
     this.pass = pass;
     this.merged = merged;
     this.kernel = "?";
@@ -290,6 +311,7 @@ class PassShim {
   dispatchWorkgroups(x, y = 1, z = 1) {
     const c = this.shim.counters;
     c.dispatches++;
+    this.encoder.launches++;
     c.kernels.set(this.kernel, (c.kernels.get(this.kernel) ?? 0) + 1);
     this.shim.timer?.named(this.kernel);
     this.pass.dispatchWorkgroups(x, y, z);

@@ -3,7 +3,7 @@
 // launch, resolved when its command encoder finishes, read back when the window closes). Chrome rounds
 // timestamps to 100 µs unless its WebGPU developer features are on (`--enable-webgpu-developer-features`).
 
-import { emptyCounters } from "./gpu_device.js";
+import { emptyCounters, SUBMIT_EVERY } from "./gpu_device.js";
 
 const QUERY_CAPACITY = 4096; // timestamps per window: two per pass
 const RESOLVE_ALIGN = 32; // resolveQuerySet's destination offset must be a multiple of 256 bytes (32 queries)
@@ -184,13 +184,14 @@ export class Profiler {
  */
 
 /**
- * The runtime settings a profile compares: as shipped, then without each saving.
- * @typedef {{name: string, reuse: boolean, gpuSampling: boolean}} ProfileConfiguration
+ * The runtime settings a profile compares: as shipped, then without each saving in turn.
+ * @typedef {{name: string, reuse: boolean, gpuSampling: boolean, submitEvery: number}} ProfileConfiguration
  */
 export const PROFILE_CONFIGURATIONS = Object.freeze([
-  { name: "as shipped", reuse: true, gpuSampling: true },
-  { name: "sampling on the CPU", reuse: true, gpuSampling: false },
-  { name: "no reuse, sampling on the CPU", reuse: false, gpuSampling: false },
+  { name: "as shipped", reuse: true, gpuSampling: true, submitEvery: SUBMIT_EVERY },
+  { name: "one submit a step", reuse: true, gpuSampling: true, submitEvery: 0 },
+  { name: "and sampling on the CPU", reuse: true, gpuSampling: false, submitEvery: 0 },
+  { name: "and no reuse (tvmjs as it is)", reuse: false, gpuSampling: false, submitEvery: 0 },
 ]);
 
 const GREEDY = { temperature: 0, top_p: 1, logprobs: false };
@@ -210,11 +211,16 @@ export async function profileSteps(
 ) {
   const profiler = /** @type {Profiler} */ (pipeline.profiler);
   const layers = layerCount(pipeline.metadata);
-  const saved = { reuse: pipeline.shim.reuse, gpuSampling: pipeline.gpuSampling };
+  const saved = {
+    reuse: pipeline.shim.reuse,
+    submitEvery: pipeline.shim.submitEvery,
+    gpuSampling: pipeline.gpuSampling,
+  };
   const results = [];
   try {
     for (const config of configurations) {
       pipeline.shim.reuse = config.reuse;
+      pipeline.shim.submitEvery = config.submitEvery;
       pipeline.gpuSampling = config.gpuSampling;
       const gpu = pipeline.canSampleOnGpu(GREEDY);
       /** @param {number[] | null} ids  a prompt to prefill (after a reset), or null for one decode step */
@@ -272,6 +278,7 @@ export async function profileSteps(
     }
   } finally {
     pipeline.shim.reuse = saved.reuse;
+    pipeline.shim.submitEvery = saved.submitEvery;
     pipeline.gpuSampling = saved.gpuSampling;
     pipeline.reset();
   }

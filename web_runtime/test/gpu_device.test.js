@@ -172,3 +172,23 @@ test("everything else reaches the real device unchanged", () => {
   assert.equal(s.gpu.limits.maxBufferSize, 1 << 30);
   assert.ok(s.gpu.features instanceof Set);
 });
+
+test("every submitEvery launches the commands so far are submitted, in order; tvmjs's finish gets the rest", () => {
+  const device = fakeDevice();
+  const gpu = new DeviceShim(device, { submitEvery: 2 });
+  const layout = { layout: 1 };
+  const a = gpu.createBuffer({ size: 64, usage: STORAGE });
+  const u = [1, 2, 3, 4, 5].map(() => gpu.createBuffer({ size: 8, usage: UNIFORM }));
+  const kernel = gpu.createComputePipeline({ compute: { entryPoint: "k" } });
+  const encoder = gpu.createCommandEncoder();
+  for (let i = 0; i < 5; i++) launch(gpu, encoder, kernel, layout, [a], u[i], [i, i]);
+  gpu.queue.submit([encoder.finish()]);
+  const order = kinds(device.log).filter((k) => ["dispatch", "end", "finish", "submit"].includes(k));
+  assert.deepEqual(order, [
+    ...["dispatch", "dispatch", "end", "finish", "submit"],
+    ...["dispatch", "dispatch", "end", "finish", "submit"],
+    ...["dispatch", "end", "finish", "submit"],
+  ]);
+  assert.equal(gpu.counters.submits, 3);
+  assert.equal(gpu.counters.dispatches, 5);
+});
