@@ -25,11 +25,39 @@ def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return package(options).site
 
 
-def test_bench_reports_both_engines_and_names_the_adapter(tiny_site: Path, capsys) -> None:
-    assert main(["--quiet", "bench", str(tiny_site), "--engines", "cpu,browser", "--max-tokens", "4", "--json"]) == 0
-    cpu, browser = json.loads(capsys.readouterr().out)
-    assert cpu["where"] == "Python engine (cpu)"
+def test_bench_reports_both_engines_and_names_the_adapter(tiny_site: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    args = ["--quiet", "bench", str(tiny_site), "--engines", "cpu,browser", "--max-tokens", "4", "--repeat", "2"]
+    assert main([*args, "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    cpu, browser = json.loads(out.read_text())
+    assert cpu["where"] == "Python engine (cpu)" and "Python engine (cpu)" in table
     assert browser["where"].startswith("browser (") and "unnamed" not in browser["where"]  # the adapter's name
+    assert f"{browser['decode_tokens_per_s']:.1f}" in table
     for run in (cpu, browser):
         assert run["prompt_tokens"] > 0 and 0 < run["completion_tokens"] <= 4
         assert run["load_s"] > 0 and run["time_to_first_token_s"] > 0
+        assert run["runs"] == 2 and len(run["decode_tokens_per_s_runs"]) == 2
+
+
+# What a decode step of the 2-layer model launches on a fallback adapter (the unfolded decode_fallback: 11 a
+# layer, plus embedding, final norm, LM head and argmax); GPUs get the folded decode (test_fusion.py).
+DECODE_DISPATCH_BUDGET = 26
+
+
+def test_profile_counts_a_decode_steps_dispatches_within_budget(tiny_site: Path, capsys) -> None:
+    args = ["--quiet", "bench", str(tiny_site), "--engines", "browser", "--max-tokens", "2", "--repeat", "1"]
+    assert main([*args, "--profile", "--json"]) == 0
+    (browser,) = json.loads(capsys.readouterr().out)
+    profile = browser["profile"]
+    assert profile["layers"] == 2 and profile["timestamps"] is True  # SwiftShader has timestamp-query
+    shipped, one_submit, cpu_sampling, tvmjs = profile["configurations"]
+    assert shipped["name"] == "as shipped" and shipped["gpu_sampling"] and not cpu_sampling["gpu_sampling"]
+    decode = shipped["decode"]
+    assert 0 < decode["dispatches"] <= DECODE_DISPATCH_BUDGET
+    assert decode["read_bytes"] == 4 and cpu_sampling["decode"]["read_bytes"] > 4  # a token id, not the logits
+    assert decode["bind_groups_made"] == 0 and decode["bind_groups_reused"] == decode["dispatches"]
+    assert decode["uniform_writes_skipped"] > 0 and decode["passes"] < decode["dispatches"]
+    assert tvmjs["decode"]["passes"] == tvmjs["decode"]["dispatches"] == tvmjs["decode"]["bind_groups_made"]
+    assert decode["gpu_ms"] > 0 and sum(k["count"] for k in decode["kernels"]) == decode["dispatches"]
+    assert one_submit["decode"]["dispatches"] == decode["dispatches"]
