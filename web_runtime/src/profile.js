@@ -311,7 +311,7 @@ function phaseProfile(tokens, runs, timed, layers) {
     sample_ms: med((r) => r.sample),
     wait_ms: med((r) => r.wait),
     read_ms: med((r) => r.read),
-    read_bytes: c ? runs[runs.length - 1].readBytes : 0,
+    read_bytes: runs[runs.length - 1].readBytes,
     gpu_ms: hasGpu ? median(timed.map((r) => r.report.gpuMs)) : null,
     gpu_span_ms: hasGpu ? median(timed.map((r) => r.report.gpuSpanMs)) : null,
     dispatches: c.dispatches,
