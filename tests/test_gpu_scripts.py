@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_llama import tiny_llama_model, write_hf_dir
+from tiny_llama import package_tiny_site
 
 pytestmark = pytest.mark.toolchain
 
@@ -22,14 +22,7 @@ PIECE_LIMIT = 64 << 20  # one `run` call carries at most 64 MiB, the working tre
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from webbuild.commands.package import PackageOptions, package
-
-    root = tmp_path_factory.mktemp("gpu-scripts")
-    source = write_hf_dir(root / "tiny-hf", tiny_llama_model(seed=4))
-    options = PackageOptions(
-        str(source), out=root / "tiny", quantizations=["q4f32_1"], context_window_size=128, prefill_chunk_size=16
-    )
-    return package(options).site
+    return package_tiny_site(tmp_path_factory.mktemp("gpu-scripts"), seed=4, name="tiny")
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

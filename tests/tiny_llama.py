@@ -232,3 +232,14 @@ def write_hf_dir(path: Path, model: TinyLlama, *, dtype: str = "float32", shards
         weight_map |= {k: shard for k in part}
     (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return path
+
+
+def package_tiny_site(root: Path, *, seed: int, quantization: str = "q4f32_1", name: str = "site") -> Path:
+    """A real ``webbuild package`` site of a tiny random Llama (context 128, prefill chunks of 16) under ``root``."""
+    from webbuild.commands.package import PackageOptions, package
+
+    source = write_hf_dir(root / "tiny-hf", tiny_llama_model(seed=seed))
+    options = PackageOptions(
+        str(source), out=root / name, quantizations=[quantization], context_window_size=128, prefill_chunk_size=16
+    )
+    return package(options).site

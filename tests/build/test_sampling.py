@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tvm
-from tiny_llama import tiny_llama_model, write_hf_dir
+from tiny_llama import package_tiny_site
 from tvm import IRModule, relax
 
 from webbuild.build.compile import compile_module, make_target
@@ -143,14 +143,7 @@ def test_bias_penalties_and_bitmask_change_exactly_the_named_logits(vm: relax.Vi
 
 @pytest.fixture(scope="module")
 def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from webbuild.commands.package import PackageOptions, package
-
-    root = tmp_path_factory.mktemp("sampling")
-    source = write_hf_dir(root / "tiny-hf", tiny_llama_model(seed=5))
-    options = PackageOptions(
-        str(source), out=root / "site", quantizations=["q4f32_1"], context_window_size=128, prefill_chunk_size=16
-    )
-    return package(options).site
+    return package_tiny_site(tmp_path_factory.mktemp("sampling"), seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_llama import tiny_llama_model, write_hf_dir
+from tiny_llama import package_tiny_site
 
 from webbuild.cli import main
 
@@ -15,14 +15,7 @@ pytestmark = pytest.mark.toolchain
 
 @pytest.fixture(scope="module")
 def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from webbuild.commands.package import PackageOptions, package
-
-    root = tmp_path_factory.mktemp("bench")
-    source = write_hf_dir(root / "tiny-hf", tiny_llama_model(seed=3))
-    options = PackageOptions(
-        str(source), out=root / "site", quantizations=["q4f32_1"], context_window_size=128, prefill_chunk_size=16
-    )
-    return package(options).site
+    return package_tiny_site(tmp_path_factory.mktemp("bench"), seed=3)
 
 
 def test_bench_reports_both_engines_and_names_the_adapter(tiny_site: Path, tmp_path: Path, capsys) -> None:

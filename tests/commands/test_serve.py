@@ -19,7 +19,7 @@ import httpx
 import pytest
 import uvicorn
 from starlette.testclient import TestClient
-from tiny_llama import tiny_llama_model, write_hf_dir
+from tiny_llama import package_tiny_site, tiny_llama_model, write_hf_dir
 
 from webbuild.cli import main
 
@@ -219,14 +219,7 @@ def test_ctrl_c_stops_serve_within_a_second_while_requests_run(site: Path, tmp_p
 
 @pytest.fixture(scope="module")
 def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from webbuild.commands.package import PackageOptions, package
-
-    root = tmp_path_factory.mktemp("serve")
-    source = write_hf_dir(root / "tiny-hf", tiny_llama_model(seed=5))
-    options = PackageOptions(
-        str(source), out=root / "site", quantizations=["q0f32"], context_window_size=128, prefill_chunk_size=16
-    )
-    return package(options).site
+    return package_tiny_site(tmp_path_factory.mktemp("serve"), seed=5, quantization="q0f32")
 
 
 @pytest.fixture()
