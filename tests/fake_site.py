@@ -32,3 +32,25 @@ def fake_variant(root: Path, model_id: str, quant: str, *, shard_bytes: int = 10
     lib.write_bytes(WASM)
     variant = Variant(id=model_id, quantization=quant, needs_shader_f16="f16" in quant, context_window_size=512)
     return SiteVariant(variant, d, lib)
+
+
+def scripted_pipeline_js(decode_delay_ms: int = 0) -> str:
+    """A JS class standing in for pipeline.js's model: it answers its script, a token per step, with logits over a
+    400-token vocabulary (the fixture tokenizer's); ``decode_delay_ms`` lets a test catch a reply mid-stream."""
+    delay = f"await new Promise((r) => setTimeout(r, {decode_delay_ms})); " if decode_delay_ms else ""
+    return (
+        """class ScriptedPipeline {
+  constructor(script) { Object.assign(this, { script, step: 0, contextWindowSize: 256, prefillChunkSize: 16 }); }
+  next() {
+    const logits = new Float32Array(400).fill(-10);
+    logits[this.script[Math.min(this.step++, this.script.length - 1)]] = 10;
+    return logits;
+  }
+  reset() { this.step = 0; }
+  async prefill() { return this.next(); }
+"""
+        + f"  async decode() {{ {delay}return this.next(); }}\n"
+        + """  dispose() {}
+}
+"""
+    )

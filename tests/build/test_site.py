@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from fake_site import fake_variant
+from fake_site import fake_variant, scripted_pipeline_js
 
 from webbuild.build import site as site_mod
 from webbuild.build.resources import RUNTIME_DIR
@@ -284,20 +284,9 @@ import {{ Engine }} from "{runtime}engine.js";
 import {{ startWorker }} from "{runtime}worker_host.js";
 import {{ TextTokenizer }} from "{runtime}tokenizer.js";
 """
+        + "\n"
+        + scripted_pipeline_js(decode_delay_ms=5)
         + """
-class ScriptedPipeline {
-  constructor(script) { Object.assign(this, { script, step: 0, contextWindowSize: 256, prefillChunkSize: 16 }); }
-  next() {
-    const logits = new Float32Array(400).fill(-10);
-    logits[this.script[Math.min(this.step++, this.script.length - 1)]] = 10;
-    return logits;
-  }
-  reset() { this.step = 0; }
-  async prefill() { return this.next(); }
-  async decode() { await new Promise((r) => setTimeout(r, 5)); return this.next(); }
-  dispose() {}
-}
-
 startWorker({ createEngine: () => new Engine({
   detectGpu: async () => ({ hasShaderF16: false, info: { vendor: "scripted" } }),
   loadPipeline: async ({ record, onProgress }) => {

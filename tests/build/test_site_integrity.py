@@ -15,32 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_site import fake_variant
+from fake_site import fake_variant, scripted_pipeline_js
 
 from webbuild.build.site import assemble_site
 
 pytestmark = pytest.mark.toolchain
 
 VARIANT = "tiny-q4f32_1"  # SwiftShader has no shader-f16: the page picks the f32 variant
-WORKER = """
+WORKER = (
+    """
 import { Engine } from "./engine.js";
 import { startWorker } from "./worker_host.js";
 import { TextTokenizer } from "./tokenizer.js";
 import { variantFiles } from "./cache.js";
 
-class ScriptedPipeline {
-  constructor(script) { Object.assign(this, { script, step: 0, contextWindowSize: 256, prefillChunkSize: 16 }); }
-  next() {
-    const logits = new Float32Array(400).fill(-10);
-    logits[this.script[Math.min(this.step++, this.script.length - 1)]] = 10;
-    return logits;
-  }
-  reset() { this.step = 0; }
-  async prefill() { return this.next(); }
-  async decode() { return this.next(); }
-  dispose() {}
-}
-
+"""
+    + scripted_pipeline_js()
+    + """
 startWorker({ createEngine: () => new Engine({
   detectGpu: async () => ({ hasShaderF16: false, info: { vendor: "scripted" } }),
   loadPipeline: async ({ record, onProgress, signal, cacheType }) => {
@@ -58,6 +49,7 @@ startWorker({ createEngine: () => new Engine({
   },
 }) });
 """
+)
 # In the page: damages the stored copy of each named file (Cache API "webbuild/model") as told.
 DAMAGE_CACHE = """async (damage) => {
   const cache = await caches.open("webbuild/model");
