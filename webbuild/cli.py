@@ -210,8 +210,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     _check_site(args.site)
-    from webbuild.browser import BrowserChoice
-    from webbuild.commands.bench import BenchOptions, bench_browser, bench_engine, format_profile, format_runs
+    from webbuild.browser import BrowserChoice, find_chromium
+    from webbuild.commands.bench import BenchOptions, RunFailure, RunFigures, bench_all, format_profile, format_runs
 
     options = BenchOptions(
         prompt=args.prompt,
@@ -220,19 +220,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         browser=BrowserChoice(args.browser, tuple(args.browser_flag)),
         profile=args.profile,
     )
-    runs = [bench_engine(args.site, device, options) for device in ("cpu", "cuda") if device in args.engines]
     if "browser" in args.engines:
-        runs.append(bench_browser(args.site, options))
+        find_chromium(options.browser.executable)  # a browser that is not there fails before any engine runs
+    results = bench_all(args.site, args.engines, options)
+    failed = any(isinstance(r, RunFailure) for r in results)
     if args.out:
-        args.out.write_text(json.dumps([r.as_dict() for r in runs], indent=2) + "\n")
+        args.out.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
     if args.json:
-        print(json.dumps([r.as_dict() for r in runs], indent=2))
-        return 0
-    print(format_runs(runs))
-    for r in runs:
-        if r.profile:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 1 if failed else 0
+    print(format_runs(results))
+    for r in results:
+        if isinstance(r, RunFigures) and r.profile:
             print(format_profile(r.profile))
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

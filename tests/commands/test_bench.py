@@ -33,6 +33,26 @@ def test_bench_reports_both_engines_and_names_the_adapter(tiny_site: Path, tmp_p
         assert run["runs"] == 2 and len(run["decode_tokens_per_s_runs"]) == 2
 
 
+def test_an_engine_that_fails_is_reported_beside_the_others_figures(tiny_site: Path, tmp_path: Path, capsys) -> None:
+    not_a_browser = tmp_path / "chromium"
+    not_a_browser.write_text("#!/bin/sh\necho 'no GPU here' >&2\nexit 1\n")
+    not_a_browser.chmod(0o755)
+    out = tmp_path / "bench.json"
+    args = ["--quiet", "bench", str(tiny_site), "--engines", "cpu,browser", "--max-tokens", "2", "--repeat", "1"]
+    assert main([*args, "--browser", str(not_a_browser), "--out", str(out)]) == 1
+    table = capsys.readouterr().out
+    cpu, browser = json.loads(out.read_text())
+    assert cpu["where"] == "Python engine (cpu)" and cpu["decode_tokens_per_s"] > 0
+    assert browser["where"] == "browser" and browser["error"]
+    assert "Python engine (cpu)" in table and "browser: failed: " in table
+
+
+def test_a_browser_that_is_not_there_fails_before_any_engine_runs(tiny_site: Path, tmp_path: Path, capsys) -> None:
+    args = ["bench", str(tiny_site), "--engines", "cpu,browser", "--browser", str(tmp_path / "missing")]
+    assert main(args) != 0
+    assert "is not an executable file" in capsys.readouterr().err
+
+
 # What a decode step of the 2-layer model launches on a fallback adapter (the unfolded decode_fallback: 11 a
 # layer, plus embedding, final norm, LM head and argmax); GPUs get the folded decode (test_fusion.py).
 DECODE_DISPATCH_BUDGET = 26

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,35 @@ class RunFigures:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """An engine whose run failed: the JSON and the table keep it beside the figures of the others."""
+
+    where: str
+    error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ENGINES = ("cpu", "cuda", "browser")
+
+
+def bench_all(
+    site: Path, engines: Collection[str], options: BenchOptions = BenchOptions()
+) -> list[RunFigures | RunFailure]:
+    """Each named engine in turn (``ENGINES`` order). One that fails does not lose the others' figures: a
+    browser that cannot load the model on a GPU machine still leaves the CUDA row it is compared with."""
+    results: list[RunFigures | RunFailure] = []
+    for name in (e for e in ENGINES if e in engines):
+        try:
+            results.append(bench_browser(site, options) if name == "browser" else bench_engine(site, name, options))
+        except Exception as e:  # noqa: BLE001 - reported as this engine's row; the command then exits non-zero
+            message = f"{e} ({e.tip})" if isinstance(e, WebbuildError) and e.tip else str(e)
+            results.append(RunFailure(name, f"{type(e).__name__}: {message}"))
+    return results
 
 
 def _median(usages: list[dict[str, Any]], key: str) -> float:
@@ -155,8 +185,10 @@ def bench_engine(site: Path, device: str, options: BenchOptions = BenchOptions()
 # ---- the printed report ------------------------------------------------------------------------------
 
 
-def format_runs(runs: list[RunFigures]) -> str:
-    """The figures side by side; with a CUDA row, each browser row's decode speed as a fraction of it."""
+def format_runs(results: list[RunFigures | RunFailure]) -> str:
+    """The figures side by side; with a CUDA row, each browser row's decode speed as a fraction of it; then
+    the engines that failed, with why."""
+    runs = [r for r in results if isinstance(r, RunFigures)]
     width = max([len(r.where) for r in runs] + [6])
     lines = [
         f"{'engine':<{width}} {'load s':>7} {'prompt':>6} {'TTFT ms':>8} {'prefill tok/s':>13} "
@@ -173,6 +205,7 @@ def format_runs(runs: list[RunFigures]) -> str:
             lines.append(f"browser decode / CUDA engine decode: {r.decode_tokens_per_s / cuda.decode_tokens_per_s:.2f}")
         if r.worker_round_trip_ms is not None:
             lines.append(f"worker round trip (page -> worker -> page, no-op call): {r.worker_round_trip_ms:.2f} ms")
+    lines += [f"{r.where}: failed: {r.error}" for r in results if isinstance(r, RunFailure)]
     return "\n".join(lines)
 
 
