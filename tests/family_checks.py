@@ -39,12 +39,12 @@ class TinyFamily:
             return self.hf_model(torch.tensor([ids])).logits[0].float().numpy()
 
 
-def tiny_family(family: str, root: Path) -> TinyFamily:
+def tiny_family(family: str, root: Path, **overrides: Any) -> TinyFamily:
     import transformers
 
     from webbuild.engine.engine import Engine
 
-    hf_dir = write_hf_dir(root / f"{family}-hf", family, seed=1)
+    hf_dir = write_hf_dir(root / f"{family}-hf", family, seed=1, **overrides)
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, attn_implementation="eager").eval()
     prepared = prepare_model(load_source(str(hf_dir)), "q0f32", CONTEXT, CHUNK)
     return TinyFamily(family, hf_dir, hf_model, Engine(prepared))

@@ -1,5 +1,5 @@
 """Phi-3 / Phi-3.5-mini beyond what test_families.py checks for every family: longrope within the original
-context, its GGUF and context refusals, the older scaling names."""
+context, its GGUF and context refusals, the older scaling names, a sliding window on every layer."""
 
 from __future__ import annotations
 
@@ -27,10 +27,12 @@ def test_longrope_past_the_original_context_is_refused_naming_the_limit():
     assert caught.value.param == "context_window_size"
 
 
-def test_the_sliding_window_limits_the_context_window():
+def test_the_sliding_window_applies_to_every_layer_without_limiting_the_context():
     config = make_hf_model("phi3").config.to_dict() | {"rope_parameters": None, "rope_theta": 10000.0}
     config |= {"sliding_window": 100, "rope_scaling": None}
-    assert get_architecture("phi3").config_from_hf(config, 4096, CHUNK).context_window_size == 100
+    cfg = get_architecture("phi3").config_from_hf(config, 1024, 512)
+    assert cfg.context_window_size == 1024 and cfg.sliding_window == 100
+    assert cfg.sliding_layers == (0, 1) and cfg.prefill_chunk_size == 100  # a chunk at most one window
 
 
 def test_partial_rotary_embeddings_are_refused():

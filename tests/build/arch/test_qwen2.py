@@ -1,4 +1,4 @@
-"""Qwen2 / Qwen2.5 beyond what test_families.py checks for every family: the sliding window, refusals."""
+"""Qwen2 / Qwen2.5 beyond what test_families.py checks for every family: which layers slide, refusals."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from webbuild.build.arch import get_architecture
 from webbuild.errors import UnsupportedError
 
 
-def test_a_sliding_window_limits_the_context_window_to_it():
-    config = make_hf_model("qwen2").config.to_dict() | {"use_sliding_window": True, "sliding_window": 48}
-    assert get_architecture("qwen2").config_from_hf(config, 4096, CHUNK).context_window_size == 48
-    assert (
-        get_architecture("qwen2").config_from_hf(config | {"use_sliding_window": False}, 96, CHUNK).context_window_size
-        == 96
-    )
+def test_a_sliding_window_applies_from_max_window_layers_on_when_turned_on():
+    config = make_hf_model("qwen2").config.to_dict() | {"sliding_window": 48, "max_window_layers": 1}
+    config.pop("layer_types", None)  # an older config: the layers follow from max_window_layers
+    on = get_architecture("qwen2").config_from_hf(config | {"use_sliding_window": True}, 1024, CHUNK)
+    assert on.context_window_size == 1024 and on.sliding_window == 48 and on.sliding_layers == (1,)
+    off = get_architecture("qwen2").config_from_hf(config | {"use_sliding_window": False}, 96, CHUNK)
+    assert off.context_window_size == 96 and off.sliding_window == 0
 
 
 def test_mixture_of_experts_is_refused():

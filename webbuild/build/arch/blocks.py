@@ -192,8 +192,10 @@ class CausalLM(nn.Module):
         support_sliding_window: tirx.Var,
     ) -> PagedKVCache:
         cfg = self.cfg
+        local = set(cfg.sliding_layers) if cfg.sliding_window else set()
         return TIRPagedKVCache(
-            attn_kind="mha",
+            attn_kind=["mha_sliding" if i in local else "mha" for i in range(cfg.num_hidden_layers)],
+            layer_sliding_window_size=cfg.sliding_window or cfg.context_window_size,
             max_batch_size=max_batch_size,
             max_total_seq_len=max_total_seq_len,
             prefill_chunk_size=prefill_chunk_size,

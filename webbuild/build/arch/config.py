@@ -52,8 +52,10 @@ class DecoderConfig:
     context_window_size: int
     prefill_chunk_size: int
     rope: Rope
-    # Layers listed here rotate with ``sliding_rope`` (Gemma 3's local layers have their own RoPE base).
+    # Layers listed here attend to the last ``sliding_window`` positions only (0: to all) and rotate with
+    # ``sliding_rope`` when one is given (Gemma 3's local layers have their own RoPE base).
     sliding_layers: tuple[int, ...] = ()
+    sliding_window: int = 0
     sliding_rope: Rope | None = None
     qkv_bias: bool = False
     qk_norm: bool = False  # per-head RMSNorm of Q and K before RoPE
@@ -61,6 +63,16 @@ class DecoderConfig:
     activation: str = "silu"  # of the gated MLP: "silu" | "gelu_tanh"
     embedding_scale: float = 1.0  # embeddings are multiplied by it (not the tied LM head)
     attention_scale: float = 0.0  # softmax scale; 0 means head_dim ** -0.5
+
+    def within_one_window(self) -> DecoderConfig:
+        """This config with its context window limited to the sliding window, for the WebGPU runtime: off CUDA and
+        CPU, TVM 0.27's KV cache keeps one device copy of the page table, which the local layers' table (the
+        pages within the window) overwrites, so global layers would lose the pages before it. Within one window
+        the two tables are the same and local attention equals global attention."""
+        if not self.sliding_window:
+            return self
+        window = min(self.context_window_size, self.sliding_window)
+        return dataclasses.replace(self, context_window_size=window, sliding_window=0)
 
     def rope_of(self, layer: int) -> Rope:
         return self.sliding_rope if self.sliding_rope and layer in self.sliding_layers else self.rope
@@ -142,25 +154,34 @@ class HFConfig:
         )
 
 
+def sliding_attention(cfg: HFConfig, default_layers: tuple[int, ...]) -> dict[str, Any]:
+    """``sliding_window`` and ``sliding_layers`` flags for ``llama_like``: the layers ``layer_types`` marks
+    ``sliding_attention`` (transformers 5 writes it), else ``default_layers``; window 0 when the config has none."""
+    types = cfg.get("layer_types")
+    layers = tuple(i for i, kind in enumerate(types) if kind == "sliding_attention") if types else default_layers
+    return {"sliding_window": int(cfg.get("sliding_window") or 0), "sliding_layers": layers}
+
+
 def llama_like(
     cfg: HFConfig,
     context_window_size: int,
     prefill_chunk_size: int,
-    sliding_window: int = 0,
     rope: dict[str, Any] | None = None,
     **flags: Any,
 ) -> DecoderConfig:
     """The fields every family shares (sizes, norm eps, the RoPE of full-attention layers), plus ``flags``.
     ``rope`` gives those RoPE parameters when the config has more than one kind (default: the only one).
 
-    A ``sliding_window`` limits the context window to it: within it, sliding-window attention equals full
-    attention, so every layer attends through one plain cache (per-layer windows are not implemented).
+    A ``sliding_window`` among the flags (for its ``sliding_layers``) is dropped when the context window fits in
+    it, where it changes nothing; else prefill chunks are at most one window long: TVM's KV cache attends a
+    chunk's tokens to each other without the window, which is then exact, and to the cached ones with it.
     """
     heads = int(cfg.require("num_attention_heads"))
     hidden = int(cfg.require("hidden_size"))
     head_dim = int(cfg.get("head_dim") or hidden // heads)
     window = min(context_window_size, int(cfg.get("max_position_embeddings", context_window_size)))
-    window = min(window, sliding_window) if sliding_window else window
+    if flags.get("sliding_window", 0) >= window:
+        flags["sliding_window"] = 0
     if rope is None:
         params = cfg.rope_parameters()
         if set(params) != {"full_attention"}:
@@ -178,7 +199,7 @@ def llama_like(
         rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         context_window_size=window,
-        prefill_chunk_size=prefill_chunk_size,
+        prefill_chunk_size=min(prefill_chunk_size, flags.get("sliding_window") or prefill_chunk_size),
         rope=cfg.rope(rope, head_dim, window),
         **({"activation": cfg.activation()} | flags),
     )

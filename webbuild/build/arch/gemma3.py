@@ -4,9 +4,8 @@ GELU-tanh gated MLP, softmax scale ``query_pre_attn_scalar ** -0.5`` and interle
 and global layers, each kind with its own RoPE.
 
 The (1 + w) is folded into the stored norm weights, so the blocks use plain RMSNorm; llama.cpp's converter
-does the same, so GGUF norms are used as stored and only turned back into HF's w here. Sliding windows: the
-context window is limited to the window, where local attention equals global attention (per-layer windows in
-one KV cache are not implemented).
+does the same, so GGUF norms are used as stored and only turned back into HF's w here. The local layers
+attend to the last ``sliding_window`` positions through the KV cache's per-layer windows.
 """
 
 from __future__ import annotations
@@ -18,17 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from webbuild.build.arch.config import DecoderConfig, HFConfig, llama_like
+from webbuild.build.arch.config import DecoderConfig, HFConfig, llama_like, sliding_attention
 from webbuild.build.arch.weights import LLAMA_BLOCK_NAMES, GGUFKeys, GGUFLayout, Tensors, llama_like_gguf_config
 
 NAME = "gemma3_text"
 _LOCAL_BASE = 10000.0  # RoPE base of the local layers when a config does not say (older configs, llama.cpp)
 
 
-def _sliding_layers(cfg: HFConfig, layers: int) -> tuple[int, ...]:
-    types = cfg.get("layer_types")
-    if types:
-        return tuple(i for i, kind in enumerate(types) if kind == "sliding_attention")
+def _local_layers(cfg: HFConfig, layers: int) -> tuple[int, ...]:
+    """Every ``pattern``-th layer is global, the others local (configs without ``layer_types``)."""
     pattern = int(cfg.get("sliding_window_pattern") or cfg.get("_sliding_window_pattern") or 6)
     return tuple(i for i in range(layers) if (i + 1) % pattern)
 
@@ -41,18 +38,18 @@ def config_from_hf(hf: dict[str, Any], context_window_size: int, prefill_chunk_s
         if cfg.get(flag, off):
             cfg.refuse(flag, "not part of Gemma 3 text", supported=str(off).lower())
     hidden, scalar = int(cfg.require("hidden_size")), float(cfg.require("query_pre_attn_scalar"))
+    cfg.require("sliding_window")  # transformers' default (4096) would apply to a config without one
     decoder = llama_like(
         cfg,
         context_window_size,
         prefill_chunk_size,
-        int(cfg.require("sliding_window")),
-        params["full_attention"],
+        rope=params["full_attention"],
         qk_norm=True,
         sandwich_norms=True,
         activation=cfg.activation("hidden_activation"),
         embedding_scale=math.sqrt(hidden),
         attention_scale=scalar**-0.5,
-        sliding_layers=_sliding_layers(cfg, int(cfg.require("num_hidden_layers"))),
+        **sliding_attention(cfg, _local_layers(cfg, int(cfg.require("num_hidden_layers")))),
     )
     sliding = cfg.rope(local, decoder.head_dim, decoder.context_window_size)
     return dataclasses.replace(decoder, sliding_rope=sliding)

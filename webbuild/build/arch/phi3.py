@@ -1,9 +1,9 @@
 """Phi-3 / Phi-3.5-mini: Llama whose checkpoints already fuse ``qkv_proj`` and ``gate_up_proj`` (gate rows
 first), with ``longrope`` RoPE scaling in the 128k variants, supported within the original context (4k).
 
-Phi-3-mini-4k declares a 2047-token sliding window: the context window is limited to it, where sliding-window
-attention equals full attention. GGUF stores the fused tensors as ``attn_qkv`` and ``ffn_up``; a GGUF with
-longrope keeps its factors as ``rope_factors_*`` tensors, which are refused.
+Phi-3-mini-4k declares a 2047-token sliding window, which applies to every layer. GGUF stores the fused
+tensors as ``attn_qkv`` and ``ffn_up``; a GGUF with longrope keeps its factors as ``rope_factors_*`` tensors,
+which are refused.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from webbuild.build.arch import llama
-from webbuild.build.arch.config import DecoderConfig, HFConfig, llama_like
+from webbuild.build.arch.config import DecoderConfig, HFConfig, llama_like, sliding_attention
 from webbuild.build.arch.rope import rope_kind
 from webbuild.build.arch.weights import LLAMA_BLOCK_NAMES, GGUFKeys, GGUFLayout, Tensors, llama_like_gguf_config
 
@@ -26,7 +26,8 @@ def config_from_hf(hf: dict[str, Any], context_window_size: int, prefill_chunk_s
     rope = cfg.rope_parameters()["full_attention"]
     if rope_kind(rope) in ("su", "yarn"):  # early Phi-3 128k configs; transformers reads both as longrope
         rope = rope | {"rope_type": "longrope"}
-    return llama_like(cfg, context_window_size, prefill_chunk_size, int(cfg.get("sliding_window") or 0), rope)
+    every_layer = tuple(range(int(cfg.require("num_hidden_layers"))))
+    return llama_like(cfg, context_window_size, prefill_chunk_size, rope, **sliding_attention(cfg, every_layer))
 
 
 def convert_weights(t: Tensors, cfg: DecoderConfig) -> Iterator[tuple[str, np.ndarray]]:

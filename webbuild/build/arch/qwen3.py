@@ -17,7 +17,7 @@ def config_from_hf(hf: dict[str, Any], context_window_size: int, prefill_chunk_s
     cfg = HFConfig(hf, NAME)
     if cfg.get("attention_bias", False):
         cfg.refuse("attention_bias", "Qwen3 projection biases are not implemented", supported="false")
-    return llama_like(cfg, context_window_size, prefill_chunk_size, sliding_window(cfg), qk_norm=True)
+    return llama_like(cfg, context_window_size, prefill_chunk_size, qk_norm=True, **sliding_window(cfg))
 
 
 def _gguf_config(keys: GGUFKeys, tensor_names: list[str]) -> dict[str, Any]:
