@@ -2,7 +2,8 @@
 # Installs everything webbuild needs on a Debian 12 machine; idempotent and quick when all is present.
 #   system: emscripten (links model libraries), chromium (browser checks), mesa vulkan (Deno/lavapipe f16 checks)
 #   python: .venv with webbuild and its test extras
-#   npm:    web_runtime/node_modules (TVM JS runtime, tokenizers, jinja), then `npm run build:site`:
+#   npm:    web_runtime/node_modules (TVM JS runtime, tokenizers, jinja) and tests/webllm/node_modules (WebLLM,
+#           for the interop test), then `npm run build:site`:
 #           web_runtime/dist/runtime/, the browser runtime every site copies (webbuild/build/data/runtime)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -31,12 +32,15 @@ if [ ! -f .venv/.webbuild-stamp ] || [ "$(cat .venv/.webbuild-stamp)" != "$py_st
   echo "$py_stamp" > .venv/.webbuild-stamp
 fi
 
-npm_stamp="$(stamp_of web_runtime/package.json web_runtime/package-lock.json)"
-if [ ! -f web_runtime/node_modules/.webbuild-stamp ] || [ "$(cat web_runtime/node_modules/.webbuild-stamp)" != "$npm_stamp" ]; then
-  echo "* npm: installing web_runtime dependencies"
-  (cd web_runtime && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$npm_stamp" > web_runtime/node_modules/.webbuild-stamp
-fi
+# tests/webllm: WebLLM (npm), which the WebLLM interop test serves beside a tiny site.
+for pkg in web_runtime tests/webllm; do
+  npm_stamp="$(stamp_of "$pkg/package.json" "$pkg/package-lock.json")"
+  if [ ! -f "$pkg/node_modules/.webbuild-stamp" ] || [ "$(cat "$pkg/node_modules/.webbuild-stamp")" != "$npm_stamp" ]; then
+    echo "* npm: installing $pkg dependencies"
+    (cd "$pkg" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$npm_stamp" > "$pkg/node_modules/.webbuild-stamp"
+  fi
+done
 
 # Rebuilt when its inputs change: the runtime's sources, its build script, its dependencies.
 runtime_stamp="$(stamp_of web_runtime/package.json web_runtime/package-lock.json \

@@ -34,6 +34,46 @@ export function variantFiles(record, cacheType = "cache") {
   return new VerifiedCache(MODEL_CACHE_SCOPE, { digests, storage: cacheType });
 }
 
+/**
+ * The names a model folder's tensor-cache index goes by: tensor-cache.json, or ndarray-cache.json, as MLC LLM
+ * wrote it before TVM renamed NDArray to Tensor (WebLLM's older model folders on Hugging Face carry it).
+ */
+export const TENSOR_CACHE_NAMES = ["tensor-cache.json", "ndarray-cache.json"];
+
+/**
+ * A model folder's tensor-cache index, under whichever name the folder has it; tvmjs, which asks `files`
+ * for tensor-cache.json only, gets the same file.
+ * @param {VerifiedCache} files
+ * @param {string} modelUrl  the folder (absolute, ending in "/")
+ * @param {AbortSignal} [signal]
+ * @returns {Promise<{records: any[], metadata?: Record<string, any>}>}
+ */
+export async function fetchTensorCacheIndex(files, modelUrl, signal) {
+  const [current, older] = TENSOR_CACHE_NAMES.map((n) => new URL(n, modelUrl).href);
+  try {
+    return await files.fetchWithCache(current, "json", signal);
+  } catch (err) {
+    if (!isMissing(err)) throw err;
+  }
+  try {
+    const index = await files.fetchWithCache(older, "json", signal);
+    files.aliases.set(current, older);
+    return index;
+  } catch (err) {
+    if (!isMissing(err)) throw err;
+    throw new ModelLoadError(`The model folder ${modelUrl} has no ${TENSOR_CACHE_NAMES.join(" or ")}.`, {
+      cause: err,
+      data: { url: modelUrl, status: 404 },
+      tip: "Is the model URL the folder that holds mlc-chat-config.json and the weight shards?",
+    });
+  }
+}
+
+/** @param {unknown} err  whether a download failed because the file is not there (HTTP 404) */
+function isMissing(err) {
+  return err instanceof ModelLoadError && err.data.status === 404;
+}
+
 export class VerifiedCache {
   /**
    * @param {string} scope  Cache API cache / IndexedDB database name
@@ -53,6 +93,8 @@ export class VerifiedCache {
       (storage === "cache" ? (globalThis.caches ?? null) : storage === "indexeddb" ? idbStorage() : null);
     /** @type {Promise<EntryStore> | null} */ this.cachePromise = null;
     /** @type {Set<string>} */ this.pruned = new Set();
+    /** @type {Map<string, string>} URL asked for -> URL fetched instead (an index under its older name) */
+    this.aliases = new Map();
   }
 
   /**
@@ -62,6 +104,7 @@ export class VerifiedCache {
    * @param {AbortSignal} [signal]
    */
   async fetchWithCache(url, storetype, signal) {
+    url = this.aliases.get(url) ?? url;
     let bytes = await this.readVerified(url);
     if (bytes === null) {
       bytes = await this.download(url, signal);

@@ -1,5 +1,6 @@
-// What to load: the site's manifest.json (written by `webbuild package`), the variant that suits this GPU,
-// and the model's mlc-chat-config.json facts the engine needs (generation defaults, stop tokens).
+// What to load: the site's manifest.json (written by `webbuild package`) or WebLLM's model records, the
+// variant that suits this GPU, and the model's mlc-chat-config.json facts the engine needs (generation
+// defaults, stop tokens). Also the other direction: the WebLLM appConfig that loads a site's variants.
 
 import { ModelLoadError, ModelNotFoundError, ShaderF16UnsupportedError } from "./errors.js";
 
@@ -22,6 +23,17 @@ import { ModelLoadError, ModelNotFoundError, ShaderF16UnsupportedError } from ".
  * @property {string} default_variant
  * @property {Variant[]} variants
  */
+
+/**
+ * @typedef {object} WebLLMModelRecord  one model of WebLLM's appConfig.model_list (its ModelRecord)
+ * @property {string} model  the model folder; WebLLM appends `resolve/main/` unless it names a revision
+ * @property {string} model_id
+ * @property {string} model_lib  the -webgpu.wasm model library
+ * @property {string[]} [required_features]  WebGPU features, e.g. "shader-f16"
+ * @property {{context_window_size?: number}} [overrides]  mlc-chat-config.json fields WebLLM overrides
+ */
+
+/** @typedef {{model_list: WebLLMModelRecord[]}} WebLLMAppConfig  what WebLLM's CreateMLCEngine takes as appConfig */
 
 /** The manifest format this runtime reads (webbuild/site_format/manifest.py FORMAT_VERSION). */
 export const MANIFEST_FORMAT_VERSION = 2;
@@ -99,7 +111,8 @@ export function pickVariant(models, { requested = null, defaultId = null, hasSha
 
 /**
  * Resolves a load source to a record whose URLs are absolute.
- * @param {string | Manifest | Variant} source  manifest URL, manifest object, or one model record
+ * @param {string | Manifest | Variant | WebLLMAppConfig | WebLLMModelRecord} source  manifest URL, manifest
+ *   object, one model record, or WebLLM's appConfig or one of its model records
  * @param {{model?: string | null, hasShaderF16: boolean, baseUrl?: string, signal?: AbortSignal}} options
  * @returns {Promise<{record: Variant, manifest: Manifest | null}>}
  */
@@ -128,24 +141,101 @@ export async function resolveModel(source, { model = null, hasShaderF16, baseUrl
       hasShaderF16,
     });
   } else {
-    record = /** @type {Variant} */ (source);
-    if (!record || typeof record.model_url !== "string" || typeof record.model_lib !== "string") {
+    const variants = webllmVariants(source, manifestUrl) ?? [/** @type {Variant} */ (source)];
+    if (variants.some((v) => !v || typeof v.model_url !== "string" || typeof v.model_lib !== "string")) {
       throw new ModelLoadError(
-        "reload() needs a manifest URL, a manifest, or a variant with model_url/model_lib.",
+        "reload() needs a manifest URL, a manifest, a variant with model_url/model_lib, or WebLLM's appConfig " +
+          "or model record ({model, model_id, model_lib}).",
       );
     }
-    record = pickVariant([record], { requested: model, hasShaderF16 });
+    record = pickVariant(variants, { requested: model, hasShaderF16 });
   }
-  if (!manifestUrl) throw new ModelLoadError("Relative model URLs need a baseUrl outside a page.");
-  const modelUrl = new URL(record.model_url, manifestUrl).href;
+  const modelUrl = absoluteUrl(record.model_url, manifestUrl);
   return {
     record: {
       ...record,
       model_url: modelUrl.endsWith("/") ? modelUrl : `${modelUrl}/`,
-      model_lib: new URL(record.model_lib, manifestUrl).href,
-      files: record.files?.map((f) => ({ ...f, path: new URL(f.path, manifestUrl).href })),
+      model_lib: absoluteUrl(record.model_lib, manifestUrl),
+      files: record.files?.map((f) => ({ ...f, path: absoluteUrl(f.path, manifestUrl) })),
     },
     manifest,
+  };
+}
+
+/**
+ * @param {string} url
+ * @param {string | undefined} base  the manifest's or page's URL; none in a worker given absolute URLs
+ */
+function absoluteUrl(url, base) {
+  try {
+    return new URL(url, base).href;
+  } catch (err) {
+    throw new ModelLoadError(`The model URL "${url}" is relative; outside a page, reload() needs a baseUrl.`, {
+      cause: err,
+    });
+  }
+}
+
+/**
+ * WebLLM's model folder URL as WebLLM itself reads it: a folder, and `resolve/main/` appended unless the URL
+ * already names a revision (`.../resolve/<rev>/`), so a record that loads in WebLLM loads here too.
+ * @param {string} model
+ * @param {string} [base]
+ */
+export function webllmModelUrl(model, base) {
+  const folder = model.endsWith("/") ? model : `${model}/`;
+  return absoluteUrl(/.+\/resolve\/.+\//.test(folder) ? folder : `${folder}resolve/main/`, base);
+}
+
+/**
+ * The variants WebLLM's appConfig or model record describes, or null when `source` is neither.
+ * @param {unknown} source
+ * @param {string} [base]  resolves relative URLs (WebLLM itself wants absolute ones)
+ * @returns {Variant[] | null}
+ */
+export function webllmVariants(source, base) {
+  const obj = /** @type {Record<string, any>} */ (source);
+  const list = Array.isArray(obj?.model_list) ? obj.model_list : obj && "model_id" in obj ? [obj] : null;
+  if (!list) return null;
+  return list.map((/** @type {Record<string, any>} */ rec, /** @type {number} */ i) => {
+    for (const key of ["model", "model_id", "model_lib"]) {
+      if (typeof rec?.[key] !== "string" || rec[key] === "") {
+        throw new ModelLoadError(`WebLLM model record ${i} has no ${key} (a URL or id string).`, {
+          data: { model_id: rec?.model_id ?? null },
+        });
+      }
+    }
+    const features = Array.isArray(rec.required_features) ? rec.required_features : [];
+    return {
+      id: rec.model_id,
+      quantization: /(q\d+f\d+(?:_\w+)?)(?:-|$)/.exec(rec.model_id)?.[1] ?? "",
+      model_url: webllmModelUrl(rec.model, base),
+      model_lib: absoluteUrl(rec.model_lib, base),
+      needs_shader_f16: features.includes("shader-f16"),
+      context_window_size: rec.overrides?.context_window_size,
+    };
+  });
+}
+
+/**
+ * WebLLM's appConfig for a site's variants: the URLs to give WebLLM's CreateMLCEngine. WebLLM appends
+ * `resolve/main/` to a model URL that names no revision; the fragment `#/resolve/main/` names one, and
+ * is dropped when the folder's files are resolved against the URL, so they are fetched where they are.
+ * @param {Manifest} manifest
+ * @param {string} manifestUrl  absolute (WebLLM wants absolute model URLs)
+ * @returns {WebLLMAppConfig}
+ */
+export function webllmAppConfig(manifest, manifestUrl) {
+  return {
+    model_list: manifest.variants.map((v) => {
+      const folder = new URL(v.model_url, manifestUrl).href;
+      return {
+        model: `${folder.endsWith("/") ? folder : `${folder}/`}#/resolve/main/`,
+        model_id: v.id,
+        model_lib: new URL(v.model_lib, manifestUrl).href,
+        ...(needsShaderF16(v) ? { required_features: ["shader-f16"] } : {}),
+      };
+    }),
   };
 }
 

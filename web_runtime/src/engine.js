@@ -74,7 +74,7 @@ export class Engine {
 
   /**
    * Loads a model, replacing the current one.
-   * @param {string | import("./config.js").Manifest | import("./config.js").Variant} source
+   * @param {Parameters<typeof loadModel>[0]} source  manifest (URL or object), variant, or WebLLM appConfig/record
    * @param {ReloadOptions} [options]
    * @returns {Promise<ModelInfo>}
    */

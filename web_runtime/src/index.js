@@ -46,6 +46,7 @@ export {
   AbortError,
 } from "./errors.js";
 export { ENGINE_METHODS } from "./protocol.js";
+export { webllmAppConfig } from "./config.js";
 
 /**
  * @typedef {import("./types.js").ChatMessage} ChatMessage

@@ -2,7 +2,7 @@
 // what it derives from them (generation defaults, stop tokens and strings, vocabulary size), and the GPU
 // pipeline that runs it. Also the checks of token ids against that model.
 
-import { ContextLengthExceededError, InvalidRequestError } from "./errors.js";
+import { ContextLengthExceededError, InvalidRequestError, ModelLoadError } from "./errors.js";
 import { resolveModel, generationDefaults, stopTokenIds, chatStopStrings } from "./config.js";
 import { variantFiles } from "./cache.js";
 import { TextTokenizer } from "./tokenizer.js";
@@ -52,7 +52,7 @@ import { ChatTemplate } from "./chat_template.js";
 
 /**
  * Resolves the variant, fetches its configs and tokenizer, then loads the GPU pipeline.
- * @param {string | import("./config.js").Manifest | import("./config.js").Variant} source
+ * @param {Parameters<typeof resolveModel>[0]} source
  * @param {import("./pipeline.js").GpuInfo} gpu
  * @param {(args: any) => Promise<Pipeline>} loadPipeline
  * @param {LoadOptions} options
@@ -64,10 +64,16 @@ export async function loadModel(source, gpu, loadPipeline, { model = null, baseU
   const files = variantFiles(record, cacheType);
   const json = (/** @type {string} */ name) =>
     files.fetchWithCache(new URL(name, record.model_url).href, "json", signal);
+  // A manifest lists tokenizer_config.json; a WebLLM model folder may lack it (then: no chat template).
+  const optionalJson = (/** @type {string} */ name) =>
+    json(name).catch((err) => {
+      if (record.files || !(err instanceof ModelLoadError) || err.data.status !== 404) throw err;
+      return {};
+    });
   const [chatConfig, tokenizerJson, tokenizerConfig] = await Promise.all([
     json("mlc-chat-config.json"),
     json("tokenizer.json"),
-    json("tokenizer_config.json"),
+    optionalJson("tokenizer_config.json"),
   ]);
   const tokenizer = new TextTokenizer(tokenizerJson, tokenizerConfig);
   const template = ChatTemplate.fromTokenizerConfig(tokenizerConfig);

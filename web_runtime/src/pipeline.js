@@ -13,7 +13,7 @@
 import { loadTvmjs } from "./vendor.js";
 import { DeviceLostError, ModelLoadError, WebGPUUnavailableError } from "./errors.js";
 import { errorText } from "./config.js";
-import { variantFiles } from "./cache.js";
+import { fetchTensorCacheIndex, variantFiles } from "./cache.js";
 import { DeviceShim } from "./gpu_device.js";
 import { Profiler } from "./profile.js";
 import { GpuSampler } from "./sampling.js";
@@ -163,9 +163,10 @@ export class ModelPipeline {
       tvm.initWebGPU(shim);
       const pipeline = new ModelPipeline(tvm, gpu, shim);
 
-      // 2. Weights: tvmjs fetches tensor-cache.json and its shards (through a cache), then copies each
-      // tensor to the GPU. Its progress callback reports a fraction; we report bytes.
-      const index = await files.fetchWithCache(new URL("tensor-cache.json", record.model_url).href, "json", signal);
+      // 2. Weights: tvmjs fetches tensor-cache.json (or a WebLLM folder's ndarray-cache.json) and its shards
+      // (through a cache), then copies each tensor to the GPU. Its progress callback reports a fraction; we
+      // report bytes.
+      const index = await fetchTensorCacheIndex(files, record.model_url, signal);
       const totalBytes = (index.records ?? []).reduce(
         (/** @type {number} */ n, /** @type {any} */ r) => n + r.nbytes,
         0,

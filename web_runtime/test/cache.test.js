@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { VerifiedCache, sha256Hex } from "../src/cache.js";
-import { IntegrityError } from "../src/errors.js";
+import { VerifiedCache, fetchTensorCacheIndex, sha256Hex } from "../src/cache.js";
+import { IntegrityError, ModelLoadError } from "../src/errors.js";
 
 /** A CacheStorage double keeping bytes in memory. */
 class MemoryCache {
@@ -146,4 +146,59 @@ test("without storage every load fetches once per file, JSON included", async ()
   const cache = new VerifiedCache("s", { storage: "none" });
   assert.equal(await cache.hasAllKeys([URL_A]), true); // tvmjs then skips its pre-download pass
   assert.deepEqual(await cache.fetchWithCache("https://site.test/x.json", "json"), { a: 1 });
+});
+
+// ---- the tensor-cache index of a model folder: tensor-cache.json, or a WebLLM folder's ndarray-cache.json ---
+
+const FOLDER = "https://hf.test/mlc-ai/m-MLC/resolve/main/";
+const INDEX = { metadata: { ParamSize: 1 }, records: [{ dataPath: "params_shard_0.bin", records: [] }] };
+
+/** Serves `files` ({name: status or JSON}) under FOLDER for the duration of `body`; returns the URLs fetched. */
+async function withFolder(files, body) {
+  const saved = globalThis.fetch;
+  const asked = [];
+  globalThis.fetch = async (url) => {
+    asked.push(String(url));
+    const entry = files[String(url).slice(FOLDER.length)];
+    if (entry === undefined || typeof entry === "number") return new Response("", { status: entry ?? 404 });
+    return new Response(JSON.stringify(entry));
+  };
+  try {
+    await body();
+  } finally {
+    globalThis.fetch = saved;
+  }
+  return asked;
+}
+
+test("the index is tensor-cache.json when the folder has it, without asking for the older name", async () => {
+  const files = new VerifiedCache("s", { storage: "none" });
+  const asked = await withFolder({ "tensor-cache.json": INDEX, "ndarray-cache.json": {} }, async () => {
+    assert.deepEqual(await fetchTensorCacheIndex(files, FOLDER), INDEX);
+  });
+  assert.deepEqual(asked, [`${FOLDER}tensor-cache.json`]);
+});
+
+test("a folder with ndarray-cache.json only: that index, and tvmjs asking for tensor-cache.json gets it", async () => {
+  const files = new VerifiedCache("s", { storage: "none" });
+  const asked = await withFolder({ "ndarray-cache.json": INDEX }, async () => {
+    assert.deepEqual(await fetchTensorCacheIndex(files, FOLDER), INDEX);
+    assert.deepEqual(await files.fetchWithCache(`${FOLDER}tensor-cache.json`, "json"), INDEX);
+  });
+  assert.deepEqual(asked, [`${FOLDER}tensor-cache.json`, `${FOLDER}ndarray-cache.json`, `${FOLDER}ndarray-cache.json`]);
+});
+
+test("a folder with neither index is a load error naming both names; other failures are not retried", async () => {
+  await withFolder({}, async () => {
+    await assert.rejects(fetchTensorCacheIndex(new VerifiedCache("s", { storage: "none" }), FOLDER), (err) => {
+      assert.ok(err instanceof ModelLoadError && !(err instanceof IntegrityError));
+      assert.match(err.message, /has no tensor-cache\.json or ndarray-cache\.json/);
+      assert.match(err.tip, /mlc-chat-config\.json/);
+      return true;
+    });
+  });
+  const asked = await withFolder({ "tensor-cache.json": 500, "ndarray-cache.json": INDEX }, async () => {
+    await assert.rejects(fetchTensorCacheIndex(new VerifiedCache("s", { storage: "none" }), FOLDER), /HTTP 500/);
+  });
+  assert.equal(asked.length, 1);
 });

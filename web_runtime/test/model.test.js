@@ -58,3 +58,17 @@ for (const name of Object.keys(originals)) {
     });
   });
 }
+
+test("a WebLLM model folder without tokenizer_config.json loads, for completions only", async () => {
+  const { "tokenizer_config.json": _, ...rest } = originals;
+  served = rest;
+  const record = { model: `${SITE}models/tiny-q4f32_1/#/resolve/main/`, model_id: "tiny", model_lib: `${SITE}lib.wasm` };
+  const model = await loadModel(record, { hasShaderF16: false, info: {} }, async () => ({ contextWindowSize: 64 }), {
+    onProgress: () => {},
+  });
+  assert.equal(model.record.id, "tiny");
+  assert.equal(model.template, null);
+  assert.ok(model.tokenizer.encode("hello").length > 0);
+  // A site's manifest lists the file, so there a missing one is a broken site, not a WebLLM folder.
+  await assert.rejects(load(), /tokenizer_config\.json: HTTP 404/);
+});
