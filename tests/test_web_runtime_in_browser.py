@@ -15,14 +15,9 @@ pytestmark = pytest.mark.toolchain
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from webbuild.browser import launch_chromium
-    from webbuild.serve.app import serving
+    from webbuild.commands.bench import site_page
 
-    site = package_tiny_site(tmp_path_factory.mktemp("multi-turn"), seed=5)
-    with serving(site) as url, launch_chromium() as chromium:
-        page = chromium.open(url)
-        page.wait_for("['ready', 'error'].includes(document.body?.dataset.state)", timeout_s=600)
-        assert page.evaluate("document.body.dataset.state") == "ready", page.errors()
+    with site_page(package_tiny_site(tmp_path_factory.mktemp("multi-turn"), seed=5)) as (page, _):
         yield page
 
 
