@@ -1,8 +1,9 @@
 // The engine behind the OpenAI-style API, wherever it is hosted (in the page, or in a Worker via worker.js):
 // loads a model (configs, tokenizer, chat template, then the GPU pipeline), turns requests into prompts and
 // checks them against the model, and runs one GPU job at a time (lock.js). The work itself lives beside it:
-// generation.js (a request's n choices), responses.js (OpenAI responses and chunks), scoring.js (teacher
-// forcing).
+// generation.js (a request's n choices), sequence.js (what the KV cache holds, reused by the next request),
+// responses.js (OpenAI responses and chunks), scoring.js (teacher forcing). WebLLM's MLCEngine method names
+// (reload(modelId), resetChat, interruptGenerate, unload, runtimeStatsText, getMessage) work here too.
 
 import {
   InvalidRequestError,
@@ -14,7 +15,7 @@ import {
 import { parseChatRequest, parseCompletionRequest, checkAgainstModel, makeUsage, responseHead } from "./openai.js";
 import { chatChunks, chatResponse, completionChunks, completionResponse } from "./responses.js";
 import { errorText } from "./config.js";
-import { loadModel, checkSequence, checkTokenIds } from "./model.js";
+import { loadModel, checkSequence, checkTokenIds, reloadTarget } from "./model.js";
 import { generateChoices } from "./generation.js";
 import { forwardLogits, scoreSequence, MAX_TOP_K } from "./scoring.js";
 import { SerialLock } from "./lock.js";
@@ -57,6 +58,10 @@ export class Engine {
     /** @type {import("./model.js").LoadedModel | null} */ this.model = null;
     /** @type {ModelInfo | null} */ this.info = null;
     /** @type {Record<string, number>} */ this.lastStats = {};
+    /** the text of the running (or last) request's first choice, for getMessage() */
+    this.message = "";
+    /** @type {import("./model.js").ModelOrigin | null} where the last model came from, for reload() */
+    this.origin = null;
     this.interrupted = false;
     this.lock = new SerialLock();
     // OpenAI-style namespaces, forwarding to one method each.
@@ -73,24 +78,30 @@ export class Engine {
   }
 
   /**
-   * Loads a model, replacing the current one.
-   * @param {Parameters<typeof loadModel>[0]} source  manifest (URL or object), variant, or WebLLM appConfig/record
+   * Loads a model, replacing the current one. As WebLLM's `reload(modelId)`: a variant id of the manifest
+   * loaded last loads that variant from it, and no source reloads the last model (after unload(), or a
+   * lost device).
+   * @param {import("./model.js").ReloadSource} [source]  manifest (URL or object), variant record, WebLLM
+   *   appConfig/record, or a variant id (see above)
    * @param {ReloadOptions} [options]
    * @returns {Promise<ModelInfo>}
    */
   async reload(source, options = {}) {
-    const { onProgress = () => {}, signal, model = null, baseUrl, cacheType } = options;
     return this.lock.run(async () => {
       const t0 = now();
+      const [from, opts] = reloadTarget(this.origin, source, options);
+      const { onProgress = () => {}, signal, model = null, baseUrl, cacheType } = opts;
       await this.unloadNow();
       const gpu = await this.detectGpu();
       let loaded;
       try {
-        loaded = await loadModel(source, gpu, this.loadPipeline, { model, baseUrl, signal, cacheType, onProgress });
+        loaded = await loadModel(from, gpu, this.loadPipeline, { model, baseUrl, signal, cacheType, onProgress });
       } catch (err) {
         gpu.device?.destroy?.(); // the device is ours until a pipeline owns it
         throw err;
       }
+      const variants = loaded.manifest?.variants.map((v) => v.id) ?? [];
+      this.origin = { source: from, options: { baseUrl, cacheType, model: loaded.record.id }, variants };
       this.model = loaded;
       this.info = {
         id: loaded.record.id,
@@ -185,7 +196,7 @@ export class Engine {
       throw new InvalidRequestError("forwardTokens needs a non-empty list of token ids.", { param: "promptIds" });
     }
     checkSequence(model, [...promptIds, ...decodeIds], "promptIds");
-    return this.lock.run(() => this.guard(() => forwardLogits(pipeline, promptIds, decodeIds)));
+    return this.outsideGeneration(model, () => forwardLogits(pipeline, promptIds, decodeIds));
   }
 
   /**
@@ -216,7 +227,7 @@ export class Engine {
         param: "tokenIds",
       });
     }
-    return this.lock.run(() => this.guard(() => scoreSequence(pipeline, tokenIds, { topK, fullLogits })));
+    return this.outsideGeneration(model, () => scoreSequence(pipeline, tokenIds, { topK, fullLogits }));
   }
 
   /**
@@ -236,7 +247,7 @@ export class Engine {
     }
     checkSequence(model, [...promptIds, ...Array(decodeSteps + 8).fill(0)], "promptIds");
     if (!pipeline.profiler) throw new InvalidRequestError("This model pipeline cannot be profiled.");
-    return this.lock.run(() => this.guard(() => profileSteps(pipeline, promptIds, { decodeSteps })));
+    return this.outsideGeneration(model, () => profileSteps(pipeline, promptIds, { decodeSteps }));
   }
 
   /**
@@ -265,14 +276,40 @@ export class Engine {
     this.interrupted = true;
   }
 
-  async resetChat() {
-    const { pipeline } = this.requireModel();
-    await this.lock.run(() => pipeline.reset());
+  /** WebLLM's name for interrupt(). */
+  interruptGenerate() {
+    this.interrupt();
   }
 
-  /** @returns {Record<string, number>} timings of the last request (same numbers as usage.extra) */
+  /**
+   * Empties the KV cache, so the next request prefills its whole prompt (requests carry the whole
+   * conversation; the cache only saves work). As WebLLM's: the stats are cleared unless `keepStats`.
+   * @param {boolean} [keepStats]
+   */
+  async resetChat(keepStats = false) {
+    const { sequence } = this.requireModel();
+    await this.lock.run(() => sequence.reset());
+    this.message = "";
+    if (!keepStats) this.lastStats = {};
+  }
+
+  /**
+   * @returns {Record<string, number>} timings of the last request (same numbers as usage.extra), and
+   *   cached_tokens / prefill_tokens: its prompt tokens found in the KV cache / run through the model
+   */
   runtimeStats() {
     return { ...this.lastStats };
+  }
+
+  /** @returns {Promise<string>} as WebLLM's: "prefill: X tokens/sec, decoding: Y tokens/sec" (last request) */
+  async runtimeStatsText() {
+    const { prefill_tokens_per_s: prefill = 0, decode_tokens_per_s: decode = 0 } = this.lastStats;
+    return `prefill: ${prefill.toFixed(4)} tokens/sec, decoding: ${decode.toFixed(4)} tokens/sec`;
+  }
+
+  /** @returns {Promise<string>} as WebLLM's: the running (or last) request's text so far (its first choice) */
+  async getMessage() {
+    return this.message;
   }
 
   /** @returns {ModelInfo | null} */
@@ -291,6 +328,21 @@ export class Engine {
     this.model = null;
     this.info = null;
     pipeline?.dispose();
+  }
+
+  /**
+   * Runs a job that uses the pipeline on its own (scoring, forwardTokens, the profile) under the lock; it
+   * empties the KV cache, so what the cache holds is forgotten.
+   * @template T
+   * @param {import("./model.js").LoadedModel} model
+   * @param {() => Promise<T>} fn
+   * @returns {Promise<T>}
+   */
+  outsideGeneration(model, fn) {
+    return this.lock.run(() => {
+      model.sequence.forget();
+      return this.guard(fn);
+    });
   }
 
   /** @returns {import("./model.js").LoadedModel} */
@@ -363,16 +415,21 @@ export class Engine {
    * @returns {AsyncGenerator<import("./generation.js").ChoiceDelta>}
    */
   async *generate(promptIds, params, stops, signal, result) {
-    const { pipeline, tokenizer, stopIds } = this.requireModel();
+    const { pipeline, sequence, tokenizer, stopIds } = this.requireModel();
     this.interrupted = false;
+    this.message = "";
     const model = {
       pipeline,
+      sequence,
       tokenizer,
       stopIds,
       interrupted: () => this.interrupted,
       guard: (/** @type {() => Promise<any>} */ fn) => this.guard(fn),
     };
-    yield* generateChoices(model, promptIds, params, stops, signal, result);
+    for await (const delta of generateChoices(model, promptIds, params, stops, signal, result)) {
+      if (delta.index === 0) this.message += delta.text;
+      yield delta;
+    }
     this.lastStats = result.usage.extra ?? {};
   }
 }

@@ -1,11 +1,12 @@
-// One request's generation: prefill the prompt, then for each of its n choices sample / detokenize / check
-// stops / decode until a stop token, a stop string, max_tokens, the end of the context window, or an
-// interrupt. Tokens are chosen from logits on the CPU (sampler.js), or on the GPU when the pipeline can
-// (sampling.js: no logprobs, top_p = 1), drawing the same numbers from the same seeded generator. Choices run
-// one after another on the KV cache's one sequence: when the pipeline can pop tokens (popN), a choice's tokens
-// are popped and the next choice starts from the prompt's KV and logits; otherwise the prompt is prefilled
-// again. Yields text deltas tagged with their choice (and logprobs when asked for); fills in the usage (with
-// timings) when done.
+// One request's generation: prefill the prompt (only the part the KV cache does not already hold, see
+// sequence.js: a chat's next turn reuses the previous turn's cache), then for each of its n choices sample /
+// detokenize / check stops / decode until a stop token, a stop string, max_tokens, the end of the context
+// window, or an interrupt. Tokens are chosen from logits on the CPU (sampler.js), or on the GPU when the
+// pipeline can (sampling.js: no logprobs, top_p = 1), drawing the same numbers from the same seeded
+// generator. Choices run one after another on the KV cache's one sequence: when the pipeline can pop tokens
+// (popN), a choice's tokens are popped and the next choice starts from the prompt's KV and logits; otherwise
+// the prompt is prefilled again. Yields text deltas tagged with their choice (and logprobs when asked for);
+// fills in the usage (with timings and the prompt tokens found in the cache) when done.
 
 import { AbortError, WebbuildError } from "./errors.js";
 import { makeUsage } from "./openai.js";
@@ -17,7 +18,8 @@ import { drawFor } from "./sampling.js";
 
 /**
  * @typedef {object} GenerationModel  what one generation needs from the engine
- * @property {import("./model.js").Pipeline} pipeline
+ * @property {import("./model.js").Pipeline} pipeline  for its limits and sampling abilities
+ * @property {import("./sequence.js").KvSequence} sequence  feeds the pipeline, tracking its KV cache
  * @property {import("./tokenizer.js").TextTokenizer} tokenizer
  * @property {Set<number>} stopIds  token ids that end generation (EOS, end of turn)
  * @property {() => boolean} interrupted  polled between tokens
@@ -42,7 +44,8 @@ import { drawFor } from "./sampling.js";
 /**
  * @typedef {object} GenerationStats
  * @property {number} prefillSeconds
- * @property {number} prefillTokens
+ * @property {number} prefillTokens  prompt tokens run through the model (not those reused from the cache)
+ * @property {number | null} cachedTokens  prompt tokens the first prefill found in the KV cache
  * @property {number} decodeSeconds
  * @property {number} decodeSteps
  * @property {number} firstToken  when the first token was sampled (0 until then)
@@ -66,19 +69,26 @@ export async function* generateChoices(model, promptIds, params, stops, signal, 
   const n = params.n ?? 1;
   const maxNew = params.max_tokens ?? pipeline.contextWindowSize - promptIds.length;
   const seed = params.seed ?? randomSeed();
-  const reuse = n > 1 && typeof pipeline.popN === "function";
+  const { sequence } = model;
+  const reuse = n > 1 && sequence.canPop;
   const gpu = pipeline.canSampleOnGpu?.(params) ?? false;
   /** @type {GenerationStats} */
-  const stats = { prefillSeconds: 0, prefillTokens: 0, decodeSeconds: 0, decodeSteps: 0, firstToken: 0, generated: 0 };
+  const stats = {
+    prefillSeconds: 0,
+    prefillTokens: 0,
+    cachedTokens: null,
+    decodeSeconds: 0,
+    decodeSteps: 0,
+    firstToken: 0,
+    generated: 0,
+  };
   /** @param {import("./sampling.js").Draw | null} draw  the first token is chosen on the GPU with it */
   const prefill = async (draw) => {
     const t = now();
-    const out = await model.guard(async () => {
-      pipeline.reset();
-      return draw && pipeline.prefillToken ? pipeline.prefillToken(promptIds, draw) : pipeline.prefill(promptIds);
-    });
+    const { out, cached, prefilled } = await model.guard(() => sequence.prefill(promptIds, draw));
     stats.prefillSeconds += now() - t;
-    stats.prefillTokens += promptIds.length;
+    stats.prefillTokens += prefilled;
+    stats.cachedTokens ??= cached;
     return out;
   };
 
@@ -99,7 +109,7 @@ export async function* generateChoices(model, promptIds, params, stops, signal, 
       if (index > 0 && !model.interrupted()) {
         if (reuse) {
           const popped = appended;
-          await model.guard(async () => pipeline.popN?.(popped));
+          await model.guard(() => sequence.popN(popped));
         } else {
           promptLogits = /** @type {Float32Array} */ (await prefill(null));
         }
@@ -118,8 +128,10 @@ export async function* generateChoices(model, promptIds, params, stops, signal, 
     prefill_seconds: stats.prefillSeconds,
     decode_seconds: stats.decodeSeconds,
     e2e_seconds: now() - t0,
+    cached_tokens: stats.cachedTokens ?? 0,
+    prefill_tokens: stats.prefillTokens,
   };
-  result.usage = makeUsage(promptIds.length, stats.generated, extra);
+  result.usage = makeUsage(promptIds.length, stats.generated, extra, stats.cachedTokens ?? 0);
 }
 
 /**
@@ -139,7 +151,7 @@ export async function* generateChoices(model, promptIds, params, stops, signal, 
  * @returns {AsyncGenerator<ChoiceDelta, number>}
  */
 async function* generateChoice(model, index, first, gpu, maxNew, params, stops, signal, rng, stats) {
-  const { pipeline, tokenizer } = model;
+  const { sequence, tokenizer } = model;
   const decoder = new IncrementalDecoder(tokenizer);
   const filter = new StopStringFilter(stops);
   const tracker = params.logprobs ? new LogprobTracker(tokenizer, params.top_logprobs ?? 0) : null;
@@ -188,9 +200,7 @@ async function* generateChoice(model, index, first, gpu, maxNew, params, stops, 
     if (generated >= maxNew) break;
     const t = now();
     const last = token;
-    next = await model.guard(() =>
-      gpu && pipeline.decodeToken ? pipeline.decodeToken(last, drawFor(params, counts, rng)) : pipeline.decode(last),
-    );
+    next = await model.guard(() => sequence.decode(last, gpu ? drawFor(params, counts, rng) : null));
     stats.decodeSeconds += now() - t;
     stats.decodeSteps++;
     appended++;

@@ -86,6 +86,16 @@ export { webllmAppConfig } from "./config.js";
  * interrupt, resetChat, runtimeStats, getModelInfo, unload); `chat.completions.create` and
  * `completions.create` follow OpenAI's client. Errors arrive as the runtime's own classes (see errors.js).
  *
+ * WebLLM's MLCEngine names work too, so code written for it runs after changing the import:
+ * `reload(modelId)` (a variant id of the manifest loaded last; `reload()` loads the last model again),
+ * `resetChat(keepStats?)`, `interruptGenerate()`, `unload()`, `runtimeStatsText()` ("prefill: X
+ * tokens/sec, decoding: Y tokens/sec") and `getMessage()` (the running request's text so far).
+ *
+ * Multi-turn chats: requests carry the whole conversation, as OpenAI's do; when a prompt extends the tokens
+ * in the KV cache (the previous turn's prompt and reply), only the new tokens are prefilled. `usage.
+ * prompt_tokens_details.cached_tokens` counts the reused ones (`runtimeStats()`: cached_tokens and
+ * prefill_tokens); the replies are the same as from an empty cache.
+ *
  * Requests take OpenAI's fields (see openai.js for the accepted set and ranges), among them:
  * - `n` (1..16): that many choices, `choices[i].index === i`, each an independent sample of the prompt,
  *   generated one after another. With `seed`, the same request gives the same n choices (choice i draws
@@ -122,8 +132,11 @@ export class WebWorkerEngine {
   /** @type {(text: string, options?: {addSpecialTokens?: boolean}) => Promise<number[]>} */ tokenize;
   /** @type {(messages: ChatMessage[], options?: {addGenerationPrompt?: boolean}) => Promise<string>} */ applyChatTemplate;
   /** @type {() => Promise<void>} */ interrupt;
-  /** @type {() => Promise<void>} */ resetChat;
+  /** @type {() => Promise<void>} WebLLM's name for interrupt */ interruptGenerate;
+  /** @type {(keepStats?: boolean) => Promise<void>} empties the KV cache (and the stats unless keepStats) */ resetChat;
   /** @type {() => Promise<Record<string, number>>} */ runtimeStats;
+  /** @type {() => Promise<string>} "prefill: X tokens/sec, decoding: Y tokens/sec" */ runtimeStatsText;
+  /** @type {() => Promise<string>} the running (or last) request's text so far */ getMessage;
   /** @type {() => Promise<ModelInfo | null>} */ getModelInfo;
   /** @type {() => Promise<void>} */ unload;
 
@@ -143,18 +156,19 @@ export class WebWorkerEngine {
 
   /**
    * Loads a model in the worker. Relative URLs are resolved against the page, not the worker script.
-   * @param {string | object} source  manifest URL, manifest object, or one model record
+   * @param {string | object} [source]  manifest URL, manifest object, or one model record; or, as WebLLM's
+   *   `reload(modelId)`, a variant id of the manifest loaded last; none: the last model again
    * @param {LoadOptions} [options]
    * @returns {Promise<ModelInfo>}
    */
   reload(source, options = {}) {
     const { initProgressCallback, ...rest } = /** @type {LoadOptions & Record<string, unknown>} */ (options);
-    const base = globalThis.location?.href;
-    const resolved = typeof source === "string" && base ? new URL(source, base).href : source;
     const sendable = Object.fromEntries(
       Object.entries(rest).filter(([, v]) => typeof v !== "function" && !(v instanceof AbortSignal)),
     );
-    return this.client.call("reload", [resolved, { baseUrl: base, ...sendable }], { onProgress: initProgressCallback });
+    // The engine resolves a URL against baseUrl, after telling it from a variant id.
+    const args = [source, { baseUrl: globalThis.location?.href, ...sendable }];
+    return this.client.call("reload", args, { onProgress: initProgressCallback });
   }
 
   /** Stops the worker (and frees its GPU memory) at once. */

@@ -1,12 +1,14 @@
 // A loaded model: what Engine.reload() fetches for one variant (its configs, tokenizer and chat template),
 // what it derives from them (generation defaults, stop tokens and strings, vocabulary size), and the GPU
-// pipeline that runs it. Also the checks of token ids against that model.
+// pipeline that runs it. Also what a reload without a source (or with WebLLM's modelId) loads, and the
+// checks of token ids against a model.
 
 import { ContextLengthExceededError, InvalidRequestError, ModelLoadError } from "./errors.js";
 import { resolveModel, generationDefaults, stopTokenIds, chatStopStrings } from "./config.js";
 import { variantFiles } from "./cache.js";
 import { TextTokenizer } from "./tokenizer.js";
 import { ChatTemplate } from "./chat_template.js";
+import { KvSequence } from "./sequence.js";
 
 /**
  * What the engine needs of a model on a device; pipeline.js implements it with tvmjs, tests with fakes.
@@ -32,7 +34,9 @@ import { ChatTemplate } from "./chat_template.js";
 /**
  * @typedef {object} LoadedModel
  * @property {import("./config.js").Variant} record  the manifest's entry for the variant
+ * @property {import("./config.js").Manifest | null} manifest  the manifest it came from, if any
  * @property {Pipeline} pipeline
+ * @property {KvSequence} sequence  the tokens in the pipeline's KV cache, for reuse across requests
  * @property {TextTokenizer} tokenizer
  * @property {ChatTemplate | null} template  null when tokenizer_config.json has none (completions only)
  * @property {import("./openai.js").ModelDefaults} defaults  sampling defaults from mlc-chat-config.json
@@ -59,7 +63,7 @@ import { ChatTemplate } from "./chat_template.js";
  * @returns {Promise<LoadedModel>}
  */
 export async function loadModel(source, gpu, loadPipeline, { model = null, baseUrl, signal, cacheType, onProgress }) {
-  const { record } = await resolveModel(source, { model, hasShaderF16: gpu.hasShaderF16, baseUrl, signal });
+  const { record, manifest } = await resolveModel(source, { model, hasShaderF16: gpu.hasShaderF16, baseUrl, signal });
   // Checked against the manifest's sha256 like the weights: a damaged tokenizer would load and talk nonsense.
   const files = variantFiles(record, cacheType);
   const json = (/** @type {string} */ name) =>
@@ -81,7 +85,9 @@ export async function loadModel(source, gpu, loadPipeline, { model = null, baseU
   const stopIds = stopTokenIds(chatConfig, tokenizer);
   return {
     record,
+    manifest,
     pipeline,
+    sequence: new KvSequence(pipeline),
     tokenizer,
     template,
     defaults: generationDefaults(chatConfig),
@@ -89,6 +95,38 @@ export async function loadModel(source, gpu, loadPipeline, { model = null, baseU
     chatStops: chatStopStrings(chatConfig, tokenizer, stopIds),
     vocabSize: Number.isInteger(chatConfig.vocab_size) ? chatConfig.vocab_size : null,
   };
+}
+
+/** @typedef {Parameters<typeof resolveModel>[0]} ReloadSource  manifest (URL or object), variant, WebLLM appConfig/record */
+
+/**
+ * @typedef {object} ModelOrigin  where the loaded model came from
+ * @property {ReloadSource} source
+ * @property {{baseUrl?: string, cacheType?: LoadOptions["cacheType"], model: string}} options  `model`: its variant id
+ * @property {string[]} variants  the ids its manifest lists
+ */
+
+/**
+ * What Engine.reload() loads: `source` as it is; or, for no source or a variant id of the manifest loaded
+ * last (WebLLM's `reload(modelId)`), that manifest, with `model` the variant asked for or the last one.
+ * @template {object} O
+ * @param {ModelOrigin | null} origin
+ * @param {ReloadSource | null | undefined} source
+ * @param {O & {model?: string | null}} options
+ * @returns {[ReloadSource, O & {model?: string | null, baseUrl?: string}]}
+ */
+export function reloadTarget(origin, source, options) {
+  if (source != null && !(typeof source === "string" && origin?.variants.includes(source))) {
+    return [source, options];
+  }
+  if (!origin) {
+    throw new InvalidRequestError("reload() needs a manifest URL, a manifest or a model record.", {
+      param: "source",
+      tip: "Pass the site's manifest.json URL; a variant id or no source reloads from the last one loaded.",
+    });
+  }
+  const model = source ?? options.model ?? origin.options.model;
+  return [origin.source, { ...origin.options, ...options, baseUrl: origin.options.baseUrl, model }];
 }
 
 /**

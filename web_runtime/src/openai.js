@@ -434,6 +434,8 @@ function unsupported(param, message) {
  * @property {number} prompt_tokens
  * @property {number} completion_tokens
  * @property {number} total_tokens
+ * @property {{cached_tokens: number}} [prompt_tokens_details]  prompt tokens whose KV cache was reused from
+ *   the previous request (as OpenAI reports its prompt caching)
  * @property {Record<string, number>} [extra]  engine timings: prefill/decode tokens per second, seconds
  */
 
@@ -441,14 +443,17 @@ function unsupported(param, message) {
  * @param {number} promptTokens
  * @param {number} completionTokens
  * @param {Record<string, number>} [extra]
+ * @param {number} [cachedTokens]  adds prompt_tokens_details
  * @returns {Usage}
  */
-export function makeUsage(promptTokens, completionTokens, extra) {
+export function makeUsage(promptTokens, completionTokens, extra, cachedTokens) {
+  /** @type {Usage} */
   const usage = {
     prompt_tokens: promptTokens,
     completion_tokens: completionTokens,
     total_tokens: promptTokens + completionTokens,
   };
+  if (cachedTokens !== undefined) usage.prompt_tokens_details = { cached_tokens: cachedTokens };
   return extra ? { ...usage, extra } : usage;
 }
 

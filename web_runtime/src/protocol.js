@@ -11,7 +11,9 @@ import { ERROR_CLASSES, WebbuildError, AbortError, asWebbuildError } from "./err
  * engine method itself. A host-side method is called as (args: unknown[], ctx: {onProgress, signal}).
  */
 export const ENGINE_METHODS = Object.freeze({
-  reload: "load a model: (source: manifest URL | Variant, options?) -> ModelInfo",
+  reload:
+    "load a model: (source?: manifest URL | Variant | a variant id of the last manifest | none: the last " +
+    "model again, options?) -> ModelInfo",
   chatCompletion:
     "(ChatCompletionRequest, with n?, logprobs?, top_logprobs?) -> ChatCompletion (n choices, each with its " +
     "logprobs: {content} or null) | stream of ChatCompletionChunk (one choice index each; logprobs per delta)",
@@ -24,8 +26,11 @@ export const ENGINE_METHODS = Object.freeze({
   tokenize: "(text, {addSpecialTokens?}) -> number[]",
   applyChatTemplate: "(messages, {addGenerationPrompt?}) -> string",
   interrupt: "() -> void: stop the running generation, all its choices (each finishes with what it has)",
-  resetChat: "() -> void: clear the KV cache",
-  runtimeStats: "() -> {prefill_tokens_per_s, decode_tokens_per_s, ...} of the last request",
+  interruptGenerate: "() -> void: WebLLM's name for interrupt",
+  resetChat: "(keepStats?) -> void: clear the KV cache (and the stats unless keepStats)",
+  runtimeStats: "() -> {prefill_tokens_per_s, decode_tokens_per_s, cached_tokens, ...} of the last request",
+  runtimeStatsText: '() -> "prefill: X tokens/sec, decoding: Y tokens/sec" (WebLLM\'s) of the last request',
+  getMessage: "() -> string: the running (or last) request's text so far (its first choice)",
   getModelInfo: "() -> ModelInfo | null",
   unload: "() -> void: free the GPU",
 });

@@ -24,8 +24,11 @@ export function createHandlers(engine) {
     tokenize: ([text, options]) => engine.tokenize(text, options),
     applyChatTemplate: ([messages, options]) => engine.applyChatTemplate(messages, options),
     interrupt: () => engine.interrupt(),
-    resetChat: () => engine.resetChat(),
+    interruptGenerate: () => engine.interruptGenerate(),
+    resetChat: ([keepStats]) => engine.resetChat(keepStats),
     runtimeStats: () => engine.runtimeStats(),
+    runtimeStatsText: () => engine.runtimeStatsText(),
+    getMessage: () => engine.getMessage(),
     getModelInfo: () => engine.getModelInfo(),
     unload: () => engine.unload(),
   };

@@ -633,3 +633,165 @@ test("an aborted signal ends the whole request and frees the engine", async () =
   const res = await engine.chat.completions.create({ ...user("Hi"), n: 2 });
   assert.equal(res.choices.length, 2);
 });
+
+// ---- multi-turn KV reuse ----------------------------------------------------------------------------
+
+/** Tokens of `a` and `b` in common from the start, at most b.length - 1 (one token is always prefilled). */
+const commonPrefix = (a, b) => {
+  let n = 0;
+  while (n < Math.min(a.length, b.length - 1) && a[n] === b[n]) n++;
+  return n;
+};
+const history = () => new HistoryPipeline({ contextWindowSize: 512 });
+const turn1 = { messages: [{ role: "user", content: "Hi there" }], max_tokens: 6, temperature: 0 };
+/** Turn 2: turn 1, its reply, and a new question. */
+const turn2 = (reply) => ({
+  ...turn1,
+  messages: [...turn1.messages, { role: "assistant", content: reply }, { role: "user", content: "And then?" }],
+});
+
+test("a chat's second turn prefills only its new tokens and replies as a cold engine does", async () => {
+  const engine = await loadEngine({ pipe: history() });
+  const first = await engine.chat.completions.create(turn1);
+  assert.deepEqual(first.usage.prompt_tokens_details, { cached_tokens: 0 });
+  const inCache = [...pipeline.fed];
+  const warm = pipeline;
+  const request = turn2(first.choices[0].message.content);
+  const second = await engine.chat.completions.create(request);
+  const promptIds = tok.encode(engine.applyChatTemplate(request.messages, { addGenerationPrompt: true }));
+  const cached = commonPrefix(inCache, promptIds);
+  assert.ok(cached >= first.usage.prompt_tokens, `${cached} of ${promptIds.length}`);
+  assert.deepEqual(second.usage.prompt_tokens_details, { cached_tokens: cached });
+  assert.equal(second.usage.prompt_tokens, promptIds.length);
+  assert.equal(warm.prefilled.at(-1), promptIds.length - cached);
+  assert.equal(second.usage.extra.cached_tokens, cached);
+  assert.equal(second.usage.extra.prefill_tokens, promptIds.length - cached);
+  assert.deepEqual(engine.runtimeStats(), second.usage.extra);
+
+  const fresh = await loadEngine({ pipe: history() });
+  const coldReply = await fresh.chat.completions.create(request);
+  assert.equal(coldReply.usage.prompt_tokens_details.cached_tokens, 0);
+  assert.equal(pipeline.prefilled.at(-1), promptIds.length);
+  assert.deepEqual(stripIds(second), stripIds(coldReply));
+});
+
+/** A response without what differs between runs: ids, times, timings and the cache figures. */
+const stripIds = (res) => ({ choices: res.choices, completion_tokens: res.usage.completion_tokens });
+
+test("a new conversation keeps only the prefix it shares with the cache and replies as a cold engine", async () => {
+  const engine = await loadEngine({ pipe: history() });
+  await engine.chat.completions.create(turn1);
+  const other = { ...turn1, messages: [{ role: "user", content: "Something else entirely" }] };
+  const res = await engine.chat.completions.create(other);
+  // "<|im_start|>user\n" is all the two prompts share.
+  assert.equal(res.usage.prompt_tokens_details.cached_tokens, tok.encode("<|im_start|>user\n").length);
+  const cold = await (await loadEngine({ pipe: history() })).chat.completions.create(other);
+  assert.deepEqual(stripIds(res), stripIds(cold));
+});
+
+test("n choices, sampled or greedy, after a turn: the same as a cold engine's", async () => {
+  for (const extra of [{ n: 3 }, { n: 3, temperature: 0.9, seed: 5, logprobs: true }]) {
+    for (const popN of [true, false]) {
+      const make = () => new HistoryPipeline({ contextWindowSize: 512, popN });
+      const engine = await loadEngine({ pipe: make() });
+      const first = await engine.chat.completions.create({ ...turn1, ...extra });
+      const request = { ...turn2(first.choices[1].message.content), ...extra };
+      const warm = await engine.chat.completions.create(request);
+      // Without popN only an exact extension is reused: the cache holds the last choice, not choice 1.
+      if (popN) assert.ok(warm.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens);
+      const cold = await (await loadEngine({ pipe: make() })).chat.completions.create(request);
+      assert.deepEqual(stripIds(warm), stripIds(cold), JSON.stringify({ extra, popN }));
+    }
+  }
+});
+
+test("scoring, forwardTokens and resetChat leave the next request to start from an empty cache", async () => {
+  class ScoringPipeline extends HistoryPipeline {
+    async verify(ids, onChunk) {
+      this.fed.push(...ids);
+      onChunk(new Float32Array(ids.length * this.vocab), 0, ids.length);
+    }
+  }
+  const engine = await loadEngine({ pipe: new ScoringPipeline({ contextWindowSize: 512 }) });
+  const first = await engine.chat.completions.create(turn1);
+  const request = turn2(first.choices[0].message.content);
+  const promptIds = tok.encode(engine.applyChatTemplate(request.messages, { addGenerationPrompt: true }));
+  for (const between of [
+    () => engine.scoreTokens(promptIds.slice(0, 5)),
+    () => engine.forwardTokens(promptIds.slice(0, 5)),
+    () => engine.resetChat(),
+  ]) {
+    await engine.chat.completions.create(turn1);
+    await between();
+    const res = await engine.chat.completions.create(request);
+    assert.equal(res.usage.prompt_tokens_details.cached_tokens, 0, String(between));
+    assert.equal(pipeline.prefilled.at(-1), promptIds.length);
+  }
+});
+
+test("text completions reuse the cache too, and report the cached tokens", async () => {
+  const engine = await loadEngine({ pipe: history() });
+  await engine.completions.create({ prompt: [5, 6, 7, 8], max_tokens: 1 });
+  const res = await engine.completions.create({ prompt: [5, 6, 7, 8, 9, 10], max_tokens: 3 });
+  assert.deepEqual(res.usage.prompt_tokens_details, { cached_tokens: 4 });
+  const cold = await (await loadEngine({ pipe: history() })).completions.create({
+    prompt: [5, 6, 7, 8, 9, 10],
+    max_tokens: 3,
+  });
+  assert.deepEqual(stripIds(res), stripIds(cold));
+});
+
+// ---- WebLLM's MLCEngine names ----------------------------------------------------------------------------
+
+test("reload(variantId) loads that variant of the last manifest; reload() the last model again", async () => {
+  const engine = await loadEngine({ hasShaderF16: true });
+  assert.equal(engine.getModelInfo().id, "tiny-q4f16_1");
+  assert.equal((await engine.reload("tiny-q4f32_1")).id, "tiny-q4f32_1");
+  assert.equal(loadedRecord.model_url, `${SITE}models/tiny-q4f32_1/`);
+  await engine.unload();
+  assert.equal((await engine.reload()).id, "tiny-q4f32_1");
+  // Not a variant id: a manifest URL, which is not there.
+  await assert.rejects(engine.reload("tiny-q9", { baseUrl: SITE }), errors.ModelLoadError);
+  await assert.rejects(new Engine().reload(), (err) => {
+    assert.ok(err instanceof errors.InvalidRequestError);
+    assert.match(err.tip, /manifest\.json URL/);
+    return true;
+  });
+});
+
+test("runtimeStatsText, getMessage, interruptGenerate and resetChat(keepStats) behave as WebLLM's", async () => {
+  class SlowPipeline extends HistoryPipeline {
+    async decode(id) {
+      await new Promise((r) => setTimeout(r, 2));
+      return super.decode(id);
+    }
+  }
+  const engine = await loadEngine({ pipe: new SlowPipeline({ contextWindowSize: 512 }) });
+  assert.equal(await engine.runtimeStatsText(), "prefill: 0.0000 tokens/sec, decoding: 0.0000 tokens/sec");
+  const res = await engine.chat.completions.create({ ...turn1, max_tokens: 8 });
+  assert.equal(await engine.getMessage(), res.choices[0].message.content);
+  const { prefill_tokens_per_s: p, decode_tokens_per_s: d } = engine.runtimeStats();
+  assert.equal(await engine.runtimeStatsText(), `prefill: ${p.toFixed(4)} tokens/sec, decoding: ${d.toFixed(4)} tokens/sec`);
+  assert.ok(p > 0 && d > 0);
+
+  const stream = await engine.chat.completions.create({ ...turn1, max_tokens: 40, stream: true });
+  let text = "";
+  let finish;
+  for await (const c of stream) {
+    const piece = c.choices[0]?.delta.content;
+    if (piece) {
+      text += piece;
+      assert.equal(await engine.getMessage(), text); // the reply so far, while it streams
+      engine.interruptGenerate();
+    }
+    finish = c.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(finish, "abort");
+
+  assert.ok(text.length > 0);
+  await engine.resetChat(true);
+  assert.ok(Object.keys(engine.runtimeStats()).length > 0);
+  assert.equal(await engine.getMessage(), "");
+  await engine.resetChat();
+  assert.deepEqual(engine.runtimeStats(), {});
+});

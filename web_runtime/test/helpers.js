@@ -68,13 +68,14 @@ export class ScriptedPipeline {
 /**
  * A pipeline whose logits depend on the whole sequence in its KV cache, as a model's do: noise seeded by a
  * hash of the tokens fed since the last reset. It can pop tokens (popN), unless built with {popN: false}.
- * Counts prefills and records pops.
+ * Counts prefills, records their lengths and the pops.
  */
 export class HistoryPipeline {
   constructor({ vocab = 400, contextWindowSize = 64, prefillChunkSize = 8, popN = true, scale = 4 } = {}) {
     Object.assign(this, { vocab, contextWindowSize, prefillChunkSize, scale });
     this.fed = [];
     this.prefills = 0;
+    this.prefilled = [];
     this.pops = [];
     this.resets = 0;
     if (!popN) this.popN = undefined;
@@ -92,6 +93,7 @@ export class HistoryPipeline {
   }
   async prefill(ids) {
     this.prefills++;
+    this.prefilled.push(ids.length);
     this.fed.push(...ids);
     return this.logits();
   }

@@ -162,3 +162,29 @@ test("n choices and logprobs cross the worker boundary intact, streamed or not",
     [0, 0, 0, 1, 1, 1].map((i) => [i, 1, 1]),
   );
 });
+
+test("WebLLM's names cross the worker boundary with their arguments", async () => {
+  const { engine, calls } = mockEngine();
+  const proxy = connect(engine);
+  await proxy.reload("tiny-q4f32_1"); // a variant id goes as it is: only the engine can tell it from a URL
+  await proxy.reload();
+  await proxy.resetChat(true);
+  await proxy.interruptGenerate();
+  assert.equal(calls[0][1], "tiny-q4f32_1");
+  assert.equal(calls[1][1], undefined);
+  assert.deepEqual(calls.slice(2), [["resetChat", true], ["interruptGenerate"]]);
+});
+
+test("runtimeStatsText, getMessage and the cached prompt tokens read the same through the worker", async () => {
+  const engine = await scriptedEngine("Hi café");
+  const proxy = connect(engine);
+  const chat = { messages: [{ role: "user", content: "x" }] };
+  const first = await proxy.chat.completions.create(chat);
+  assert.equal(await proxy.getMessage(), "Hi café");
+  assert.equal(await proxy.runtimeStatsText(), await engine.runtimeStatsText());
+  assert.match(await proxy.runtimeStatsText(), /^prefill: \d+\.\d{4} tokens\/sec, decoding: \d+\.\d{4} tokens\/sec$/);
+  assert.deepEqual(first.usage.prompt_tokens_details, { cached_tokens: 0 });
+  const stats = await proxy.runtimeStats();
+  assert.equal(stats.cached_tokens, 0);
+  assert.equal(stats.prefill_tokens, first.usage.prompt_tokens);
+});

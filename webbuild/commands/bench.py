@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,16 +135,14 @@ _PROFILE_JS = """(async (messages, decodeSteps) => {
 _READY_JS = "['ready', 'error'].includes(document.body?.dataset.state)"
 
 
-def bench_browser(site: Path, options: BenchOptions = BenchOptions()) -> RunFigures:
-    """The site's chat page in headless Chromium (``options.browser``: which one, extra flags); requests go
-    through the page's public engine API, which runs the model in its Web Worker."""
+@contextmanager
+def site_page(site: Path, choice: BrowserChoice | None = None) -> Iterator[tuple[Any, float]]:
+    """The site served on loopback and its chat page open in headless Chromium once the model has loaded:
+    the page (``window.webbuildApp.engine`` is its engine) and the load time in seconds."""
     from webbuild.browser import launch_chromium
     from webbuild.serve.app import serving
 
-    choice = options.browser
-    if options.profile:
-        choice = BrowserChoice(choice.executable, (*choice.flags, *PROFILE_FLAGS))
-    with serving(site) as url, launch_chromium(choice) as browser:
+    with serving(site) as url, launch_chromium(choice or BrowserChoice()) as browser:
         page = browser.open(url)
         t0 = time.monotonic()
         page.wait_for(_READY_JS, timeout_s=LOAD_TIMEOUT_S)
@@ -151,6 +150,16 @@ def bench_browser(site: Path, options: BenchOptions = BenchOptions()) -> RunFigu
         if page.evaluate("document.body.dataset.state") == "error":
             text = page.evaluate("document.getElementById('error').innerText").strip().replace("\n", " ")
             raise WebbuildError(f"the site failed to load its model in Chromium: {text}", tip=_errors(page.errors()))
+        yield page, load_s
+
+
+def bench_browser(site: Path, options: BenchOptions = BenchOptions()) -> RunFigures:
+    """The site's chat page in headless Chromium (``options.browser``: which one, extra flags); requests go
+    through the page's public engine API, which runs the model in its Web Worker."""
+    choice = options.browser
+    if options.profile:
+        choice = BrowserChoice(choice.executable, (*choice.flags, *PROFILE_FLAGS))
+    with site_page(site, choice) as (page, load_s):
         _log.step(
             f"browser: model loaded in {load_s:.1f}s; {options.repeat + 1} requests of {options.max_tokens} tokens"
         )
