@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from webbuild.engine import scheduler as scheduler_mod
-from webbuild.engine.model_runner import PAGE_SIZE
+from webbuild.engine.kv_pages import PAGE_SIZE, PageTable
 from webbuild.engine.request import SamplingParams
 from webbuild.engine.scheduler import Scheduler
 from webbuild.engine.text_stream import StopMatcher
@@ -22,67 +22,47 @@ POISON = VOCAB - 1  # never chosen by the model; a logit_bias forces it
 
 
 class PagedRunner:
-    """ModelRunner's interface with TVM's paged KV cache bookkeeping (pages of PAGE_SIZE tokens, whole pages
-    shared by forks, the partly filled one copied, "full" raising) and a model whose next token depends on
-    every token before it, so a sequence resumed from the wrong state gives different text."""
+    """ModelRunner's interface on the page table it keeps of TVM's paged KV cache (pages of PAGE_SIZE tokens,
+    whole pages shared by forks, the partly filled one copied, "full" raising) and a model whose next token
+    depends on every token before it, so a sequence resumed from the wrong state gives different text."""
 
     def __init__(self, pages: int = 9, max_num_sequence: int = 4, window: int = 128, chunk: int = 16) -> None:
         self.total_pages, self.max_num_sequence = pages, max_num_sequence
         self.context_window_size, self.prefill_chunk_size = window, chunk
         self.max_total_sequence_length = pages * PAGE_SIZE
-        self.tokens: dict[int, list[int]] = {}
-        self.pages: dict[int, list[int]] = {}
-        self.refs: dict[int, int] = {}  # page -> sequences holding it
-        self.next_page = 0
+        self.pages = PageTable()
         self.batches: list[tuple[str, int]] = []  # (kind, sequences) per call
+        self.prefilled = 0  # tokens prefilled in all
         self.fail_decode = 0  # decode calls that raise next
 
-    # -- what the scheduler reads
-    @property
-    def lengths(self) -> dict[int, int]:
-        return {seq: len(tokens) for seq, tokens in self.tokens.items()}
-
-    @property
-    def used_tokens(self) -> int:
-        return sum(len(t) for t in self.tokens.values())
-
     def available_pages(self) -> int:
-        return self.total_pages - len(self.refs)
+        return self.total_pages - self.pages.pages_in_use
+
+    def _take(self, pages: int) -> None:
+        if pages > self.available_pages():
+            raise RuntimeError("The KV cache is full. No page can be allocated.")
 
     # -- sequences
-    def _new_page(self) -> int:
-        if self.available_pages() == 0:
-            raise RuntimeError("The KV cache is full. No page can be allocated.")
-        self.next_page += 1
-        self.refs[self.next_page] = 1
-        return self.next_page
-
     def add_sequence(self, seq: int) -> None:
-        self.tokens[seq], self.pages[seq] = [], []
+        assert seq not in self.pages.tokens
+        self.pages.add(seq)
 
     def fork_sequence(self, parent: int, child: int, position: int) -> None:
-        shared = self.pages[parent][: position // PAGE_SIZE]
-        for page in shared:
-            self.refs[page] += 1
-        self.pages[child] = shared + ([self._new_page()] if position % PAGE_SIZE else [])
-        self.tokens[child] = self.tokens[parent][:position]
+        assert child not in self.pages.tokens and position <= self.pages.length(parent)
+        self._take(1 if position % PAGE_SIZE else 0)
+        self.pages.fork(parent, child, position)
 
     def remove_sequence(self, seq: int) -> None:
-        if self.tokens.pop(seq, None) is None:
-            return
-        for page in self.pages.pop(seq):
-            self.refs[page] -= 1
-            if not self.refs[page]:
-                del self.refs[page]
+        if seq in self.pages.tokens:
+            self.pages.remove(seq)
 
     # -- forward passes
     def _append(self, seq: int, ids: Sequence[int]) -> np.ndarray:
-        for token in ids:
-            if len(self.tokens[seq]) % PAGE_SIZE == 0:
-                self.pages[seq].append(self._new_page())
-            self.tokens[seq].append(int(token))
-        assert len(self.tokens[seq]) <= self.context_window_size
-        history = self.tokens[seq]
+        now = self.pages.length(seq)
+        self._take(-(-(now + len(ids)) // PAGE_SIZE) - -(-now // PAGE_SIZE))
+        self.pages.append(seq, ids)
+        history = self.pages.tokens[seq]
+        assert len(history) <= self.context_window_size
         logits = np.zeros(VOCAB, dtype=np.float32)
         logits[(sum((i + 1) * t for i, t in enumerate(history)) * 7 + len(history)) % (VOCAB - 1)] = 8.0
         return logits
@@ -90,6 +70,7 @@ class PagedRunner:
     def prefill_batch(self, chunks: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:
         self.batches.append(("prefill", len(chunks)))
         assert sum(len(c) for _, c in chunks) <= self.prefill_chunk_size
+        self.prefilled += sum(len(c) for _, c in chunks)
         return np.stack([self._append(seq, chunk) for seq, chunk in chunks])
 
     def decode_batch(self, steps: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -132,6 +113,15 @@ def held(scheduler: Scheduler) -> Iterator[None]:
         yield
     finally:
         gate.set()
+
+
+def assert_freed(scheduler: Scheduler) -> None:
+    """No running sequence holds a page, and evicting the cached prefixes frees every one."""
+    runner = scheduler.runner
+    assert runner.pages.live_tokens == 0
+    assert runner.available_pages() + scheduler.cache.evictable_pages == runner.total_pages
+    scheduler.call(lambda _: None, pages=runner.total_pages)  # evicts them all
+    assert runner.available_pages() == runner.total_pages and not runner.pages.tokens
 
 
 def greedy(max_tokens: int = 20, **fields) -> SamplingParams:
@@ -185,7 +175,7 @@ def test_a_failing_sampler_tokenizer_or_stop_matcher_fails_its_request_only(monk
         assert out[name] == alone(prompt, sampling, n), name
         assert len(out[name]) == 20 * n + n - 1
     assert ("decode", 4) in runner.batches  # the failing ones were in the same batches until they failed
-    assert runner.available_pages() == runner.total_pages  # and every sequence's pages came back
+    assert_freed(scheduler)  # and every sequence's pages came back (or wait in the prefix cache)
 
 
 def test_a_failed_kernel_call_fails_the_requests_in_it_and_the_scheduler_goes_on():
@@ -198,7 +188,7 @@ def test_a_failed_kernel_call_fails_the_requests_in_it_and_the_scheduler_goes_on
     assert all(isinstance(v, RuntimeError) for v in out.values())
     after = run(scheduler, {"c": scheduler.submit([3, 2], greedy(), 20)})
     assert after["c"] == alone([3, 2], greedy())
-    assert runner.available_pages() == runner.total_pages
+    assert_freed(scheduler)
 
 
 def test_requests_without_max_tokens_are_admitted_by_the_pages_they_use():
@@ -212,7 +202,7 @@ def test_requests_without_max_tokens_are_admitted_by_the_pages_they_use():
     assert runner.batches[0] == ("prefill", 4) and ("decode", 4) in runner.batches  # all four run together
     assert all(isinstance(text, str) and len(text) == 123 for text in out.values()), out
     assert scheduler.preemptions > 0  # 4 x 128 tokens never fit 144 slots at once: some waited again
-    assert runner.available_pages() == runner.total_pages
+    assert_freed(scheduler)
 
 
 def test_preempted_sequences_resume_to_the_same_output():
@@ -232,4 +222,4 @@ def test_preempted_sequences_resume_to_the_same_output():
     assert scheduler.preemptions > 0
     for name, (prompt, sampling, n) in requests.items():
         assert out[name] == alone(prompt, sampling, n, window=64), name
-    assert runner.available_pages() == runner.total_pages
+    assert_freed(scheduler)
