@@ -252,3 +252,14 @@ def test_cached_prefixes_give_way_to_new_requests_before_any_preemption():
     assert runner.batches[-60:].count(("decode", 2)) > 50 and scheduler.preemptions == 0  # together throughout
     assert out == {str(i): alone([i + 9] * 5, greedy(60), prefix_cache=False) for i in range(2)}
     assert_freed(scheduler)
+
+
+def test_a_prompt_ending_on_a_page_boundary_gets_the_page_its_first_decode_needs():
+    """The step that prefills a prompt's last chunk also decodes its first token: when the prompt fills its last
+    page, that step needs one more page, which here only evicting the cached prefix gives."""
+    runner = PagedRunner(pages=4, max_num_sequence=2, window=64)
+    scheduler = Scheduler(runner, set(), decode_text)
+    turn(scheduler, [1] * 20, greedy(12))  # leaves 31 tokens (2 pages) cached
+    text, _, _ = turn(scheduler, [2] * 32, greedy(5))
+    assert text == alone([2] * 32, greedy(5), window=64)
+    assert len(runner.pages.tokens) == 1  # the old prefix gave way

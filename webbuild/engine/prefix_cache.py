@@ -89,6 +89,11 @@ class PrefixCache:
     def start(self, seq: int, reuse: Reuse) -> tuple[int, int]:
         """Puts a new sequence into the KV cache as ``reuse`` says; returns the KV sequence id it runs as (the
         cached prefix's when it takes one over, else ``seq``) and how many of its tokens the KV holds already."""
+        if reuse.length % PAGE_SIZE and not reuse.adopt:  # the fork copies the partly filled page
+            self.reserve(1, keep=reuse.source)
+            if not self.runner.available_pages():  # no page to copy into: share the whole pages only
+                aligned = reuse.length - reuse.length % PAGE_SIZE
+                reuse = Reuse(reuse.source, aligned, reuse.cached) if aligned else Reuse()
         if reuse.source is None:
             self.runner.add_sequence(seq)
             return seq, 0
@@ -97,8 +102,6 @@ class PrefixCache:
             self.runner.pages.set_cached(reuse.source, False)
             seq = reuse.source
         else:
-            if reuse.length % PAGE_SIZE:  # the fork copies the partly filled page
-                self.reserve(1, keep=reuse.source)
             self.runner.fork_sequence(reuse.source, seq, reuse.length)
             if reuse.cached:
                 self._lru.move_to_end(reuse.source)

@@ -268,9 +268,9 @@ class Scheduler:
         """Admits waiting sequences in order while sequence slots and KV pages last. Each needs the pages of
         its prompt that the KV cache does not hold yet (one, for the partly filled last page, if it forks a
         running sibling's prompt) and one to grow into, beside what the running ones still need for their
-        prompts; pages only cached prefixes hold count as free, less those the newcomer would share. The first
-        one always gets in (a context window always fits the cache). Preemption (``_make_room``) settles what
-        growth later needs."""
+        prompts; pages only cached prefixes hold count as free, except those of the one it starts from. The
+        first one always gets in (a context window always fits the cache). Preemption (``_make_room``) settles
+        what growth later needs."""
         while self._waiting and len(self._running) < self.runner.max_num_sequence:
             seq = self._waiting[0]
             forks = seq.next_token is None and any(s.job is seq.job for s in self._running)
@@ -278,7 +278,9 @@ class Scheduler:
             reuse = Reuse() if forks else self.cache.match(seq.context, len(seq.context) - (seq.next_token is None))
             shared = reuse.length // PAGE_SIZE
             cost = (1 if forks else _pages(len(seq.context)) - shared) + 1
-            free = self.runner.available_pages() + self.cache.evictable_pages - (shared if reuse.cached else 0)
+            # A cached prefix it starts from is not evicted for it: its pages do not count as free.
+            held = _pages(self.runner.pages.length(reuse.source)) if reuse.cached else 0
+            free = self.runner.available_pages() + self.cache.evictable_pages - held
             free -= sum(self._promised(s) + 1 for s in self._running)
             if self._running and cost > free:
                 break
@@ -317,13 +319,14 @@ class Scheduler:
         return [s for s in self._running if s.next_token is not None and s.prefilled == len(s.context)]
 
     def _pages_needed(self) -> int:
-        """New KV pages this step may take: forks copying a partly filled page, prefill chunks crossing into
-        new pages, decodes starting a page."""
+        """New KV pages this step may take: a fork copies the partly filled page of the prompt (or, at a page
+        boundary, its first token starts one); a prefill chunk crosses into new pages, and when it ends its
+        sequence's context, that sequence decodes its next token in this step too; a decode starts a page."""
         length = self.runner.pages.length
-        need = sum(1 for s in self._running if s.forks and not s.prefilled and len(s.prompt) % PAGE_SIZE)
+        need = sum(1 for s in self._running if s.forks and not s.prefilled)
         for seq, chunk in self._prefill_plan():
             now = length(seq.kv)
-            need += _pages(now + len(chunk)) - _pages(now)
+            need += _pages(now + len(chunk) + (seq.prefilled + len(chunk) == len(seq.context))) - _pages(now)
         need += sum(1 for s in self._decoding() if length(s.kv) % PAGE_SIZE == 0)
         return need
 
