@@ -360,17 +360,9 @@ def test_n_choices_are_seeded_independent_samples_and_usage_sums_them(engine_and
     assert (first["usage"]["prompt_tokens"], first["usage"]["completion_tokens"]) == (3, 3 * 8)
 
 
-def test_greedy_choices_are_identical_and_the_prompt_is_prefilled_once(engine_and_ref, monkeypatch):
+def test_greedy_choices_are_identical_and_the_prompt_is_prefilled_once(engine_and_ref, prefill_counter):
     engine, _, _ = engine_and_ref
-    runner = engine.scheduler.runner
-    prefilled: list[int] = []
-    real_prefill = runner.prefill_batch
-
-    def counting_prefill(chunks):
-        prefilled.extend(len(chunk) for _, chunk in chunks)
-        return real_prefill(chunks)
-
-    monkeypatch.setattr(runner, "prefill_batch", counting_prefill)
+    prefilled = prefill_counter(engine)
     body = {"messages": [{"role": "user", "content": "hi there"}], "max_tokens": 6, "temperature": 0}
     one = engine.chat.completions.create(**body)
     prompt_tokens = one["usage"]["prompt_tokens"]
@@ -420,19 +412,6 @@ def test_echo_starts_every_choice_with_the_prompt(engine_and_ref):
 # ---- the prefix cache --------------------------------------------------------------------------------------
 
 
-def _prefill_counter(engine, monkeypatch) -> list[int]:
-    """Tokens ``engine`` prefills from now on, per chunk."""
-    runner, counted = engine.scheduler.runner, []
-    real = runner.prefill_batch
-
-    def prefill_batch(chunks):
-        counted.extend(len(chunk) for _, chunk in chunks)
-        return real(chunks)
-
-    monkeypatch.setattr(runner, "prefill_batch", prefill_batch)
-    return counted
-
-
 def test_the_page_table_agrees_with_tvms_free_pages(engine_and_ref):
     """kv_pages.PageTable mirrors TVM's page bookkeeping: forks at page boundaries and inside pages, sequences
     going on after a fork, removals in any order."""
@@ -468,11 +447,11 @@ def test_the_page_table_agrees_with_tvms_free_pages(engine_and_ref):
 
 @pytest.mark.parametrize("sampling", [{"temperature": 0}, {"temperature": 1.0, "seed": 5}])
 def test_a_chat_prefills_only_each_new_turn_and_answers_as_without_the_prefix_cache(
-    engine_and_ref, monkeypatch, sampling
+    engine_and_ref, prefill_counter, sampling
 ):
     engine, _, _ = engine_and_ref
     plain = Engine(engine.model, config=EngineConfig(prefix_cache=False))
-    counted = _prefill_counter(engine, monkeypatch)
+    counted = prefill_counter(engine)
     messages: list[dict[str, str]] = []
     last_prompt = 0
     for question in ["Hi.", "More.", "Why?"]:

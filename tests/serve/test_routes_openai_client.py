@@ -216,16 +216,9 @@ def test_a_client_that_leaves_aborts_its_non_streamed_request(url: str, engine, 
 
 
 def test_a_second_turn_reuses_the_first_ones_kv_and_says_so_in_usage(
-    client: openai.OpenAI, model: str, engine, url: str, monkeypatch: pytest.MonkeyPatch
+    client: openai.OpenAI, model: str, engine, url: str, prefill_counter
 ) -> None:
-    runner, prefilled = engine.scheduler.runner, []
-    real_prefill = runner.prefill_batch
-
-    def counting_prefill(chunks):
-        prefilled.extend(len(chunk) for _, chunk in chunks)
-        return real_prefill(chunks)
-
-    monkeypatch.setattr(runner, "prefill_batch", counting_prefill)
+    prefilled = prefill_counter(engine)
     messages = [{"role": "user", "content": "Tell me about the sea."}]
     first = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=6)
     messages += [
