@@ -104,3 +104,21 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
 @pytest.fixture
 def tiny_llama() -> TinyLlama:
     return tiny_llama_model()
+
+
+@pytest.fixture
+def prefill_counter(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``count(engine)``: the list of the token counts ``engine`` prefills from then on, one entry per chunk."""
+
+    def count(engine: Any) -> list[int]:
+        runner, counted = engine.scheduler.runner, []
+        real = runner.prefill_batch
+
+        def prefill_batch(chunks: Any) -> Any:
+            counted.extend(len(chunk) for _, chunk in chunks)
+            return real(chunks)
+
+        monkeypatch.setattr(runner, "prefill_batch", prefill_batch)
+        return counted
+
+    return count

@@ -66,7 +66,14 @@ class FakeEngine:
             self.busy -= 1
 
     def metrics(self) -> dict[str, int]:
-        return {"running": 1, "waiting": 2, "kv_cache_used_tokens": 48, "kv_cache_capacity_tokens": 128}
+        return {
+            "running": 1,
+            "waiting": 2,
+            "kv_cache_used_tokens": 48,
+            "kv_cache_cached_tokens": 32,
+            "kv_cache_capacity_tokens": 128,
+            "prefix_cache_reused_tokens": 7,
+        }
 
     def create(
         self, request: Request, abort: threading.Event | None = None

@@ -184,6 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             model=args.model,
             device=args.device,
             mode=args.mode,
+            prefix_cache=not args.no_prefix_cache,
             host=args.host,
             port=args.port,
             api=not args.no_api,
@@ -354,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="local",
         help="engine limits: local (default) runs 4 requests at once, interactive 1, server 16 with a KV cache "
         "of 8 context windows; the rest queue",
+    )
+    p.add_argument(
+        "--no-prefix-cache",
+        action="store_true",
+        help="free a request's KV cache when it ends instead of keeping it for later prompts that start the same "
+        "way (the next turn of a chat then prefills the whole conversation again)",
     )
     p.add_argument(
         "-q",

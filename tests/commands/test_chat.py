@@ -18,6 +18,7 @@ USAGE = {
     "prompt_tokens": 12,
     "completion_tokens": 3,
     "total_tokens": 15,
+    "prompt_tokens_details": {"cached_tokens": 9},
     "extra": {"prefill_tokens_per_s": 240.5, "decode_tokens_per_s": 31.25, "time_to_first_token_s": 0.05},
 }
 
@@ -141,10 +142,11 @@ def test_help_lists_every_command_and_the_multiline_convention():
     assert HELP in out
 
 
-def test_stats_show_prefill_and_decode_speed_of_the_last_reply():
+def test_stats_show_prefill_and_decode_speed_and_reuse_of_the_last_reply():
     _, out, _ = chat(FakeEngine(), "/stats", "hi", "/stats")
     assert "no reply yet" in out
-    assert "prefill: 240.5 tok/s (12 tokens)" in out and "decode: 31.2 tok/s (3 tokens)" in out
+    assert "prefill: 240.5 tok/s (12 tokens, 9 reused from the KV cache)" in out
+    assert "decode: 31.2 tok/s (3 tokens)" in out
 
 
 @pytest.mark.parametrize("command", ["/exit", "/quit"])

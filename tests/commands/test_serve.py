@@ -141,6 +141,22 @@ def test_a_load_failure_is_reported_and_the_site_stays_up(
     assert err.index("* serving the site") < err.index("* loading the cpu engine") < err.index("failed to load: ")
 
 
+@pytest.mark.parametrize(("args", "prefix_cache"), [([], True), (["--no-prefix-cache"], False)])
+def test_the_prefix_cache_flag_reaches_the_engine(
+    served: dict, site: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], prefix_cache: bool
+) -> None:
+    got: dict[str, Any] = {}
+
+    def load_engine(*_: Any, **kwargs: Any) -> None:
+        got.update(kwargs)
+        raise RuntimeError("not loading a model here")
+
+    monkeypatch.setattr("webbuild.commands.serve.load_engine", load_engine)
+    assert main(["serve", str(site), *args]) == 0
+    wait_for_health(TestClient(served["app"], base_url="http://127.0.0.1:8000").get, timeout=30)
+    assert got["prefix_cache"] is prefix_cache
+
+
 @pytest.mark.toolchain
 def test_a_model_directory_serves_the_api_only(served: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model_dir = write_hf_dir(tmp_path / "tiny", tiny_llama_model())

@@ -409,6 +409,7 @@ def test_metrics_in_prometheus_text_format(client: TestClient) -> None:
     assert "webbuild_running 1.0" in text and "webbuild_waiting 2.0" in text
     assert "webbuild_kv_cache_used_tokens 48.0" in text and "webbuild_kv_cache_capacity_tokens 128.0" in text
     assert "webbuild_kv_cache_usage_ratio 0.375" in text
+    assert "webbuild_kv_cache_cached_tokens 32.0" in text and "webbuild_prefix_cache_reused_tokens_total 7.0" in text
 
 
 def test_openapi_spec_is_served(client: TestClient) -> None:

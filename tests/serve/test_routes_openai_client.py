@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -212,6 +213,40 @@ def test_a_client_that_leaves_aborts_its_non_streamed_request(url: str, engine, 
     while aborted_requests(url) != aborted + 1:  # counted once the engine call has returned
         assert time.monotonic() < deadline + 5
         time.sleep(0.01)
+
+
+def test_a_second_turn_reuses_the_first_ones_kv_and_says_so_in_usage(
+    client: openai.OpenAI, model: str, engine, url: str, prefill_counter
+) -> None:
+    prefilled = prefill_counter(engine)
+    messages = [{"role": "user", "content": "Tell me about the sea."}]
+    first = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=6)
+    messages += [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "More?"},
+    ]
+    prefilled.clear()
+    second = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=6)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached > first.usage.prompt_tokens // 2  # the first turn's prompt (and maybe some of its reply)
+    assert sum(prefilled) == second.usage.prompt_tokens - cached  # only the new part was prefilled
+    # The same request streamed: its whole prompt but the last token is held now, and the usage chunk says so.
+    chunks = list(
+        client.chat.completions.create(
+            model=model,
+            messages=messages,
+            temperature=0,
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == second.usage.prompt_tokens - 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == second.choices[0].message.content
+    metrics = httpx.get(url + "metrics").text
+    reused = float(re.search(r"^webbuild_prefix_cache_reused_tokens_total (\S+)$", metrics, re.M).group(1))
+    assert reused >= cached + second.usage.prompt_tokens - 1
 
 
 # ---- errors through the client ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ BLOCK = '"""'
 
 HELP = f"""commands:
   /help                 this text
-  /stats                prefill and decode speed of the last reply
+  /stats                prefill and decode speed of the last reply, prompt tokens reused from the KV cache
   /reset                forget the conversation (the system prompt stays)
   /set KEY=VALUE;...    change sampling, e.g. /set temperature=0.5;top_p=0.9;max_tokens=100;stop=a,b
                         keys: temperature (0-2), top_p (0-1), max_tokens (>= 1), seed (integer),
@@ -237,9 +237,10 @@ class ChatSession:
         if self.last_usage is None:
             return "no reply yet"
         extra = self.last_usage.get("extra") or {}
+        cached = (self.last_usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
         return (
             f"prefill: {extra.get('prefill_tokens_per_s', 0.0):.1f} tok/s ({self.last_usage['prompt_tokens']} "
-            f"tokens), decode: {extra.get('decode_tokens_per_s', 0.0):.1f} tok/s "
+            f"tokens, {cached} reused from the KV cache), decode: {extra.get('decode_tokens_per_s', 0.0):.1f} tok/s "
             f"({self.last_usage['completion_tokens']} tokens), "
             f"first token after {extra.get('time_to_first_token_s', 0.0):.2f} s"
         )

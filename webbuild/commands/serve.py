@@ -26,6 +26,7 @@ class ServeOptions:
     model: str
     device: str = "cpu"
     mode: str = "local"  # engine limits (webbuild.engine.engine.MODES)
+    prefix_cache: bool = True  # keep finished requests' KV for prompts that extend them
     host: str = "127.0.0.1"
     port: int = 8000
     api: bool = True
@@ -58,7 +59,14 @@ def serve(opts: ServeOptions) -> None:
     loader = None
     if opts.api:
         model = str(path) if site else opts.model
-        load = functools.partial(load_engine, model, device=opts.device, quantization=opts.quantization, mode=opts.mode)
+        load = functools.partial(
+            load_engine,
+            model,
+            device=opts.device,
+            quantization=opts.quantization,
+            mode=opts.mode,
+            prefix_cache=opts.prefix_cache,
+        )
         loader = EngineLoader(load, f"the {opts.device} engine for {model}")
     app = create_app(
         site,

@@ -21,7 +21,7 @@ from webbuild.build.library import build_library
 from webbuild.build.prepare import PreparedModel, prepare_model, read_model_files
 from webbuild.build.source import load_source
 from webbuild.engine.chat_template import ChatTemplate
-from webbuild.engine.model_runner import ModelRunner
+from webbuild.engine.model_runner import PAGE_SIZE, ModelRunner
 from webbuild.engine.request import Request, check_model_limits, parse_chat_request, parse_completion_request
 from webbuild.engine.response import Choice, ResponseBuilder, TokenLogprob, usage
 from webbuild.engine.scheduler import Generation, Job, Scheduler, stats
@@ -40,6 +40,7 @@ class EngineConfig:
     mode: str = "local"
     max_num_sequence: int | None = None
     max_total_sequence_length: int | None = None
+    prefix_cache: bool = True  # finished sequences' KV stays for later prompts that start the same way
 
     def limits(self, context_window_size: int) -> tuple[int, int]:
         if self.mode not in MODES:
@@ -96,12 +97,13 @@ class Engine:
         eos = self.model.chat_config.get("eos_token_id")
         eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.stop_token_ids = set(conv.get("stop_token_ids") or []) | set(eos_ids)
-        self.scheduler = Scheduler(runner, self.stop_token_ids, self.decode)
+        self.scheduler = Scheduler(runner, self.stop_token_ids, self.decode, prefix_cache=config.prefix_cache)
         self.chat = _Chat(_Creator(self, chat=True))
         self.completions = _Creator(self, chat=False)
 
     def metrics(self) -> dict[str, int]:
-        """Gauges for /metrics: requests running and waiting, KV cache tokens used and available."""
+        """Gauges for /metrics: requests running and waiting, KV cache tokens used, cached and available, and
+        the prompt tokens the prefix cache saved from prefilling."""
         return self.scheduler.metrics()
 
     # -- tokens ---------------------------------------------------------------------------------------------
@@ -137,7 +139,9 @@ class Engine:
         """Teacher forcing through ``prefill`` then one ``decode`` per forced token, as the browser's
         ``engine.forwardTokens`` does: logits after the prompt, then after each forced token."""
         self._check_token_ids([*prompt, *forced], "prompt")
-        return self._single_sequence(prompt, lambda step, logits: forced[step] if step < len(forced) else None)
+        return self._single_sequence(
+            prompt, lambda step, logits: forced[step] if step < len(forced) else None, len(prompt) + len(forced)
+        )
 
     def greedy(self, prompt: list[int], max_tokens: int) -> tuple[list[int], list[np.ndarray]]:
         """The greedy continuation (no stop tokens) and the logits each token was chosen from."""
@@ -148,7 +152,7 @@ class Engine:
             tokens.append(int(np.argmax(logits)))
             return tokens[-1] if step + 1 < max_tokens else None
 
-        return tokens, self._single_sequence(prompt, choose)
+        return tokens, self._single_sequence(prompt, choose, len(prompt) + max_tokens)
 
     def score_positions(self, token_ids: Sequence[int]) -> np.ndarray:
         """Teacher-forced logits at every position, [len(token_ids), vocab] float32 (row i predicts token
@@ -169,10 +173,11 @@ class Engine:
             finally:
                 runner.remove_sequence(seq_id)
 
-        return self.scheduler.call(run)
+        return self.scheduler.call(run, pages=_pages(len(token_ids)))
 
-    def _single_sequence(self, prompt: list[int], next_token: Any) -> list[np.ndarray]:
-        """Runs on the scheduler thread: prefill, then decode ``next_token(step, logits)`` until it is None."""
+    def _single_sequence(self, prompt: list[int], next_token: Any, tokens: int) -> list[np.ndarray]:
+        """Runs on the scheduler thread: prefill, then decode ``next_token(step, logits)`` until it is None
+        (at most ``tokens`` in all, which it makes room for in the KV cache)."""
 
         def run(runner: ModelRunner) -> list[np.ndarray]:
             seq_id = -1  # never handed out by the scheduler
@@ -185,7 +190,7 @@ class Engine:
             finally:
                 runner.remove_sequence(seq_id)
 
-        return self.scheduler.call(run)
+        return self.scheduler.call(run, pages=_pages(tokens))
 
     # -- generation -----------------------------------------------------------------------------------------
     def create(
@@ -262,10 +267,16 @@ class Engine:
             self.scheduler.abort(job)
 
 
+def _pages(tokens: int) -> int:
+    return -(-tokens // PAGE_SIZE)
+
+
 def _usage(gens: dict[int, Generation]) -> dict[str, Any]:
-    """Usage of a request: its prompt once, the tokens of all its choices."""
+    """Usage of a request: its prompt once (with the tokens the first choice took from the prefix cache), the
+    tokens of all its choices."""
     every = list(gens.values())
-    return usage(every[0].prompt_tokens, sum(g.completion_tokens for g in every), stats(every))
+    completion = sum(g.completion_tokens for g in every)
+    return usage(gens[0].prompt_tokens, completion, stats(every), cached_tokens=gens[0].cached_tokens)
 
 
 class _Creator:

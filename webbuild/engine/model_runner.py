@@ -8,7 +8,6 @@ difference between the two is a bug in one of them, not a modelling difference. 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,7 @@ import tvm
 from tvm import relax
 from tvm.runtime import ShapeTuple
 
-PAGE_SIZE = 16
-
-
-@dataclass
-class _Prefix:
-    """Tokens that forked sequences share."""
-
-    tokens: int
-    holders: int = 1
+from webbuild.engine.kv_pages import PAGE_SIZE, PageTable
 
 
 def _device(name: str) -> tvm.runtime.Device:
@@ -65,12 +56,7 @@ class ModelRunner:
             ShapeTuple([PAGE_SIZE]),
             ShapeTuple([0]),
         )
-        self.lengths: dict[int, int] = {}  # tokens each live sequence attends to (its prefix included)
-        # Token accounting for used_tokens, which other threads read: tokens only a sequence holds, and the
-        # prefixes that forks share (each counted once, while any sequence holds it).
-        self._own: dict[int, int] = {}
-        self._prefix: dict[int, _Prefix] = {}
-        self.used_tokens = 0
+        self.pages = PageTable()  # who holds which page, and the token ids each sequence's KV holds
 
     # -- sequences ------------------------------------------------------------------------------------------
     def available_pages(self) -> int:
@@ -79,35 +65,20 @@ class ModelRunner:
 
     def add_sequence(self, seq_id: int) -> None:
         self._kv["add_sequence"](self.kv_cache, seq_id)
-        self.lengths[seq_id] = self._own[seq_id] = 0
+        self.pages.add(seq_id)
 
     def fork_sequence(self, parent: int, child: int, position: int) -> None:
         """Adds ``child`` holding the first ``position`` tokens of ``parent``. Whole KV pages are shared, not
         copied (a partly filled last page is); both go on independently."""
         self._kv["fork_sequence"](self.kv_cache, parent, child, position)
-        self.lengths[child], self._own[child] = position, 0
-        shared = self._prefix.get(parent)
-        if shared is None:  # the parent's first tokens become a prefix both hold
-            shared = self._prefix[parent] = _Prefix(position)
-            self._own[parent] -= position
-        if shared.tokens == position:
-            shared.holders += 1
-            self._prefix[child] = shared
-        else:  # another fork point: counted as the child's own tokens (over-counts what is shared)
-            self._own[child] = position
-            self.used_tokens += position
+        self.pages.fork(parent, child, position)
 
     def remove_sequence(self, seq_id: int) -> None:
         """Frees the sequence's KV pages (shared ones once no other sequence holds them)."""
-        if self.lengths.pop(seq_id, None) is None:
+        if seq_id not in self.pages.tokens:
             return
         self._kv["remove_sequence"](self.kv_cache, seq_id)
-        self.used_tokens -= self._own.pop(seq_id)
-        shared = self._prefix.pop(seq_id, None)
-        if shared is not None:
-            shared.holders -= 1
-            if not shared.holders:
-                self.used_tokens -= shared.tokens
+        self.pages.remove(seq_id)
 
     # -- forward passes -------------------------------------------------------------------------------------
     def _embed(self, token_ids: Sequence[int], shape: Sequence[int]) -> tvm.runtime.Tensor:
@@ -115,17 +86,17 @@ class ModelRunner:
         embeds = self.vm["embed"](ids, self.params)
         return embeds._create_view(ShapeTuple([*shape, embeds.shape[-1]]))
 
-    def _run(self, fn: str, seq_ids: Sequence[int], lengths: Sequence[int], *args: object) -> np.ndarray:
-        for seq_id, n in zip(seq_ids, lengths, strict=True):
-            if self.lengths[seq_id] + n > self.context_window_size:
+    def _run(self, fn: str, steps: Sequence[tuple[int, Sequence[int]]], *args: object) -> np.ndarray:
+        """``fn`` appending each step's tokens to its sequence."""
+        for seq_id, ids in steps:
+            if self.pages.length(seq_id) + len(ids) > self.context_window_size:
                 raise ValueError(f"sequence {seq_id} would exceed the context window of {self.context_window_size}")
-        self._kv["begin_forward"](self.kv_cache, ShapeTuple(list(seq_ids)), ShapeTuple(list(lengths)))
+        seq_ids, lengths = ShapeTuple([s for s, _ in steps]), ShapeTuple([len(ids) for _, ids in steps])
+        self._kv["begin_forward"](self.kv_cache, seq_ids, lengths)
         logits, self.kv_cache = self.vm[fn](*args, self.kv_cache, self.params)
         self._kv["end_forward"](self.kv_cache)
-        for seq_id, n in zip(seq_ids, lengths, strict=True):
-            self.lengths[seq_id] += n
-            self._own[seq_id] += n
-        self.used_tokens += sum(lengths)
+        for seq_id, ids in steps:
+            self.pages.append(seq_id, ids)
         return logits.numpy()
 
     def prefill_batch(self, chunks: Sequence[tuple[int, Sequence[int]]]) -> np.ndarray:
@@ -134,8 +105,7 @@ class ModelRunner:
         ids = [t for _, chunk in chunks for t in chunk]
         ends = np.cumsum([len(chunk) for _, chunk in chunks]) - 1
         positions = tvm.runtime.tensor(ends.astype("int32"), self.device)
-        seq_ids, lengths = [s for s, _ in chunks], [len(c) for _, c in chunks]
-        return self._run("batch_prefill", seq_ids, lengths, self._embed(ids, [1, len(ids)]), positions)[0]
+        return self._run("batch_prefill", chunks, self._embed(ids, [1, len(ids)]), positions)[0]
 
     def decode_batch(self, steps: Sequence[tuple[int, int]]) -> np.ndarray:
         """One token for each of several sequences; returns [len(steps), vocab].
@@ -145,12 +115,12 @@ class ModelRunner:
         """
         if len(steps) == 1:
             return self.decode(*steps[0])[None]
-        seq_ids, ids = [s for s, _ in steps], [t for _, t in steps]
-        return self._run("batch_decode", seq_ids, [1] * len(ids), self._embed(ids, [len(ids), 1]))[:, 0]
+        ids = [t for _, t in steps]
+        return self._run("batch_decode", [(s, [t]) for s, t in steps], self._embed(ids, [len(ids), 1]))[:, 0]
 
     def verify(self, seq_id: int, token_ids: Sequence[int]) -> np.ndarray:
         """Logits after every one of ``token_ids`` appended to ``seq_id``: [len(token_ids), vocab]."""
-        return self._run("batch_verify", [seq_id], [len(token_ids)], self._embed(token_ids, [1, len(token_ids)]))[0]
+        return self._run("batch_verify", [(seq_id, token_ids)], self._embed(token_ids, [1, len(token_ids)]))[0]
 
     # -- one sequence through the single-sequence functions the browser uses ---------------------------------
     def prefill(self, seq_id: int, token_ids: Sequence[int]) -> np.ndarray:
@@ -158,8 +128,8 @@ class ModelRunner:
         logits = np.empty(0, dtype="float32")
         for start in range(0, len(token_ids), self.prefill_chunk_size):
             chunk = token_ids[start : start + self.prefill_chunk_size]
-            logits = self._run("prefill", [seq_id], [len(chunk)], self._embed(chunk, [1, len(chunk)]))
+            logits = self._run("prefill", [(seq_id, chunk)], self._embed(chunk, [1, len(chunk)]))
         return logits.reshape(-1)
 
     def decode(self, seq_id: int, token_id: int) -> np.ndarray:
-        return self._run("decode", [seq_id], [1], self._embed([token_id], [1, 1])).reshape(-1)
+        return self._run("decode", [(seq_id, [token_id])], self._embed([token_id], [1, 1])).reshape(-1)

@@ -36,12 +36,18 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def usage(prompt_tokens: int, completion_tokens: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def usage(
+    prompt_tokens: int, completion_tokens: int, extra: dict[str, Any] | None = None, *, cached_tokens: int | None = None
+) -> dict[str, Any]:
+    """OpenAI's ``usage``; ``cached_tokens``, the prompt tokens whose KV was reused rather than prefilled, goes
+    in ``prompt_tokens_details`` as OpenAI reports it."""
     out: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     if extra:
         out["extra"] = extra
     return out

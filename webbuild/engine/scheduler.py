@@ -16,6 +16,11 @@ whole context window. When the pages run out mid-generation, the latest-submitte
 pages are freed and it waits at the head of the queue; once readmitted it prefills its prompt plus the tokens
 it had generated and goes on where it stopped (recomputation: its sampler, text and counts were kept).
 
+With the prefix cache (prefix_cache.py), a finished or preempted sequence's KV stays as a cached prefix, and a
+new sequence starts from the longest prefix the KV cache holds, prefilling only the rest: the next turn of a
+chat, or a preempted sequence whose pages were not needed after all. Cached prefixes count as free pages for
+admission and are evicted, least recently used first, before any running sequence is preempted.
+
 A failure is confined to the requests it belongs to: sampling, penalties, logprobs, detokenizing and stop
 matching run per sequence, and an exception there ends that sequence's request with the error while the
 others in the batch go on. A failed kernel call ends the sequences of that call.
@@ -39,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from webbuild.engine.model_runner import PAGE_SIZE, ModelRunner
+from webbuild.engine.prefix_cache import PrefixCache, Reuse
 from webbuild.engine.request import SamplingParams
 from webbuild.engine.response import TokenLogprob
 from webbuild.engine.sampling import Sampler, apply_penalties, token_logprobs
@@ -57,6 +63,7 @@ class Generation:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache, not prefilled
     submitted: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
     finished: float | None = None
@@ -72,7 +79,7 @@ def stats(gens: Sequence[Generation]) -> dict[str, float]:
     decode_s = end - first
     decode_steps = sum(max(g.completion_tokens - 1, 0) for g in gens)
     return {
-        "prefill_tokens_per_s": round(gens[0].prompt_tokens / ttft, 2) if ttft > 0 else 0.0,
+        "prefill_tokens_per_s": round((gens[0].prompt_tokens - gens[0].cached_tokens) / ttft, 2) if ttft > 0 else 0.0,
         "decode_tokens_per_s": round(decode_steps / decode_s, 2) if decode_s > 0 else 0.0,
         "time_to_first_token_s": round(ttft, 4),
     }
@@ -97,7 +104,8 @@ class Job:
 
 @dataclass(eq=False)
 class _Sequence:
-    id: int
+    id: int  # order of submission
+    kv: int  # its sequence in the KV cache: a new id, or the cached prefix's it took over
     job: Job
     index: int  # the choice
     sampling: SamplingParams
@@ -123,8 +131,16 @@ class _Sequence:
 class Scheduler:
     """Owns ``runner``; ``submit`` from any thread, then read the request's events."""
 
-    def __init__(self, runner: ModelRunner, stop_token_ids: set[int], decode_text: Callable[[list[int]], str]):
+    def __init__(
+        self,
+        runner: ModelRunner,
+        stop_token_ids: set[int],
+        decode_text: Callable[[list[int]], str],
+        *,
+        prefix_cache: bool = True,
+    ):
         self.runner = runner
+        self.cache = PrefixCache(runner, enabled=prefix_cache)
         self.stop_token_ids = stop_token_ids
         self.decode_text = decode_text
         self._waiting: deque[_Sequence] = deque()
@@ -152,7 +168,8 @@ class Scheduler:
         job = Job(prompt=prompt, n=n, cancel=cancel)
         choices = [
             _Sequence(
-                id=next(self._ids),
+                id=(seq_id := next(self._ids)),
+                kv=seq_id,
                 job=job,
                 index=index,
                 sampling=sampling,
@@ -176,11 +193,17 @@ class Scheduler:
             job.aborted = True
             self._wake.notify()
 
-    def call(self, fn: Callable[[ModelRunner], Any]) -> Any:
-        """Runs ``fn(runner)`` on the scheduler thread between steps and returns its result."""
+    def call(self, fn: Callable[[ModelRunner], Any], pages: int = 0) -> Any:
+        """Runs ``fn(runner)`` on the scheduler thread between steps and returns its result, after evicting
+        cached prefixes until ``pages`` KV pages are free (as many as ``fn`` will take)."""
+
+        def run() -> Any:
+            self.cache.reserve(pages)
+            return fn(self.runner)
+
         future: Future[Any] = Future()
         with self._wake:
-            self._calls.append((lambda: fn(self.runner), future))
+            self._calls.append((run, future))
             self._wake.notify()
         return future.result()
 
@@ -196,12 +219,16 @@ class Scheduler:
             yield event
 
     def metrics(self) -> dict[str, int]:
+        """Sequences running and waiting; KV cache tokens that running sequences hold (a shared page once, a
+        copied one per copy) and that only cached prefixes hold (evictable); prompt tokens reused since start."""
         with self._wake:
             return {
                 "running": len(self._running),
                 "waiting": len(self._waiting),
-                "kv_cache_used_tokens": self.runner.used_tokens,
+                "kv_cache_used_tokens": self.runner.pages.live_tokens,
+                "kv_cache_cached_tokens": self.runner.pages.cached_tokens,
                 "kv_cache_capacity_tokens": self.runner.max_total_sequence_length,
+                "prefix_cache_reused_tokens": self.cache.reused_tokens,
             }
 
     # -- scheduler thread -----------------------------------------------------------------------------------
@@ -239,26 +266,35 @@ class Scheduler:
 
     def _admit(self) -> None:
         """Admits waiting sequences in order while sequence slots and KV pages last. Each needs the pages of
-        its prompt (one, for the partly filled last page, if it forks a running sibling's prompt) and one to grow
-        into, beside what the running ones still need for their prompts; the first one always gets in (a context
-        window always fits the cache). Preemption (``_make_room``) settles what growth later needs."""
-        free = self.runner.available_pages() - sum(self._promised(s) + 1 for s in self._running)
+        its prompt that the KV cache does not hold yet (one, for the partly filled last page, if it forks a
+        running sibling's prompt) and one to grow into, beside what the running ones still need for their
+        prompts; pages only cached prefixes hold count as free, except those of the one it starts from. The
+        first one always gets in (a context window always fits the cache). Preemption (``_make_room``) settles
+        what growth later needs."""
         while self._waiting and len(self._running) < self.runner.max_num_sequence:
             seq = self._waiting[0]
             forks = seq.next_token is None and any(s.job is seq.job for s in self._running)
-            cost = (1 if forks else _pages(len(seq.context))) + 1
+            # A fresh prompt prefills at least its last token: its logits give the first generated token.
+            reuse = Reuse() if forks else self.cache.match(seq.context, len(seq.context) - (seq.next_token is None))
+            shared = reuse.length // PAGE_SIZE
+            cost = (1 if forks else _pages(len(seq.context)) - shared) + 1
+            # A cached prefix it starts from is not evicted for it: its pages do not count as free.
+            held = _pages(self.runner.pages.length(reuse.source)) if reuse.cached else 0
+            free = self.runner.available_pages() + self.cache.evictable_pages - held
+            free -= sum(self._promised(s) + 1 for s in self._running)
             if self._running and cost > free:
                 break
             self._waiting.popleft()
             seq.forks = forks
             if not forks:  # a fork adds its sequence when it happens
                 try:
-                    self.runner.add_sequence(seq.id)
+                    seq.kv, seq.prefilled = self.cache.start(seq.kv, reuse)
                 except Exception as exc:
                     self._finish(seq, error=exc)
                     continue
+                if seq.next_token is None and not seq.fed:  # still on its prompt (a preempted one may be again)
+                    seq.gen.cached_tokens = max(seq.gen.cached_tokens, seq.prefilled)
             self._running.append(seq)
-            free -= cost
 
     def _promised(self, seq: _Sequence) -> int:
         """KV pages an admitted sequence will still take for its prompt (or its fork)."""
@@ -266,7 +302,7 @@ class Scheduler:
             return 1
         if seq.prefilled >= len(seq.context):
             return 0
-        return _pages(len(seq.context)) - _pages(self.runner.lengths.get(seq.id, 0))
+        return _pages(len(seq.context)) - _pages(self.runner.pages.length(seq.kv))
 
     def _prefill_plan(self) -> list[tuple[_Sequence, list[int]]]:
         """This step's prefill chunks: ``prefill_chunk_size`` tokens in all, in admission order."""
@@ -283,30 +319,37 @@ class Scheduler:
         return [s for s in self._running if s.next_token is not None and s.prefilled == len(s.context)]
 
     def _pages_needed(self) -> int:
-        """New KV pages this step may take: forks copying a partly filled page, prefill chunks crossing into
-        new pages, decodes starting a page."""
-        lengths = self.runner.lengths
-        need = sum(1 for s in self._running if s.forks and not s.prefilled and len(s.prompt) % PAGE_SIZE)
+        """New KV pages this step may take: a fork copies the partly filled page of the prompt (or, at a page
+        boundary, its first token starts one); a prefill chunk crosses into new pages, and when it ends its
+        sequence's context, that sequence decodes its next token in this step too; a decode starts a page."""
+        length = self.runner.pages.length
+        need = sum(1 for s in self._running if s.forks and not s.prefilled)
         for seq, chunk in self._prefill_plan():
-            now = lengths.get(seq.id, 0)
-            need += _pages(now + len(chunk)) - _pages(now)
-        need += sum(1 for s in self._decoding() if lengths.get(s.id, 0) % PAGE_SIZE == 0)
+            now = length(seq.kv)
+            need += _pages(now + len(chunk) + (seq.prefilled + len(chunk) == len(seq.context))) - _pages(now)
+        need += sum(1 for s in self._decoding() if length(s.kv) % PAGE_SIZE == 0)
         return need
 
     def _make_room(self) -> None:
-        """Preempts the latest-submitted sequences until this step's new pages fit in the cache."""
-        while len(self._running) > 1 and self._pages_needed() > self.runner.available_pages():
-            self._preempt(max(self._running, key=lambda s: s.id))
+        """Evicts cached prefixes, then preempts the latest-submitted sequences, until this step's new pages fit
+        in the cache."""
+        while self._pages_needed() > self.runner.available_pages():
+            if not self.cache.evict():
+                if len(self._running) < 2:
+                    return
+                self._preempt(max(self._running, key=lambda s: s.id))
 
     def _preempt(self, seq: _Sequence) -> None:
-        """Frees ``seq``'s KV pages and queues it first; readmitted, it prefills its prompt and the tokens it
-        had fed, then decodes its pending token as if nothing happened."""
+        """Hands ``seq``'s KV to the prefix cache (evicted there if its pages are needed) and queues it first;
+        readmitted, it prefills what of its prompt and fed tokens the KV cache no longer holds, then decodes its
+        pending token as if nothing happened."""
         with self._wake:
             self._running.remove(seq)
             self._waiting.appendleft(seq)
-        self.runner.remove_sequence(seq.id)
+        self.cache.keep(seq.kv)
         seq.context = seq.prompt + seq.fed
         seq.prefilled, seq.forks = 0, False
+        seq.kv = next(self._ids)  # a new KV sequence: the old one may stay cached under its id
         self.preemptions += 1
 
     def _guarded(self, seqs: Sequence[_Sequence], fn: Callable[[], Any]) -> None:
@@ -326,11 +369,11 @@ class Scheduler:
                 elif not any(s.job is seq.job and not s.forks for s in self._running):
                     # Its siblings finished or were preempted before it could fork: it prefills the prompt itself.
                     seq.forks = False
-                    self._guarded([seq], functools.partial(self.runner.add_sequence, seq.id))
+                    self._guarded([seq], functools.partial(self.runner.add_sequence, seq.kv))
         chunks = self._prefill_plan()
         if chunks:
             try:
-                logits = self.runner.prefill_batch([(seq.id, chunk) for seq, chunk in chunks])
+                logits = self.runner.prefill_batch([(seq.kv, chunk) for seq, chunk in chunks])
             except Exception as exc:
                 for seq, _ in chunks:
                     self._finish(seq, error=exc)
@@ -346,7 +389,7 @@ class Scheduler:
         decoding = self._decoding()
         if decoding:
             try:
-                logits = self.runner.decode_batch([(s.id, s.next_token) for s in decoding])
+                logits = self.runner.decode_batch([(s.kv, s.next_token) for s in decoding])
             except Exception as exc:
                 for seq in decoding:
                     self._finish(seq, error=exc)
@@ -361,7 +404,7 @@ class Scheduler:
 
     def _fork(self, source: _Sequence, seq: _Sequence) -> None:
         assert seq.job.prompt_logits is not None  # set when the prompt was prefilled
-        self.runner.fork_sequence(source.id, seq.id, len(seq.prompt))
+        self.runner.fork_sequence(source.kv, seq.kv, len(seq.prompt))
         seq.prefilled = len(seq.prompt)
         self._emit(seq, seq.job.prompt_logits)
 
@@ -405,7 +448,8 @@ class Scheduler:
             seq.job.events.put(("delta", seq.index, delta, logprobs))
 
     def _finish(self, seq: _Sequence, error: Exception | None = None) -> None:
-        """Ends ``seq`` once: frees its pages and sends its last text and "done", or ``error``."""
+        """Ends ``seq`` once: hands its KV to the prefix cache (frees it after an error, which may have left it
+        half written) and sends its last text and "done", or ``error``."""
         if seq.finished:
             return
         seq.finished = True
@@ -413,9 +457,12 @@ class Scheduler:
             if seq in self._running:
                 self._running.remove(seq)
         try:
-            self.runner.remove_sequence(seq.id)
+            if error is None:
+                self.cache.keep(seq.kv)
+            else:
+                self.runner.remove_sequence(seq.kv)
         except Exception as exc:  # nothing more to free for it; the server goes on
-            log.error("freeing sequence %s failed", seq.id, exc_info=exc)
+            log.error("freeing sequence %s failed", seq.kv, exc_info=exc)
         seq.gen.finished = time.perf_counter()
         if error is None:
             try:

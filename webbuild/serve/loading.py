@@ -102,14 +102,16 @@ class EngineLoader:
         return self.engine.metrics() if self.engine is not None else {}
 
 
-def load_engine(model: str, *, device: str, quantization: str | None, mode: str) -> Engine:
+def load_engine(model: str, *, device: str, quantization: str | None, mode: str, prefix_cache: bool = True) -> Engine:
     """The engine for ``model`` (a site or a model spec), its library compiled (or found cached) in a child
-    process; ``mode`` sets the engine's limits (``engine.MODES``)."""
+    process; ``mode`` sets the engine's limits (``engine.MODES``), ``prefix_cache`` whether finished requests'
+    KV stays for later prompts."""
     from webbuild.engine.engine import Engine, EngineConfig, load_prepared
 
     prepared = load_prepared(model, quantization)
     _build_in_child(prepared.cfg, prepared.scheme, device)
-    return Engine(prepared, device, config=EngineConfig(mode=mode))  # finds the library in the cache
+    config = EngineConfig(mode=mode, prefix_cache=prefix_cache)
+    return Engine(prepared, device, config=config)  # finds the library in the cache
 
 
 def _build_in_child(cfg: DecoderConfig, scheme: QuantScheme, device: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -20,7 +20,8 @@ _TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 _GAUGES = {
     "running": "Sequences prefilling or decoding now (a request with n choices has n).",
     "waiting": "Sequences queued for a slot.",
-    "kv_cache_used_tokens": "Tokens held in the KV cache.",
+    "kv_cache_used_tokens": "Tokens held in the KV cache by running sequences.",
+    "kv_cache_cached_tokens": "Tokens held in the KV cache only by cached prefixes (evicted when pages are needed).",
     "kv_cache_capacity_tokens": "Tokens the KV cache can hold.",
 }
 log = logging.getLogger("webbuild.serve")
@@ -39,6 +40,12 @@ class _EngineGauges(Collector):
         for key, help_text in _GAUGES.items():
             if key in values:
                 yield GaugeMetricFamily(f"webbuild_{key}", help_text, value=float(values[key]))
+        if "prefix_cache_reused_tokens" in values:
+            yield CounterMetricFamily(
+                "webbuild_prefix_cache_reused_tokens",
+                "Prompt tokens whose KV came from the prefix cache instead of being prefilled.",
+                value=float(values["prefix_cache_reused_tokens"]),
+            )
         used, capacity = values.get("kv_cache_used_tokens"), values.get("kv_cache_capacity_tokens")
         if used is not None and capacity:
             yield GaugeMetricFamily("webbuild_kv_cache_usage_ratio", "KV cache use, 0 to 1.", value=used / capacity)

@@ -80,6 +80,15 @@ _USAGE = {
         "prompt_tokens": {"type": "integer"},
         "completion_tokens": {"type": "integer"},
         "total_tokens": {"type": "integer"},
+        "prompt_tokens_details": {
+            "type": "object",
+            "properties": {
+                "cached_tokens": {
+                    "type": "integer",
+                    "description": "Prompt tokens whose KV came from the prefix cache instead of being prefilled.",
+                }
+            },
+        },
         "extra": {"type": "object"},
     },
 }
