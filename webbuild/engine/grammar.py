@@ -41,6 +41,25 @@ def _xgrammar(feature: str, param: str) -> Any:
     return xgrammar
 
 
+def json_safe(schema: Any) -> Any:
+    """``schema`` with every length-limited string (``minLength``/``maxLength``, no pattern of its own) given
+    as a pattern of characters instead: xgrammar 0.2.8 turns such lengths into a rule that lets raw control
+    characters into the string, which is not JSON, and its character classes take surrogates and overlong 3- and
+    4-byte UTF-8 as one character (each decodes to several U+FFFD, past the length). The pattern keeps the output
+    valid JSON and valid against the schema: characters from space to U+07FF, no quote or backslash (one- and
+    two-byte UTF-8, which xgrammar checks exactly)."""
+    if isinstance(schema, list):
+        return [json_safe(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: json_safe(value) for key, value in schema.items()}
+    lengths = ("minLength", "maxLength")
+    if out.get("type") == "string" and any(k in out for k in lengths) and not {"pattern", "format"} & set(out):
+        low, high = int(out.pop("minLength", 0)), out.pop("maxLength", None)
+        out["pattern"] = r"^[ !#-\[\]-\u07ff]{%d,%s}$" % (low, "" if high is None else int(high))
+    return out
+
+
 def _message(exc: Exception) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return _CPP_PREFIX.sub("", first)
@@ -75,10 +94,10 @@ class Grammars:
         compiler = self._get_compiler(xgr)
         schema = fmt.get("schema")
         try:
-            if schema is None:
-                compiled = compiler.compile_builtin_json_grammar()
+            if schema is None:  # json_object: any object (xgrammar's builtin JSON grammar also takes arrays)
+                compiled = compiler.compile_json_schema({"type": "object"}, any_whitespace=False, strict_mode=False)
             else:
-                compiled = compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=True)
+                compiled = compiler.compile_json_schema(json_safe(schema), any_whitespace=False, strict_mode=True)
         except (RuntimeError, ValueError, TypeError) as exc:
             raise InvalidRequestError(
                 f"response_format.json_schema.schema is not a JSON Schema this engine can follow: {_message(exc)}",
@@ -95,7 +114,7 @@ class Grammars:
         compiler = self._get_compiler(xgr)
         try:
             tag = xgr.get_model_structural_tag(
-                structural_tag, tools=tools, tool_choice=tool_choice, reasoning="auto", parallel_tool_calls=parallel
+                structural_tag, tools=json_safe(tools), tool_choice=tool_choice, reasoning="auto", parallel_tool_calls=parallel
             )
             compiled = compiler.compile_structural_tag(tag)
         except (RuntimeError, ValueError, TypeError) as exc:
