@@ -75,7 +75,10 @@ SCHEMAS = {
     },
     "numbers_and_nulls": {
         "type": "object",
-        "properties": {"score": {"type": "number", "minimum": -1e6, "maximum": 1e6}, "note": {"anyOf": [{"type": "null"}, {"type": "boolean"}]}},
+        "properties": {
+            "score": {"type": "number", "minimum": -1e6, "maximum": 1e6},
+            "note": {"anyOf": [{"type": "null"}, {"type": "boolean"}]},
+        },
         "required": ["score", "note"],
     },
 }
@@ -103,7 +106,6 @@ def test_the_bitmask_reads_as_the_compiled_kernel_reads_it():
     bitmask = np.array([0b1010, -(2**31)], dtype=np.int32)  # tokens 1 and 3; the top bit of word 1 is token 63
     assert np.flatnonzero(allowed_tokens(bitmask, 64)).tolist() == [1, 3, 63]
     assert allowed_tokens(bitmask, 40).size == 40
-
 
 
 @pytest.mark.parametrize("name", SCHEMAS)

@@ -109,12 +109,17 @@ class Grammars:
         self, structural_tag: str, tools: list[dict[str, Any]], tool_choice: Any, parallel: bool
     ) -> Constraint:
         """The calls of a model whose format xgrammar names ``structural_tag`` ("qwen_3", "llama"), each call's
-        arguments following its tool's ``parameters``; ``tool_choice`` as OpenAI's."""
+        arguments following its tool's ``parameters``; ``tool_choice`` as OpenAI's. A reasoning block
+        (``<think>``) may open an ``auto`` answer only: where a call is due, it comes first."""
         xgr = _xgrammar("tools", "tools")
         compiler = self._get_compiler(xgr)
         try:
             tag = xgr.get_model_structural_tag(
-                structural_tag, tools=json_safe(tools), tool_choice=tool_choice, reasoning="auto", parallel_tool_calls=parallel
+                structural_tag,
+                tools=json_safe(tools),
+                tool_choice=tool_choice,
+                reasoning="auto" if tool_choice == "auto" else "disabled",
+                parallel_tool_calls=parallel,
             )
             compiled = compiler.compile_structural_tag(tag)
         except (RuntimeError, ValueError, TypeError) as exc:
