@@ -56,7 +56,7 @@ def json_safe(schema: Any) -> Any:
     lengths = ("minLength", "maxLength")
     if out.get("type") == "string" and any(k in out for k in lengths) and not {"pattern", "format"} & set(out):
         low, high = int(out.pop("minLength", 0)), out.pop("maxLength", None)
-        out["pattern"] = r"^[ !#-\[\]-\u07ff]{%d,%s}$" % (low, "" if high is None else int(high))
+        out["pattern"] = rf"^[ !#-\[\]-\u07ff]{{{low},{'' if high is None else int(high)}}}$"
     return out
 
 

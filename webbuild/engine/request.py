@@ -65,7 +65,7 @@ _TEXT_PART = Field(
 _FUNCTION_NAME = Field("string", "Letters, digits, underscores and dashes, at most 64.", required=True)
 _FUNCTION_NAME_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
 # An assistant message's earlier call: arguments are the JSON text the model wrote (an object).
-_TOOL_CALL = Field(
+TOOL_CALL = Field(
     "object",
     properties={
         "id": Field("string", required=True),
@@ -88,7 +88,7 @@ MESSAGE = Field(
             options=(_STRING, Field("array", items=_TEXT_PART)),
         ),
         "name": _STRING,
-        "tool_calls": Field("array", "Assistant messages only: the calls it made.", items=_TOOL_CALL),
+        "tool_calls": Field("array", "Assistant messages only: the calls it made.", items=TOOL_CALL),
         "tool_call_id": Field("string", "Tool messages only (required there): the call this result answers."),
     },
     name="Message",
