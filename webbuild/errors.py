@@ -94,6 +94,14 @@ class ToolchainError(WebbuildError):
     code = "toolchain_missing"
 
 
+class MissingDependencyError(ToolchainError):
+    """A feature needs an optional Python package that is not installed (REST 501: this server cannot do it
+    until its operator installs the extra the message names)."""
+
+    status = 501
+    code = "missing_dependency"
+
+
 class BuildError(WebbuildError):
     """A compile or link step failed."""
 

@@ -42,7 +42,7 @@ def _fit(request: Request, prompt_tokens: int, window: int = MODEL["context_wind
 
 
 def test_the_shared_cases_are_all_here():
-    assert len(CASES) == 58
+    assert len(CASES) == 71
     assert len({c["name"] for c in CASES}) == len(CASES)
 
 

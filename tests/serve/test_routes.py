@@ -158,7 +158,7 @@ BAD_REQUESTS = [
     (json.dumps({"messages": HI, "frobnicate": 1}).encode(), "invalid_request", "frobnicate"),
     (json.dumps({"messages": HI, "n": 17}).encode(), "invalid_request", "n"),
     (json.dumps({"messages": HI, "top_logprobs": 2}).encode(), "invalid_request", "top_logprobs"),
-    (json.dumps({"messages": HI, "tools": [{"type": "function"}]}).encode(), "unsupported_parameter", "tools"),
+    (json.dumps({"messages": HI, "tools": [{"type": "function"}]}).encode(), "invalid_request", "tools[0].function"),
     (json.dumps({"messages": HI, "model": 42}).encode(), "invalid_request", "model"),
 ]  # fmt: skip
 

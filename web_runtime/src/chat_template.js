@@ -6,7 +6,7 @@ import { InvalidRequestError } from "./errors.js";
 import { specialTokenText } from "./tokenizer.js";
 
 /**
- * @typedef {{role: string, content: string | Array<{type: string, text?: string}> | null, name?: string}} ChatMessage
+ * @typedef {{role: string, content: string | Array<{type: string, text?: string}> | null, name?: string, tool_calls?: Array<{id: string, type: string, function: {name: string, arguments: Record<string, any>}}>, tool_call_id?: string}} ChatMessage
  */
 
 export class ChatTemplate {

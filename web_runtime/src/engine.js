@@ -11,6 +11,7 @@ import {
   ModelNotLoadedError,
   WebbuildError,
   DeviceLostError,
+  UnsupportedParameterError,
 } from "./errors.js";
 import { parseChatRequest, parseCompletionRequest, checkAgainstModel, makeUsage, responseHead } from "./openai.js";
 import { chatChunks, chatResponse, completionChunks, completionResponse } from "./responses.js";
@@ -135,6 +136,15 @@ export class Engine {
     const model = this.requireModel();
     const params = parseChatRequest(request, model.defaults);
     this.checkModelName(params.model);
+    // Valid requests (the shared contract), but grammar-constrained decoding runs only in the Python engine so far.
+    const calls = params.tools.length > 0 && params.tool_choice !== "none";
+    const constrained = params.response_format !== null ? "response_format" : calls ? "tools" : null;
+    if (constrained) {
+      throw new UnsupportedParameterError(
+        `${constrained} is not supported by the browser engine yet; the REST API of webbuild serve supports it.`,
+        { param: constrained },
+      );
+    }
     if (!model.template) {
       throw new InvalidRequestError("This model has no chat template; use completions.create() with a prompt.", {
         param: "messages",

@@ -26,7 +26,10 @@ import { ContextLengthExceededError, InvalidRequestError, UnsupportedParameterEr
 
 /**
  * @typedef {GenerationParams & {messages: import("./chat_template.js").ChatMessage[],
- *   chat_template_kwargs: Record<string, string | number | boolean>}} ChatParams
+ *   chat_template_kwargs: Record<string, string | number | boolean>,
+ *   response_format: {type: string, schema?: Record<string, any> | null} | null,
+ *   tools: Record<string, any>[], tool_choice: string, tool_name: string | null,
+ *   parallel_tool_calls: boolean}} ChatParams
  * @typedef {GenerationParams & {prompt: string | number[], echo: boolean}} CompletionParams
  */
 
@@ -81,17 +84,15 @@ export function parseChatRequest(request, defaults = {}) {
   checkWellFormed(req);
   checkFields(req, CHAT_FIELDS);
   const messages = parseMessages(req.messages);
-  if (req.tools != null && !(Array.isArray(req.tools) && req.tools.length === 0)) {
-    throw unsupported("tools", "Tool calls are not supported by this engine yet.");
-  }
-  if (req.tool_choice != null && req.tool_choice !== "none" && req.tool_choice !== "auto") {
-    throw unsupported("tool_choice", "Tool calls are not supported by this engine yet.");
-  }
-  if (req.response_format != null) {
-    const fmt = requireObject(req.response_format, "response_format");
-    if (fmt.type !== "text") {
-      throw unsupported("response_format", `response_format type "${fmt.type}" is not supported yet; use "text".`);
-    }
+  const tools = parseTools(req.tools);
+  const { tool_choice, tool_name } = parseToolChoice(req.tool_choice, tools);
+  const parallel_tool_calls = optionalBool(req, "parallel_tool_calls") ?? true;
+  const response_format = parseResponseFormat(req.response_format);
+  if (response_format !== null && tools.length > 0 && tool_choice !== "none") {
+    throw unsupported(
+      "response_format",
+      "response_format json_object/json_schema together with tools is not supported; drop one, or set tool_choice to none.",
+    );
   }
   const logprobs = optionalBool(req, "logprobs") ?? false;
   let topLogprobs = 0;
@@ -110,6 +111,11 @@ export function parseChatRequest(request, defaults = {}) {
     top_logprobs: topLogprobs,
     messages,
     chat_template_kwargs,
+    response_format,
+    tools,
+    tool_choice,
+    tool_name,
+    parallel_tool_calls,
   };
 }
 
@@ -260,7 +266,9 @@ function parseMessages(messages) {
     if (typeof msg.role !== "string" || !ROLES.has(msg.role)) {
       throw invalid(`${param}.role`, `${param}.role must be one of ${[...ROLES].join(", ")}.`);
     }
-    if (msg.tool_calls != null) throw unsupported(`${param}.tool_calls`, "Tool calls are not supported yet.");
+    const toolCalls = msg.tool_calls == null ? null : msg.role === "assistant" ? msg.tool_calls : undefined;
+    if (toolCalls === undefined) throw invalid(`${param}.tool_calls`, "Only assistant messages have tool_calls.");
+    const calls = toolCalls === null ? null : parseToolCalls(toolCalls, `${param}.tool_calls`);
     const content = msg.content;
     if (content === null || content === undefined) {
       if (msg.role !== "assistant") throw invalid(`${param}.content`, `${param}.content is required.`);
@@ -280,8 +288,138 @@ function parseMessages(messages) {
     const role = msg.role === "developer" ? "system" : msg.role;
     /** @type {import("./chat_template.js").ChatMessage} */
     const out = { role, content: content ?? "" };
+    if (calls !== null) out.tool_calls = calls;
+    if (msg.role === "tool") {
+      if (typeof msg.tool_call_id !== "string") {
+        throw invalid(`${param}.tool_call_id`, `${param}.tool_call_id is required for a tool message.`);
+      }
+      out.tool_call_id = msg.tool_call_id;
+    }
     if (typeof msg.name === "string") out.name = msg.name;
     return out;
+  });
+}
+
+const FUNCTION_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const TOOL_CHOICES = ["none", "auto", "required"];
+const RESPONSE_FORMATS = ["text", "json_object", "json_schema"];
+const MAX_TOOLS = 128;
+
+/**
+ * @param {unknown} value
+ * @param {string} param
+ * @returns {string}
+ */
+function functionName(value, param) {
+  if (typeof value !== "string" || !FUNCTION_NAME.test(value)) {
+    throw invalid(param, `${param} must be 1 to 64 letters, digits, underscores or dashes.`);
+  }
+  return value;
+}
+
+/**
+ * OpenAI's tools, checked as webbuild/engine/request.py checks them (the same params in errors).
+ * @param {unknown} tools
+ * @returns {Record<string, any>[]}
+ */
+function parseTools(tools) {
+  if (tools == null) return [];
+  if (!Array.isArray(tools) || tools.length > MAX_TOOLS) {
+    throw invalid("tools", `tools must be an array of at most ${MAX_TOOLS} tools.`);
+  }
+  const names = new Set();
+  return tools.map((t, i) => {
+    const param = `tools[${i}]`;
+    const tool = requireObject(t, param);
+    if (tool.type !== "function") {
+      throw unsupported(`${param}.type`, `Tools of type "${tool.type}" are not supported; use "function".`);
+    }
+    const fn = requireObject(tool.function, `${param}.function`);
+    const name = functionName(fn.name, `${param}.function.name`);
+    if (names.has(name)) throw invalid(`${param}.function.name`, `Two tools are named "${name}".`);
+    names.add(name);
+    if (fn.description != null && typeof fn.description !== "string") {
+      throw invalid(`${param}.function.description`, `${param}.function.description must be a string.`);
+    }
+    if (fn.parameters != null) requireObject(fn.parameters, `${param}.function.parameters`);
+    optionalBool(fn, "strict", `${param}.function.strict`);
+    return { type: "function", function: Object.fromEntries(Object.entries(fn).filter(([, v]) => v != null)) };
+  });
+}
+
+/**
+ * @param {unknown} choice
+ * @param {Record<string, any>[]} tools
+ * @returns {{tool_choice: string, tool_name: string | null}}
+ */
+function parseToolChoice(choice, tools) {
+  if (choice == null) return { tool_choice: "auto", tool_name: null };
+  if (typeof choice === "string") {
+    if (!TOOL_CHOICES.includes(choice)) {
+      throw invalid("tool_choice", `tool_choice must be one of ${TOOL_CHOICES.join(", ")} or a named function.`);
+    }
+    if (choice === "required" && tools.length === 0) throw invalid("tool_choice", "tool_choice required needs tools.");
+    return { tool_choice: choice, tool_name: null };
+  }
+  const named = requireObject(choice, "tool_choice");
+  if (named.type !== "function") throw invalid("tool_choice.type", "tool_choice.type must be 'function'.");
+  const fn = requireObject(named.function, "tool_choice.function");
+  const name = functionName(fn.name, "tool_choice.function.name");
+  if (!tools.some((t) => t.function.name === name)) {
+    throw invalid("tool_choice", `tool_choice names "${name}", which is not one of the tools.`);
+  }
+  return { tool_choice: "function", tool_name: name };
+}
+
+/**
+ * @param {unknown} format
+ * @returns {{type: string, schema?: Record<string, any> | null} | null}
+ */
+function parseResponseFormat(format) {
+  if (format == null) return null;
+  const fmt = requireObject(format, "response_format");
+  if (typeof fmt.type !== "string") throw invalid("response_format", "response_format.type is required.");
+  if (!RESPONSE_FORMATS.includes(fmt.type)) {
+    throw unsupported(
+      "response_format",
+      `response_format type "${fmt.type}" is not supported; use one of ${RESPONSE_FORMATS.join(", ")}.`,
+    );
+  }
+  if (fmt.type === "text") return null;
+  if (fmt.type === "json_object") return { type: fmt.type };
+  const spec = requireObject(fmt.json_schema, "response_format.json_schema");
+  if (typeof spec.name !== "string" || !spec.name) {
+    throw invalid("response_format.json_schema.name", "response_format.json_schema.name is required.");
+  }
+  optionalBool(spec, "strict", "response_format.json_schema.strict");
+  const schema = spec.schema == null ? null : requireObject(spec.schema, "response_format.json_schema.schema");
+  return { type: fmt.type, schema };
+}
+
+/**
+ * An assistant message's earlier calls, arguments parsed (chat templates write them with tojson).
+ * @param {unknown} calls
+ * @param {string} param
+ */
+function parseToolCalls(calls, param) {
+  if (!Array.isArray(calls)) throw invalid(param, `${param} must be an array.`);
+  return calls.map((c, j) => {
+    const where = `${param}[${j}]`;
+    const call = requireObject(c, where);
+    if (typeof call.id !== "string") throw invalid(`${where}.id`, `${where}.id must be a string.`);
+    if (call.type !== "function") throw unsupported(`${where}.type`, `${where}.type must be 'function'.`);
+    const fn = requireObject(call.function, `${where}.function`);
+    const name = functionName(fn.name, `${where}.function.name`);
+    let args = null;
+    try {
+      args = typeof fn.arguments === "string" ? JSON.parse(fn.arguments) : null;
+    } catch {
+      args = null;
+    }
+    if (args === null || typeof args !== "object" || Array.isArray(args)) {
+      throw invalid(`${where}.function.arguments`, `${where}.function.arguments must be a JSON object text.`);
+    }
+    return { id: call.id, type: "function", function: { name, arguments: args } };
   });
 }
 

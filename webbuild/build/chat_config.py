@@ -162,6 +162,19 @@ def conv_template(tokenizer_config: dict[str, Any], eos_ids: list[int], vocab: _
     )
 
 
+def tool_call_format(tokenizer_config: dict[str, Any]) -> str | None:
+    """How the model writes tool calls, as its HF chat template teaches it (a key of
+    ``webbuild.engine.tool_calls.FORMATS``), or None when the template shows the model no tools."""
+    template = _chat_template_text(tokenizer_config)
+    if not re.search(r"\btools\b", template):
+        return None
+    if "<tool_call>" in template:
+        return "hermes"
+    if "<|start_header_id|>" in template and '"parameters"' in template:
+        return "llama3_json"
+    return None
+
+
 def build_chat_config(
     config: dict[str, Any],
     tokenizer_config: dict[str, Any],
@@ -235,6 +248,8 @@ def build_chat_config(
             "strip_space_in_decode": False,
         },
         "conv_template": asdict(conv_template(tokenizer_config, eos_ids, vocab)),
+        # Ours: the tool-call format of the chat template (engine/tool_calls.py), or null without tool support.
+        "tool_call_format": tool_call_format(tokenizer_config),
         "pad_token_id": pad_id if pad_id is not None else 0,
         "bos_token_id": bos_id,
         "eos_token_id": eos_value,

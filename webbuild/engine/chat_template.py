@@ -33,10 +33,17 @@ class ChatTemplate:
         self.special = {k: _token_text(tokenizer_config.get(k)) for k in ("bos_token", "eos_token", "pad_token")}
 
     def render(
-        self, messages: list[dict[str, str]], add_generation_prompt: bool = True, extra: dict[str, Any] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        extra: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
-        """``extra``: a request's ``chat_template_kwargs`` (``enable_thinking`` ...), as transformers passes them."""
+        """``extra``: a request's ``chat_template_kwargs`` (``enable_thinking`` ...), as transformers passes them;
+        ``tools``: OpenAI's tool list, which templates that support tools read as ``tools``."""
         variables = {**(extra or {}), **self.special}
+        if tools:
+            variables["tools"] = tools
         try:
             return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt, **variables)
         except TemplateError as exc:

@@ -21,11 +21,19 @@ from webbuild.build.library import build_library
 from webbuild.build.prepare import PreparedModel, prepare_model, read_model_files
 from webbuild.build.source import load_source
 from webbuild.engine.chat_template import ChatTemplate
+from webbuild.engine.grammar import Constraint, Grammars
 from webbuild.engine.model_runner import PAGE_SIZE, ModelRunner
 from webbuild.engine.request import Request, check_model_limits, parse_chat_request, parse_completion_request
 from webbuild.engine.response import Choice, ResponseBuilder, TokenLogprob, usage
 from webbuild.engine.scheduler import Generation, Job, Scheduler, stats
-from webbuild.errors import ContextLengthExceededError, InputError, InvalidRequestError, UnsupportedError
+from webbuild.engine.tool_calls import FORMATS, ToolCallFormat, ToolCallParser, call_deltas, split_tool_calls
+from webbuild.errors import (
+    ContextLengthExceededError,
+    InputError,
+    InvalidRequestError,
+    UnsupportedError,
+    UnsupportedParameterError,
+)
 from webbuild.site_format import is_site, read_manifest
 
 # mode -> (max concurrent sequences, KV cache size in context windows), as the seed system's modes:
@@ -98,6 +106,9 @@ class Engine:
         eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.stop_token_ids = set(conv.get("stop_token_ids") or []) | set(eos_ids)
         self.scheduler = Scheduler(runner, self.stop_token_ids, self.decode, prefix_cache=config.prefix_cache)
+        self.grammars = Grammars(self.model.tokenizer_json, cfg.vocab_size, self.stop_token_ids)
+        tool_format = self.model.chat_config.get("tool_call_format")
+        self.tool_format: ToolCallFormat | None = FORMATS.get(tool_format) if tool_format else None
         self.chat = _Chat(_Creator(self, chat=True))
         self.completions = _Creator(self, chat=False)
 
@@ -108,12 +119,17 @@ class Engine:
 
     # -- tokens ---------------------------------------------------------------------------------------------
     def encode_messages(
-        self, messages: list[dict[str, str]], template_kwargs: dict[str, Any] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        template_kwargs: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[int]:
-        """``template_kwargs``: a request's ``chat_template_kwargs`` (``enable_thinking`` ...)."""
+        """``template_kwargs``: a request's ``chat_template_kwargs`` (``enable_thinking`` ...); ``tools``: the
+        tools the template shows the model."""
         if self.template is None:
             raise InputError("this model has no chat template; use completions.create(prompt=...)")
-        return self._encode(self.template.render(messages, extra=template_kwargs), special_tokens=False)
+        text = self.template.render(messages, extra=template_kwargs, tools=tools)
+        return self._encode(text, special_tokens=False)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         return self._encode(prompt, special_tokens=True)
@@ -200,8 +216,11 @@ class Engine:
         iterator of chunks whose ``close()`` aborts the request. Setting ``abort`` from another thread ends the
         request early too (its choices finish with "abort"); the REST API does that when the client leaves."""
         chat = request.messages is not None
+        tools = self._tool_format(request)
+        grammar = self._grammar(request, tools)
         if chat:
-            prompt_ids = self.encode_messages(request.messages, request.chat_template_kwargs)
+            shown = request.tools if tools is not None else None
+            prompt_ids = self.encode_messages(request.messages, request.chat_template_kwargs, shown)
         elif isinstance(request.prompt, list):
             prompt_ids = request.prompt
         else:
@@ -218,13 +237,14 @@ class Engine:
             n=request.n,
             top_logprobs=request.top_logprobs if request.logprobs else None,
             cancel=abort,
+            grammar=grammar,
         )
         builder = ResponseBuilder(model=self.model_name, chat=chat)
         echo = ""  # completions' echo: every choice's text starts with the prompt's
         if request.echo:
             echo = request.prompt if isinstance(request.prompt, str) else self.decode(prompt_ids)
         if request.stream:
-            return self._stream(job, builder, request, echo)
+            return self._stream(job, builder, request, echo, tools)
         texts: list[list[str]] = [[echo] for _ in range(request.n)]
         logprobs: list[list[TokenLogprob]] = [[] for _ in range(request.n)]
         gens: dict[int, Generation] = {}
@@ -242,11 +262,42 @@ class Engine:
             Choice("".join(texts[i]), gens[i].finish_reason, logprobs[i] if request.logprobs else None)
             for i in range(request.n)
         ]
+        for choice in choices if tools is not None else ():
+            choice.text, choice.tool_calls = split_tool_calls(tools, choice.text or "")
+            if choice.tool_calls and choice.finish_reason == "stop":
+                choice.finish_reason = "tool_calls"
         return builder.complete(choices, _usage(gens))
 
-    def _stream(self, job: Job, builder: ResponseBuilder, request: Request, echo: str) -> Iterator[dict[str, Any]]:
+    def _tool_format(self, request: Request) -> ToolCallFormat | None:
+        """The model's tool-call format when the request offers tools it may call; a model whose chat template
+        shows it no tools refuses them."""
+        if not request.tools or request.tool_choice == "none":
+            return None
+        if self.tool_format is None:
+            raise UnsupportedParameterError(
+                f"{self.model_name}'s chat template does not support tools, so it cannot be shown them or call them.",
+                tip="Use a model whose chat template takes tools (Qwen2.5, Qwen3, Llama 3.1+), or drop tools.",
+                param="tools",
+            )
+        return self.tool_format
+
+    def _grammar(self, request: Request, tools: ToolCallFormat | None) -> Constraint | None:
+        """What the request's output must follow: its response_format, or its tool calls."""
+        if request.response_format is not None:
+            return self.grammars.response_format(request.response_format)
+        if tools is None:
+            return None
+        choice: Any = request.tool_choice
+        if choice == "function":
+            choice = {"type": "function", "function": {"name": request.tool_name}}
+        return self.grammars.tool_calls(tools.structural_tag, request.tools, choice, request.parallel_tool_calls)
+
+    def _stream(
+        self, job: Job, builder: ResponseBuilder, request: Request, echo: str, tools: ToolCallFormat | None
+    ) -> Iterator[dict[str, Any]]:
         """Chunks of every choice as they come (choices interleave, each with its index and finish chunk),
-        then the usage chunk if asked for."""
+        then the usage chunk if asked for. With tools, text that may start a call is held until it is one."""
+        parsers = [ToolCallParser(tools) for _ in range(request.n)] if tools is not None else []
         try:
             for index in range(request.n):
                 if builder.chat:
@@ -257,14 +308,39 @@ class Engine:
             for event in self.scheduler.events(job):
                 if event[0] == "delta":
                     _, index, text, entries = event
-                    yield builder.chunk(text, index=index, logprobs=entries)
+                    if not parsers:
+                        yield builder.chunk(text, index=index, logprobs=entries)
+                        continue
+                    yield from self._tool_chunks(builder, index, parsers[index], parsers[index].push(text), entries)
                 else:
                     _, index, gens[index] = event
-                    yield builder.chunk(None if builder.chat else "", gens[index].finish_reason, index=index)
+                    reason = gens[index].finish_reason
+                    if parsers:
+                        yield from self._tool_chunks(builder, index, parsers[index], parsers[index].flush(), None)
+                        reason = "tool_calls" if parsers[index].calls and reason == "stop" else reason
+                    yield builder.chunk(None if builder.chat else "", reason, index=index)
             if request.include_usage:
                 yield builder.usage_chunk(_usage(gens))
         finally:
             self.scheduler.abort(job)
+
+    @staticmethod
+    def _tool_chunks(
+        builder: ResponseBuilder, index: int, parser: ToolCallParser, items: list[tuple[str, Any]], entries: Any
+    ) -> Iterator[dict[str, Any]]:
+        """The chunks of one choice's parsed text: content, and each call as its deltas; the tokens' logprobs
+        ride on the first (or on an empty chunk when the text is held)."""
+        for kind, value in items:
+            if kind == "content":
+                yield builder.chunk(value, index=index, logprobs=entries)
+            else:
+                position = parser.calls.index(value)
+                for delta in call_deltas(position, value):
+                    yield builder.chunk(None, index=index, logprobs=entries, tool_calls=[delta])
+                    entries = None
+            entries = None
+        if entries:
+            yield builder.chunk(None, index=index, logprobs=entries)
 
 
 def _pages(tokens: int) -> int:

@@ -8,6 +8,7 @@ web_runtime/test/fixtures/request_cases.json holds the cases both sides must pas
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -61,6 +62,22 @@ _TEXT_PART = Field(
     "object",
     properties={"type": Field("string", required=True, enum=("text",)), "text": Field("string", required=True)},
 )
+_FUNCTION_NAME = Field("string", "Letters, digits, underscores and dashes, at most 64.", required=True)
+_FUNCTION_NAME_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+# An assistant message's earlier call: arguments are the JSON text the model wrote (an object).
+TOOL_CALL = Field(
+    "object",
+    properties={
+        "id": Field("string", required=True),
+        "type": Field("string", required=True, enum=("function",)),
+        "function": Field(
+            "object",
+            required=True,
+            properties={"name": _FUNCTION_NAME, "arguments": Field("string", "A JSON object.", required=True)},
+        ),
+    },
+    name="ToolCall",
+)
 MESSAGE = Field(
     "object",
     properties={
@@ -71,9 +88,55 @@ MESSAGE = Field(
             options=(_STRING, Field("array", items=_TEXT_PART)),
         ),
         "name": _STRING,
-        "tool_calls": Field("null", "Tool calls are not supported yet."),
+        "tool_calls": Field("array", "Assistant messages only: the calls it made.", items=TOOL_CALL),
+        "tool_call_id": Field("string", "Tool messages only (required there): the call this result answers."),
     },
     name="Message",
+)
+_JSON_SCHEMA = Field("object", "A JSON Schema.")
+TOOL = Field(
+    "object",
+    properties={
+        "type": Field("string", required=True, enum=("function",)),
+        "function": Field(
+            "object",
+            required=True,
+            properties={
+                "name": _FUNCTION_NAME,
+                "description": _STRING,
+                "parameters": replace(_JSON_SCHEMA, description="The arguments' JSON Schema; absent: any object."),
+                "strict": Field("boolean", "Accepted; arguments always follow parameters."),
+            },
+        ),
+    },
+    name="Tool",
+)
+_NAMED_TOOL_CHOICE = Field(
+    "object",
+    properties={
+        "type": Field("string", required=True, enum=("function",)),
+        "function": Field("object", required=True, properties={"name": _FUNCTION_NAME}),
+    },
+)
+TOOL_CHOICES = ("none", "auto", "required")
+RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+RESPONSE_FORMAT = Field(
+    "object",
+    "Constrains the output: text, any JSON object, or JSON that validates against json_schema.schema.",
+    properties={
+        "type": Field("string", required=True, enum=RESPONSE_FORMATS),
+        "json_schema": Field(
+            "object",
+            "Required with type json_schema.",
+            properties={
+                "name": Field("string", required=True),
+                "description": _STRING,
+                "schema": replace(_JSON_SCHEMA, description="Absent: any JSON object."),
+                "strict": Field("boolean", "Accepted; the output always follows the schema."),
+            },
+        ),
+    },
+    name="ResponseFormat",
 )
 
 
@@ -127,10 +190,20 @@ CHAT_FIELDS: dict[str, Field] = {
     "top_logprobs": Field(
         "integer", "Most likely alternatives per token; only with logprobs: true.", default=0, minimum=0, maximum=20
     ),
-    "tools": Field("array", "Tool calls are not supported yet.", max_items=0),
-    "tool_choice": Field("string", enum=("none", "auto")),
-    "parallel_tool_calls": Field("boolean", "Accepted; it means nothing without tools."),
-    "response_format": Field("object", properties={"type": Field("string", required=True, enum=("text",))}),
+    "tools": Field(
+        "array",
+        "Functions the model may call, shown to it by its chat template; its calls come back as tool_calls.",
+        items=TOOL,
+        max_items=128,
+    ),
+    "tool_choice": Field(
+        "any_of",
+        "none: no calls; auto (the default with tools): the model decides; required: at least one call; a named "
+        "function: exactly that call. Calls follow their parameters' schema.",
+        options=(Field("string", enum=TOOL_CHOICES), _NAMED_TOOL_CHOICE),
+    ),
+    "parallel_tool_calls": Field("boolean", "false: at most one call per answer.", default=True),
+    "response_format": RESPONSE_FORMAT,
     "chat_template_kwargs": Field(
         "object",
         'Extra variables for the model\'s chat template, e.g. {"enable_thinking": false} for Qwen3.',
@@ -187,7 +260,7 @@ class Request:
     """A parsed chat or text completion request; exactly one of ``messages``/``prompt`` is set."""
 
     sampling: SamplingParams
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | list[int] | None = None  # text, or token ids
     model: str | None = None
     stream: bool = False
@@ -198,6 +271,12 @@ class Request:
     top_logprobs: int = 0  # and this many most likely alternatives for each
     max_tokens_given: bool = False  # False: sampling.max_tokens is the endpoint's default, fitted to the window
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)  # chat only: extra template variables
+    # chat only: {"type": "json_object"} or {"type": "json_schema", "schema": {...}}; None for text
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)  # as given: {"type": "function", "function": {...}}
+    tool_choice: str = "auto"  # none | auto | required | function (the one named by ``tool_name``)
+    tool_name: str | None = None
+    parallel_tool_calls: bool = True
 
 
 def _invalid(param: str | None, message: str) -> InvalidRequestError:
@@ -317,7 +396,44 @@ def _content(content: Any, role: str, param: str) -> str:
     return content
 
 
-def _messages(messages: Any) -> list[dict[str, str]]:
+def _function_name(value: Any, param: str) -> str:
+    if not (isinstance(value, str) and re.fullmatch(_FUNCTION_NAME_PATTERN, value)):
+        raise _invalid(param, f"{param} must be 1 to 64 letters, digits, underscores or dashes.")
+    return value
+
+
+def _json_schema(value: Any, param: str) -> dict[str, Any] | None:
+    """A schema is checked only for being an object here; whether it is one the grammar compiler takes is the
+    engine's check (a 400 with the same param)."""
+    return None if value is None else _object(value, param)
+
+
+def _tool_calls(calls: Any, param: str) -> list[dict[str, Any]]:
+    """An assistant message's calls, with arguments parsed: chat templates write them with ``tojson``."""
+    if not isinstance(calls, list):
+        raise _invalid(param, f"{param} must be an array.")
+    out = []
+    for j, call in enumerate(calls):
+        where = f"{param}[{j}]"
+        call = _object(call, where)
+        if not isinstance(call.get("id"), str):
+            raise _invalid(f"{where}.id", f"{where}.id must be a string.")
+        if call.get("type") != "function":
+            raise _unsupported(f"{where}.type", f"{where}.type must be 'function'.")
+        function = _object(call.get("function"), f"{where}.function")
+        name = _function_name(function.get("name"), f"{where}.function.name")
+        arguments = function.get("arguments")
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else None
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise _invalid(f"{where}.function.arguments", f"{where}.function.arguments must be a JSON object text.")
+        out.append({"id": call["id"], "type": "function", "function": {"name": name, "arguments": parsed}})
+    return out
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages", "messages must be a non-empty array.")
     roles = MESSAGE.properties["role"].enum
@@ -328,9 +444,16 @@ def _messages(messages: Any) -> list[dict[str, str]]:
         role = msg.get("role")
         if role not in roles:
             raise _invalid(f"{param}.role", f"{param}.role must be one of {', '.join(roles)}.")
+        parsed: dict[str, Any] = {"role": ROLE_ALIASES.get(role, role)}
         if msg.get("tool_calls") is not None:
-            raise _unsupported(f"{param}.tool_calls", "Tool calls are not supported yet.")
-        parsed = {"role": ROLE_ALIASES.get(role, role), "content": _content(msg.get("content"), role, param)}
+            if role != "assistant":
+                raise _invalid(f"{param}.tool_calls", "Only assistant messages have tool_calls.")
+            parsed["tool_calls"] = _tool_calls(msg["tool_calls"], f"{param}.tool_calls")
+        parsed["content"] = _content(msg.get("content"), role, param)
+        if role == "tool":
+            if not isinstance(msg.get("tool_call_id"), str):
+                raise _invalid(f"{param}.tool_call_id", f"{param}.tool_call_id is required for a tool message.")
+            parsed["tool_call_id"] = msg["tool_call_id"]
         if isinstance(msg.get("name"), str):
             parsed["name"] = msg["name"]
         out.append(parsed)
@@ -428,15 +551,16 @@ def parse_chat_request(body: Any, defaults: dict[str, Any] | None = None) -> Req
     _well_formed(req)
     _check_fields(req, CHAT_FIELDS)
     messages = _messages(req.get("messages"))
-    tools, most_tools = req.get("tools"), CHAT_FIELDS["tools"].max_items or 0
-    if tools is not None and not (isinstance(tools, list) and len(tools) <= most_tools):
-        raise _unsupported("tools", "Tool calls are not supported by this engine yet.")
-    if not _supported(req.get("tool_choice"), CHAT_FIELDS["tool_choice"]):
-        raise _unsupported("tool_choice", "Tool calls are not supported by this engine yet.")
-    if req.get("response_format") is not None:
-        kind = _object(req["response_format"], "response_format").get("type")
-        if kind not in CHAT_FIELDS["response_format"].properties["type"].enum:
-            raise _unsupported("response_format", f"response_format type {kind!r} is not supported yet; use 'text'.")
+    tools = _tools(req.get("tools"))
+    tool_choice, tool_name = _tool_choice(req.get("tool_choice"), tools)
+    parallel = _scalar(req.get("parallel_tool_calls"), "parallel_tool_calls", CHAT_FIELDS["parallel_tool_calls"])
+    response_format = _response_format(req.get("response_format"))
+    if response_format is not None and tools and tool_choice != "none":
+        raise _unsupported(
+            "response_format",
+            "response_format json_object/json_schema together with tools is not "
+            "supported; drop one, or set tool_choice to none.",
+        )
     logprobs, top_logprobs = _chat_logprobs(req)
     max_tokens, max_completion = req.get("max_tokens"), req.get("max_completion_tokens")
     if max_tokens is not None and max_completion is not None and not _same(max_tokens, max_completion):
@@ -445,7 +569,83 @@ def parse_chat_request(body: Any, defaults: dict[str, Any] | None = None) -> Req
     request = _common(req, CHAT_FIELDS, defaults or {}, max_field)
     request.messages, request.logprobs, request.top_logprobs = messages, logprobs, top_logprobs
     request.chat_template_kwargs = _template_kwargs(req.get("chat_template_kwargs"))
+    request.response_format, request.tools = response_format, tools
+    request.tool_choice, request.tool_name, request.parallel_tool_calls = tool_choice, tool_name, parallel
     return request
+
+
+def _tools(tools: Any) -> list[dict[str, Any]]:
+    if tools is None:
+        return []
+    most = CHAT_FIELDS["tools"].max_items or 0
+    if not isinstance(tools, list) or len(tools) > most:
+        raise _invalid("tools", f"tools must be an array of at most {most} tools.")
+    names: set[str] = set()
+    out = []
+    for i, tool in enumerate(tools):
+        param = f"tools[{i}]"
+        tool = _object(tool, param)
+        if tool.get("type") != "function":
+            raise _unsupported(
+                f"{param}.type", f"Tools of type {tool.get('type')!r} are not supported; use 'function'."
+            )
+        function = _object(tool.get("function"), f"{param}.function")
+        name = _function_name(function.get("name"), f"{param}.function.name")
+        if name in names:
+            raise _invalid(f"{param}.function.name", f"Two tools are named {name!r}.")
+        names.add(name)
+        if function.get("description") is not None and not isinstance(function["description"], str):
+            raise _invalid(f"{param}.function.description", f"{param}.function.description must be a string.")
+        _json_schema(function.get("parameters"), f"{param}.function.parameters")
+        spec = TOOL.properties["function"].properties["strict"]
+        _scalar(function.get("strict"), f"{param}.function.strict", spec)
+        out.append({"type": "function", "function": {k: v for k, v in function.items() if v is not None}})
+    return out
+
+
+def _tool_choice(choice: Any, tools: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """(none | auto | required | function, the forced function's name)."""
+    if choice is None:
+        return "auto", None
+    if isinstance(choice, str):
+        if choice not in TOOL_CHOICES:
+            raise _invalid("tool_choice", f"tool_choice must be one of {', '.join(TOOL_CHOICES)} or a named function.")
+        if choice == "required" and not tools:
+            raise _invalid("tool_choice", "tool_choice required needs tools.")
+        return choice, None
+    choice = _object(choice, "tool_choice")
+    if choice.get("type") != "function":
+        raise _invalid("tool_choice.type", "tool_choice.type must be 'function'.")
+    name = _function_name(
+        _object(choice.get("function"), "tool_choice.function").get("name"), "tool_choice.function.name"
+    )
+    if name not in {t["function"]["name"] for t in tools}:
+        raise _invalid("tool_choice", f"tool_choice names {name!r}, which is not one of the tools.")
+    return "function", name
+
+
+def _response_format(fmt: Any) -> dict[str, Any] | None:
+    if fmt is None:
+        return None
+    fmt = _object(fmt, "response_format")
+    kind = fmt.get("type")
+    if not isinstance(kind, str):
+        raise _invalid("response_format", "response_format.type is required.")
+    if kind not in RESPONSE_FORMATS:
+        raise _unsupported(
+            "response_format",
+            f"response_format type {kind!r} is not supported; use one of {', '.join(RESPONSE_FORMATS)}.",
+        )
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": kind}
+    spec = _object(fmt.get("json_schema"), "response_format.json_schema")
+    if not isinstance(spec.get("name"), str) or not spec["name"]:
+        raise _invalid("response_format.json_schema.name", "response_format.json_schema.name is required.")
+    strict = RESPONSE_FORMAT.properties["json_schema"].properties["strict"]
+    _scalar(spec.get("strict"), "response_format.json_schema.strict", strict)
+    return {"type": kind, "schema": _json_schema(spec.get("schema"), "response_format.json_schema.schema")}
 
 
 def _template_kwargs(kwargs: Any) -> dict[str, Any]:

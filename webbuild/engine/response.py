@@ -25,11 +25,13 @@ class TokenLogprob:
 
 @dataclass
 class Choice:
-    """One finished choice: ``logprobs`` is None unless the request asked for them."""
+    """One finished choice: ``logprobs`` is None unless the request asked for them; a chat choice that called
+    tools has ``tool_calls`` (and ``text`` None when it said nothing else)."""
 
-    text: str
+    text: str | None
     finish_reason: str
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 def new_id(prefix: str) -> str:
@@ -118,12 +120,16 @@ class ResponseBuilder:
         *,
         index: int = 0,
         logprobs: list[TokenLogprob] | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """One streamed chunk of choice ``index``; ``logprobs`` are the entries of the tokens ``text`` carries."""
+        """One streamed chunk of choice ``index``; ``logprobs`` are the entries of the tokens ``text`` carries;
+        ``tool_calls`` are OpenAI's call deltas (``index``, then ``id``/``type``/name, then arguments)."""
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant"} if role else {}
             if text is not None:
                 delta["content"] = text
+            if tool_calls:
+                delta["tool_calls"] = tool_calls
             choice = {
                 "index": index,
                 "delta": delta,
@@ -148,9 +154,13 @@ class ResponseBuilder:
         for index, c in enumerate(choices):
             logprobs = self._logprobs(c.logprobs)
             if self.chat:
-                message = {"role": "assistant", "content": c.text}
+                message: dict[str, Any] = {"role": "assistant", "content": c.text}
+                if c.tool_calls:
+                    message["tool_calls"] = c.tool_calls
                 out.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": c.finish_reason})
             else:
-                out.append({"index": index, "text": c.text, "logprobs": logprobs, "finish_reason": c.finish_reason})
+                out.append(
+                    {"index": index, "text": c.text or "", "logprobs": logprobs, "finish_reason": c.finish_reason}
+                )
         obj = "chat.completion" if self.chat else "text_completion"
         return self._envelope(obj, out) | {"usage": usage_}

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from webbuild.engine.grammar import Constraint, Matcher
 from webbuild.engine.model_runner import PAGE_SIZE, ModelRunner
 from webbuild.engine.prefix_cache import PrefixCache, Reuse
 from webbuild.engine.request import SamplingParams
@@ -121,6 +122,7 @@ class _Sequence:
     counts: dict[int, int] = field(default_factory=dict)  # generated token id -> times, for the penalties
     forks: bool = False  # starts from a sibling's KV instead of prefilling the prompt
     logprobs: list[TokenLogprob] = field(default_factory=list)  # per generated token, when asked for
+    matcher: Matcher | None = None  # its place in the request's grammar (response_format, tools)
     finished: bool = False
 
     @property
@@ -162,9 +164,11 @@ class Scheduler:
         n: int = 1,
         top_logprobs: int | None = None,
         cancel: threading.Event | None = None,
+        grammar: Constraint | None = None,
     ) -> Job:
         """Queues ``n`` choices of ``prompt``; ``top_logprobs`` (an int, 0 included) asks for logprobs with
-        that many alternatives; setting ``cancel`` aborts the request as ``abort`` does."""
+        that many alternatives; setting ``cancel`` aborts the request as ``abort`` does; every choice follows
+        ``grammar``."""
         job = Job(prompt=prompt, n=n, cancel=cancel)
         choices = [
             _Sequence(
@@ -179,6 +183,7 @@ class Scheduler:
                 gen=Generation(prompt_tokens=len(prompt)),
                 top_logprobs=top_logprobs,
                 context=prompt,
+                matcher=grammar.matcher() if grammar is not None else None,
             )
             for index in range(n)
         ]
@@ -416,6 +421,8 @@ class Scheduler:
             logits = apply_penalties(
                 logits, seq.counts, sampling.logit_bias, sampling.presence_penalty, sampling.frequency_penalty
             )
+        if seq.matcher is not None:
+            logits = seq.matcher.mask(logits)
         token = seq.sampler.sample(logits, sampling.temperature, sampling.top_p)
         seq.counts[token] = seq.counts.get(token, 0) + 1
         gen = seq.gen
@@ -424,6 +431,8 @@ class Scheduler:
         if token in self.stop_token_ids:
             gen.finish_reason = "stop"
             return self._finish(seq)
+        if seq.matcher is not None:
+            seq.matcher.accept(token)
         gen.completion_tokens += 1
         if seq.top_logprobs is not None:
             logprob, top = token_logprobs(logits, token, seq.top_logprobs)

@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webbuild.engine.request import CHAT_FIELDS, COMPLETION_FIELDS, MAX_SAFE_INTEGER, MESSAGE, Field
+from webbuild.engine.request import (
+    CHAT_FIELDS,
+    COMPLETION_FIELDS,
+    MAX_SAFE_INTEGER,
+    MESSAGE,
+    RESPONSE_FORMAT,
+    TOOL,
+    TOOL_CALL,
+    Field,
+)
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +101,7 @@ _USAGE = {
         "extra": {"type": "object"},
     },
 }
-_FINISH = _nullable({"enum": ["stop", "length", "abort"]})
+_FINISH = _nullable({"enum": ["stop", "length", "tool_calls", "abort"]})
 _TOKEN = {
     "token": {"type": "string", "description": "The token decoded alone."},
     "logprob": {"type": "number", "description": "Natural log, before temperature and top_p."},
@@ -159,7 +168,11 @@ _CHAT_COMPLETION = _completion_object(
             "message": {
                 "type": "object",
                 "required": ["role", "content"],
-                "properties": {"role": {"const": "assistant"}, "content": _nullable({"type": "string"})},
+                "properties": {
+                    "role": {"const": "assistant"},
+                    "content": _nullable({"type": "string"}),
+                    "tool_calls": {"type": "array", "items": _ref("ToolCall")},
+                },
             },
             "logprobs": _CHAT_LOGPROBS,
             "finish_reason": _FINISH,
@@ -323,6 +336,9 @@ def openapi_spec(version: str = "0.1.0", defaults: Mapping[str, Any] | None = No
         "components": {
             "schemas": {
                 "Message": _inline(MESSAGE),
+                "ToolCall": _inline(TOOL_CALL),
+                "Tool": _inline(TOOL),
+                "ResponseFormat": _inline(RESPONSE_FORMAT),
                 "ChatCompletionRequest": request_schema(CHAT_FIELDS, defaults),
                 "CompletionRequest": request_schema(COMPLETION_FIELDS, defaults),
                 "ChatCompletion": _CHAT_COMPLETION,
