@@ -1,4 +1,4 @@
-"""The real SmolLM2 q4f32_1 site in headless Chromium (software WebGPU), checked against the CPU engine.
+"""The real SmolLM2 site (its preset's q4f32_m) in headless Chromium (software WebGPU), checked against the CPU engine.
 
 SwiftShader runs WebGPU on the CPU (~0.1 token/s for this model), so prompts are short and token counts small.
 """

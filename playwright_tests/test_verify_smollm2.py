@@ -1,4 +1,4 @@
-"""``webbuild verify`` on the real SmolLM2 q4f32_1 site: the browser (SwiftShader WebGPU, ~1 token/s of
+"""``webbuild verify`` on the real SmolLM2 site (its preset's q4f32_m): the browser (SwiftShader WebGPU, ~1 token/s of
 scoring) agrees with the CPU build of the same quantization. One short raw prompt keeps it to ~10 positions;
 the failing case (weights altered after the build) runs on a tiny model in tests/test_verify.py."""
 

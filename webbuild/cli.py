@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantization",
         type=_quantization,
         metavar="SCHEME",
-        help="q4f32_1, q4f16_1, q0f32 or q0f16 (default: the site's default build, or q4f32_1 for a model)",
+        help="e.g. q4f32_m, q4f32_1, q0f32 (default: the site's default build; a model: its preset's, else q4f32_m)",
     )
     p.add_argument(
         "--temperature", type=float, metavar="T", help="sampling temperature, 0-2; 0 is greedy (default: the model's)"

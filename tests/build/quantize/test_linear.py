@@ -1,17 +1,23 @@
 """The linear layers' kernels, compiled for the CPU (llvm), and for CUDA where a GPU is present: each GGUF type's
 groups, stored in our layout, come back out of the kernel as the same float32 bits (embedding rows), and the
-matmul is x @ those weights."""
+matmul is x @ those weights; and the WebGPU kernels of a tiny model decode weights in straight-line code."""
 
 from __future__ import annotations
+
+import re
 
 import gguf
 import numpy as np
 import pytest
 import tvm
+from tiny_llama import tiny_llama_model
 from tvm import relax
 from tvm.relax.frontend import nn
 
+from webbuild.build.arch import get_architecture
 from webbuild.build.compile import compile_module, make_target
+from webbuild.build.export import export_model
+from webbuild.build.quantize import get_scheme
 from webbuild.build.quantize.gguf_blocks import QuantizedTensor
 from webbuild.build.quantize.linear import QuantLinear
 from webbuild.build.quantize.scheme import LAYOUTS
@@ -95,3 +101,28 @@ def test_the_matmul_uses_those_weights(kernels) -> None:
     want = x.astype(np.float64) @ expected.astype(dtype).astype(np.float64).T
     # f16 activations and sums (and, on a GPU, another order of the sums): a tolerance, not the bits
     np.testing.assert_allclose(got, want, rtol=0, atol=(1e-5 if dtype == "float32" else 2e-2) * np.abs(want).max())
+
+
+def _wgsl(executable: relax.VMExecutable) -> str:
+    modules, found = [executable.mod], []  # the webgpu module hangs under the wasm host module
+    while modules:
+        module = modules.pop()
+        modules += list(module.imports)
+        found += [module.inspect_source()] if module.kind == "webgpu" else []
+    return "\n".join(found)
+
+
+def test_webgpu_kernels_decode_weights_without_branches() -> None:
+    """A branch on a weight's bits per element (float16 scales rebuilt through if/else, as TVM lowers a Select
+    whose arms read memory) made SwiftShader spend minutes compiling SmolLM2's decode MLP kernel until
+    Chromium's GPU watchdog killed the GPU process. Every kernel of a tiny model's WebGPU library, the folded
+    decode kernels included, must read scales, minimums and codes in straight-line code."""
+    tiny = tiny_llama_model()
+    cfg = get_architecture("llama").config_from_hf(tiny.config, 128, 16)
+    target = make_target("webgpu")
+    source = _wgsl(compile_module(export_model(cfg, get_scheme("q4f32_m"), target).mod, target))
+    assert re.search(r"_q_min\d*_ptr", source) and re.search(r"q8_matmul", source)  # both layouts are there
+    branches = [line.strip() for line in source.splitlines() if re.match(r"\s*(\} else )?if \(", line)]
+    assert branches
+    on_weights = [line for line in branches if re.search(r"_q_(weight|scale|min)\d*_ptr", line)]
+    assert not on_weights, on_weights[:3]

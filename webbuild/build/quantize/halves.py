@@ -31,9 +31,13 @@ def unpack_halves(words: np.ndarray, n: int) -> np.ndarray:
 def half_at(words: Any, row: Any, i: Any) -> Any:
     """TIR: value ``i`` of ``row`` in a ``pack_halves`` tensor, as an exact float32, with integer operations only.
 
-    Normal halves move their exponent from bias 15 to bias 127; subnormals (exponent 0, e.g. the scale of a
-    group of tiny embedding values) are ``mantissa * 2**-24``, computed as such so that no f32 subnormal appears
-    (GPUs may flush those to zero).
+    A half is ``(-1)**sign * m * 2**(e - 25)`` with ``m = mantissa + 1024`` and ``e = exponent`` when normal,
+    ``m = mantissa`` and ``e = 1`` when subnormal (exponent 0, e.g. the scale of a group of tiny embedding
+    values). ``m`` and the power of two are both exact, normal float32 values (no f32 subnormal appears, which
+    GPUs may flush to zero), so their product is exact. Branch-free on purpose: a ``Select`` whose arms read
+    memory becomes an ``if``/``else`` (TVM's RewriteUnsafeSelect), and SwiftShader took minutes to compile a
+    matmul whose every weight carried two such nested branches, until Chromium's GPU watchdog killed the GPU
+    process ("A valid external Instance reference no longer exists").
     """
     from tvm import tirx
 
@@ -42,7 +46,7 @@ def half_at(words: Any, row: Any, i: Any) -> Any:
 
     bits = (words[row, i // 2] >> ((i % 2) * 16).astype("uint32")) & u32(0xFFFF)
     exponent = (bits >> u32(10)) & u32(0x1F)
-    normal = tirx.reinterpret("float32", ((bits & u32(0x7FFF)) << u32(13)) + u32((127 - 15) << 23))
-    subnormal = (bits & u32(0x3FF)).astype("float32") * tirx.const(2.0**-24, "float32")
-    magnitude = tirx.Select(exponent == u32(0), subnormal, normal)
-    return tirx.Select((bits & u32(0x8000)) != u32(0), -magnitude, magnitude)
+    mantissa = (bits & u32(0x3FF)) | (tirx.min(exponent, u32(1)) << u32(10))
+    power = tirx.reinterpret("float32", (tirx.max(exponent, u32(1)) + u32(127 - 25)) << u32(23))
+    sign = tirx.reinterpret("float32", ((bits & u32(0x8000)) << u32(16)) | u32(0x3F800000))  # +1.0 or -1.0
+    return mantissa.astype("float32") * power * sign
