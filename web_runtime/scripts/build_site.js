@@ -11,9 +11,11 @@
 //   vendor.js          src/vendor.js with each package name replaced by "./vendor/<file>"
 //   vendor/            the dependencies' browser files, unchanged: tokenizers.mjs (@huggingface/tokenizers
 //                      dist/tokenizers.mjs), jinja.js (@huggingface/jinja dist/index.js), tvmjs.js
-//                      (@mlc-ai/web-runtime lib/index.js), and their licences: LICENSE.tokenizers.txt,
-//                      LICENSE.jinja.txt, LICENSE.tvmjs.txt, NOTICE.tvmjs.txt, LICENSE.tslib.txt (tvmjs
-//                      inlines tslib's helpers)
+//                      (@mlc-ai/web-runtime lib/index.js), xgrammar.js (@mlc-ai/web-xgrammar lib/index.js,
+//                      its wasm inlined), and their licences: LICENSE.tokenizers.txt, LICENSE.jinja.txt,
+//                      LICENSE.tvmjs.txt, NOTICE.tvmjs.txt, LICENSE.tslib.txt (tvmjs inlines tslib's
+//                      helpers), LICENSE.xgrammar.txt (Apache-2.0, which its package.json names: the
+//                      package ships no licence file, so the Apache text comes from tvmjs's LICENSE)
 // Nothing else: every import is relative and resolves inside OUT_DIR (checked here, the build fails
 // otherwise), so the folder works under any URL path. The files are plain ES modules (tvmjs.js: a UMD
 // script that, imported as a module, defines globalThis.tvmjs); serve .js/.mjs as text/javascript.
@@ -42,9 +44,12 @@ export const VENDOR = {
     as: "tvmjs.js",
     licences: { LICENSE: "LICENSE.tvmjs.txt", NOTICE: "NOTICE.tvmjs.txt" },
   },
+  "@mlc-ai/web-xgrammar": { file: "lib/index.js", as: "xgrammar.js", licences: {} },
 };
 /** Licences of code inlined into a vendored file: tvmjs's bundle carries tslib's helpers. */
 const INLINED = { tslib: { licences: { "LICENSE.txt": "LICENSE.tslib.txt" }, in: "@mlc-ai/web-runtime" } };
+/** Apache-2.0 packages that ship no licence file: the licence's text, cut from tvmjs's LICENSE (its first part). */
+const APACHE = { from: "@mlc-ai/web-runtime", file: "LICENSE", end: "limitations under the License.\n", for: ["LICENSE.xgrammar.txt"] };
 
 /**
  * Builds the runtime folder.
@@ -70,6 +75,10 @@ export function buildSite(outDir = join(ROOT, "dist", "runtime")) {
       const dir = packageDir(pkg, packageDir(spec.in, ROOT));
       for (const [from, to] of Object.entries(spec.licences)) copy(join(dir, from), join(tmp, "vendor", to));
     }
+    const apache = readFileSync(join(packageDir(APACHE.from, ROOT), APACHE.file), "utf8");
+    const cut = apache.indexOf(APACHE.end);
+    if (cut < 0) throw new Error(`${APACHE.from}/${APACHE.file} no longer starts with the Apache License 2.0 text.`);
+    for (const name of APACHE.for) writeFileSync(join(tmp, "vendor", name), apache.slice(0, cut + APACHE.end.length));
     checkImports(tmp);
     rmSync(out, { recursive: true, force: true });
     mkdirSync(dirname(out), { recursive: true });

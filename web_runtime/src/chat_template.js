@@ -43,14 +43,17 @@ export class ChatTemplate {
 
   /**
    * @param {ChatMessage[]} messages
-   * @param {{addGenerationPrompt?: boolean, extra?: Record<string, unknown>}} [options]
+   * @param {{addGenerationPrompt?: boolean, extra?: Record<string, unknown>, tools?: Record<string, any>[] | null}} [options]
+   *   `extra`: a request's chat_template_kwargs; `tools`: OpenAI's tool list, which templates that support
+   *   tools read as `tools`
    * @returns {string}
    */
-  render(messages, { addGenerationPrompt = true, extra = {} } = {}) {
+  render(messages, { addGenerationPrompt = true, extra = {}, tools = null } = {}) {
     const plain = messages.map((m) => ({ ...m, content: messageText(m.content) }));
     try {
       return this.template.render({
         ...extra,
+        ...(tools?.length ? { tools } : {}),
         messages: plain,
         add_generation_prompt: addGenerationPrompt,
         bos_token: this.bosToken,

@@ -11,7 +11,6 @@ import {
   ModelNotLoadedError,
   WebbuildError,
   DeviceLostError,
-  UnsupportedParameterError,
 } from "./errors.js";
 import { parseChatRequest, parseCompletionRequest, checkAgainstModel, makeUsage, responseHead } from "./openai.js";
 import { chatChunks, chatResponse, completionChunks, completionResponse } from "./responses.js";
@@ -21,6 +20,8 @@ import { generateChoices } from "./generation.js";
 import { forwardLogits, scoreSequence, MAX_TOP_K } from "./scoring.js";
 import { SerialLock } from "./lock.js";
 import { profileSteps } from "./profile.js";
+import { requestConstraint } from "./grammar.js";
+import { toolFormatFor } from "./tool_calls.js";
 
 /** @typedef {import("./model.js").Pipeline} Pipeline */
 
@@ -136,29 +137,24 @@ export class Engine {
     const model = this.requireModel();
     const params = parseChatRequest(request, model.defaults);
     this.checkModelName(params.model);
-    // Valid requests (the shared contract), but grammar-constrained decoding runs only in the Python engine so far.
-    const calls = params.tools.length > 0 && params.tool_choice !== "none";
-    const constrained = params.response_format !== null ? "response_format" : calls ? "tools" : null;
-    if (constrained) {
-      throw new UnsupportedParameterError(
-        `${constrained} is not supported by the browser engine yet; the REST API of webbuild serve supports it.`,
-        { param: constrained },
-      );
-    }
     if (!model.template) {
       throw new InvalidRequestError("This model has no chat template; use completions.create() with a prompt.", {
         param: "messages",
       });
     }
+    // Tools the model may call are shown to it; response_format or the calls constrain its output (grammar.js).
+    const toolFormat = toolFormatFor(params, model.toolCallFormat, model.record.id);
+    const tools = toolFormat ? params.tools : null;
     const promptIds = model.tokenizer.encode(
-      model.template.render(params.messages, { extra: params.chat_template_kwargs }),
+      model.template.render(params.messages, { extra: params.chat_template_kwargs, tools }),
     );
     params.max_tokens = checkAgainstModel(params, limits(model), promptIds.length);
+    const constraint = await requestConstraint(model.grammars, params, toolFormat);
     const head = responseHead("chatcmpl", model.record.id);
     const stops = [...params.stop, ...model.chatStops];
-    const start = () => this.run(promptIds, params, stops, signal);
-    if (params.stream) return chatChunks(head, start, params.include_usage);
-    return chatResponse(head, await start(), params);
+    const start = () => this.run(promptIds, params, stops, signal, constraint);
+    if (params.stream) return chatChunks(head, start, params.include_usage, toolFormat);
+    return chatResponse(head, await start(), params, toolFormat);
   }
 
   /**
@@ -399,16 +395,18 @@ export class Engine {
    * @param {import("./openai.js").GenerationParams} params
    * @param {string[]} stops
    * @param {AbortSignal | undefined} signal
+   * @param {import("./grammar.js").Constraint | null} [constraint]  what the output follows; disposed at the end
    */
-  async run(promptIds, params, stops, signal) {
+  async run(promptIds, params, stops, signal, constraint = null) {
     /** @type {import("./generation.js").GenerationResult} */
     const result = { usage: makeUsage(promptIds.length, 0) };
     const self = this;
     const release = await this.lock.acquire();
     async function* deltas() {
       try {
-        yield* self.generate(promptIds, params, stops, signal, result);
+        yield* self.generate(promptIds, params, stops, signal, result, constraint);
       } finally {
+        constraint?.dispose();
         release();
       }
     }
@@ -422,9 +420,10 @@ export class Engine {
    * @param {string[]} stops
    * @param {AbortSignal | undefined} signal
    * @param {import("./generation.js").GenerationResult} result
+   * @param {import("./grammar.js").Constraint | null} [constraint]
    * @returns {AsyncGenerator<import("./generation.js").ChoiceDelta>}
    */
-  async *generate(promptIds, params, stops, signal, result) {
+  async *generate(promptIds, params, stops, signal, result, constraint = null) {
     const { pipeline, sequence, tokenizer, stopIds } = this.requireModel();
     this.interrupted = false;
     this.message = "";
@@ -436,7 +435,7 @@ export class Engine {
       interrupted: () => this.interrupted,
       guard: (/** @type {() => Promise<any>} */ fn) => this.guard(fn),
     };
-    for await (const delta of generateChoices(model, promptIds, params, stops, signal, result)) {
+    for await (const delta of generateChoices(model, promptIds, params, stops, signal, result, constraint)) {
       if (delta.index === 0) this.message += delta.text;
       yield delta;
     }

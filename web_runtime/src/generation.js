@@ -5,8 +5,11 @@
 // pipeline can (sampling.js: no logprobs, top_p = 1), drawing the same numbers from the same seeded
 // generator. Choices run one after another on the KV cache's one sequence: when the pipeline can pop tokens
 // (popN), a choice's tokens are popped and the next choice starts from the prompt's KV and logits; otherwise
-// the prompt is prefilled again. Yields text deltas tagged with their choice (and logprobs when asked for);
-// fills in the usage (with timings and the prompt tokens found in the cache) when done.
+// the prompt is prefilled again. A request's grammar (grammar.js: response_format, tool calls) gives each
+// choice a matcher whose bitmask masks every token's logits (on the GPU with the draw, else on the CPU after
+// the penalties) and which accepts each token chosen, the stop token aside. Yields text deltas tagged with their
+// choice (and logprobs when asked for); fills in the usage (with timings and the prompt tokens found in the
+// cache) when done.
 
 import { AbortError, WebbuildError } from "./errors.js";
 import { makeUsage } from "./openai.js";
@@ -15,6 +18,7 @@ import { StopStringFilter } from "./stop.js";
 import { LogprobTracker } from "./logprobs.js";
 import { applyPenalties, choiceSeed, createRng, drawToken, randomSeed } from "./sampler.js";
 import { drawFor } from "./sampling.js";
+import { maskLogits } from "./grammar.js";
 
 /**
  * @typedef {object} GenerationModel  what one generation needs from the engine
@@ -62,16 +66,17 @@ const now = () => performance.now() / 1000;
  * @param {string[]} stops
  * @param {AbortSignal | undefined} signal
  * @param {GenerationResult} result
+ * @param {import("./grammar.js").Constraint | null} [constraint]  what every choice's output must follow
  * @returns {AsyncGenerator<ChoiceDelta>}
  */
-export async function* generateChoices(model, promptIds, params, stops, signal, result) {
+export async function* generateChoices(model, promptIds, params, stops, signal, result, constraint = null) {
   const { pipeline } = model;
   const n = params.n ?? 1;
   const maxNew = params.max_tokens ?? pipeline.contextWindowSize - promptIds.length;
   const seed = params.seed ?? randomSeed();
   const { sequence } = model;
   const reuse = n > 1 && sequence.canPop;
-  const gpu = pipeline.canSampleOnGpu?.(params) ?? false;
+  const gpu = pipeline.canSampleOnGpu?.(params, constraint !== null) ?? false;
   /** @type {GenerationStats} */
   const stats = {
     prefillSeconds: 0,
@@ -100,10 +105,11 @@ export async function* generateChoices(model, promptIds, params, stops, signal, 
   let appended = 0; // tokens the last choice added to the KV cache after the prompt
   for (let index = 0; index < n; index++) {
     const rng = createRng(choiceSeed(seed, index));
+    const matcher = constraint ? await constraint.matcher() : null;
     /** @type {(counts: Map<number, number>) => Promise<Float32Array | number>} */
     let first;
     if (firstOnGpu) {
-      first = (counts) => prefill(drawFor(params, counts, rng));
+      first = async (counts) => prefill(await drawWith(matcher, drawFor(params, counts, rng)));
     } else {
       // After an interrupt the remaining choices finish at once ("abort"), without touching the GPU.
       if (index > 0 && !model.interrupted()) {
@@ -118,7 +124,11 @@ export async function* generateChoices(model, promptIds, params, stops, signal, 
       const logits = reuse ? Float32Array.from(/** @type {Float32Array} */ (promptLogits)) : promptLogits;
       first = async () => /** @type {Float32Array} */ (logits);
     }
-    appended = yield* generateChoice(model, index, first, gpu, maxNew, params, stops, signal, rng, stats);
+    try {
+      appended = yield* generateChoice(model, index, first, gpu, maxNew, params, stops, signal, rng, stats, matcher);
+    } finally {
+      matcher?.dispose();
+    }
   }
 
   const extra = {
@@ -148,9 +158,10 @@ export async function* generateChoices(model, promptIds, params, stops, signal, 
  * @param {AbortSignal | undefined} signal
  * @param {() => number} rng
  * @param {GenerationStats} stats  added to
+ * @param {import("./grammar.js").Matcher | null} matcher  the choice's place in the request's grammar
  * @returns {AsyncGenerator<ChoiceDelta, number>}
  */
-async function* generateChoice(model, index, first, gpu, maxNew, params, stops, signal, rng, stats) {
+async function* generateChoice(model, index, first, gpu, maxNew, params, stops, signal, rng, stats, matcher) {
   const { sequence, tokenizer } = model;
   const decoder = new IncrementalDecoder(tokenizer);
   const filter = new StopStringFilter(stops);
@@ -178,6 +189,7 @@ async function* generateChoice(model, index, first, gpu, maxNew, params, stops, 
     next ??= await first(counts);
     const logits = typeof next === "number" ? null : next;
     if (logits) applyPenalties(logits, params, counts);
+    if (logits && matcher) maskLogits(logits, await matcher.bitmask());
     const token = logits ? drawToken(logits, params, rng) : /** @type {number} */ (next);
     generated++;
     if (stats.firstToken === 0) stats.firstToken = now();
@@ -185,6 +197,7 @@ async function* generateChoice(model, index, first, gpu, maxNew, params, stops, 
       finish = "stop";
       break;
     }
+    matcher?.accept(token);
     counts.set(token, (counts.get(token) ?? 0) + 1);
     if (logits) tracker?.add(logits, token); // requests with logprobs always sample on the CPU
     const text = decoder.push(token);
@@ -200,7 +213,8 @@ async function* generateChoice(model, index, first, gpu, maxNew, params, stops, 
     if (generated >= maxNew) break;
     const t = now();
     const last = token;
-    next = await model.guard(() => sequence.decode(last, gpu ? drawFor(params, counts, rng) : null));
+    const draw = gpu ? await drawWith(matcher, drawFor(params, counts, rng)) : null;
+    next = await model.guard(() => sequence.decode(last, draw));
     stats.decodeSeconds += now() - t;
     stats.decodeSteps++;
     appended++;
@@ -216,4 +230,15 @@ async function* generateChoice(model, index, first, gpu, maxNew, params, stops, 
   stats.generated += generated;
   yield { index, text: "", logprobs: null, finishReason: finish };
   return appended;
+}
+
+/**
+ * `draw` with the bitmask of the tokens the grammar allows next, when there is a grammar.
+ * @param {import("./grammar.js").Matcher | null} matcher
+ * @param {import("./sampling.js").Draw} draw
+ * @returns {Promise<import("./sampling.js").Draw>}
+ */
+async function drawWith(matcher, draw) {
+  if (matcher) draw.bitmask = await matcher.bitmask();
+  return draw;
 }

@@ -9,6 +9,7 @@ import { variantFiles } from "./cache.js";
 import { TextTokenizer } from "./tokenizer.js";
 import { ChatTemplate } from "./chat_template.js";
 import { KvSequence } from "./sequence.js";
+import { Grammars } from "./grammar.js";
 
 /**
  * What the engine needs of a model on a device; pipeline.js implements it with tvmjs, tests with fakes.
@@ -19,8 +20,9 @@ import { KvSequence } from "./sequence.js";
  * @property {(id: number) => Promise<Float32Array>} decode
  * @property {(ids: number[], onChunk: (logits: Float32Array, start: number, count: number) => void) => Promise<void>}
  *   [verify]  appends tokens, handing over the logits at every position chunk by chunk (batch_verify)
- * @property {(params: {temperature: number, top_p?: number, logprobs?: boolean | number | null}) => boolean}
- *   [canSampleOnGpu]  whether prefillToken/decodeToken can choose tokens for these settings on the GPU
+ * @property {(params: {temperature: number, top_p?: number, logprobs?: boolean | number | null},
+ *   constrained?: boolean) => boolean} [canSampleOnGpu]  whether prefillToken/decodeToken can choose tokens
+ *   for these settings (and a grammar's bitmask) on the GPU
  * @property {(ids: number[], draw: import("./sampling.js").Draw) => Promise<number>} [prefillToken]  prefill,
  *   then the next token chosen on the GPU
  * @property {(id: number, draw: import("./sampling.js").Draw) => Promise<number>} [decodeToken]
@@ -43,6 +45,9 @@ import { KvSequence } from "./sequence.js";
  * @property {Set<number>} stopIds  token ids that end generation
  * @property {string[]} chatStops  stop strings chat requests add to their own
  * @property {number | null} vocabSize  null when the config does not say
+ * @property {Grammars} grammars  compiles requests' grammars (response_format, tool calls)
+ * @property {string | null} toolCallFormat  how the chat template has the model call tools (tool_calls.js
+ *   FORMATS), from mlc-chat-config.json; null: the template shows it no tools
  */
 
 /**
@@ -83,6 +88,7 @@ export async function loadModel(source, gpu, loadPipeline, { model = null, baseU
   const template = ChatTemplate.fromTokenizerConfig(tokenizerConfig);
   const pipeline = await loadPipeline({ record, gpu, onProgress, signal, cacheType });
   const stopIds = stopTokenIds(chatConfig, tokenizer);
+  const vocabSize = Number.isInteger(chatConfig.vocab_size) ? chatConfig.vocab_size : null;
   return {
     record,
     manifest,
@@ -93,7 +99,9 @@ export async function loadModel(source, gpu, loadPipeline, { model = null, baseU
     defaults: generationDefaults(chatConfig),
     stopIds,
     chatStops: chatStopStrings(chatConfig, tokenizer, stopIds),
-    vocabSize: Number.isInteger(chatConfig.vocab_size) ? chatConfig.vocab_size : null,
+    vocabSize,
+    grammars: new Grammars(tokenizerJson, vocabSize ?? 0, stopIds),
+    toolCallFormat: typeof chatConfig.tool_call_format === "string" ? chatConfig.tool_call_format : null,
   };
 }
 

@@ -625,8 +625,10 @@ export function nowSeconds() {
 
 /**
  * @typedef {object} ChoiceOutput  one finished choice, as the engine collected it
- * @property {string} text  message content, or completion text (echoed prompt included)
+ * @property {string | null} text  message content (null when a chat choice only called tools), or completion
+ *   text (echoed prompt included)
  * @property {string} finishReason
+ * @property {import("./tool_calls.js").ToolCall[]} [toolCalls]  a chat choice's calls
  * @property {import("./logprobs.js").TokenLogprob[] | null} logprobs  null when not requested
  */
 
@@ -650,7 +652,7 @@ export function envelope(head, object, choices, usage) {
  * one with choices: [] and the usage. With logprobs, a content chunk carries the entries of the tokens
  * whose text it completes.
  * @param {ResponseHead} head
- * @param {{role?: string, content?: string}} delta
+ * @param {{role?: string, content?: string, tool_calls?: Record<string, any>[]}} delta
  * @param {string | null} finishReason
  * @param {boolean} includeUsage
  * @param {{index?: number, logprobs?: import("./logprobs.js").TokenLogprob[] | null}} [choice]
@@ -678,7 +680,7 @@ export function usageChunk(head, usage, object) {
 export function chatCompletion(head, choices, usage) {
   const out = choices.map((c, index) => ({
     index,
-    message: { role: "assistant", content: c.text },
+    message: { role: "assistant", content: c.text, ...(c.toolCalls?.length ? { tool_calls: c.toolCalls } : {}) },
     logprobs: chatLogprobs(c.logprobs),
     finish_reason: c.finishReason,
   }));
@@ -707,7 +709,7 @@ export function textChunk(head, text, finishReason, includeUsage, { index = 0, l
 export function textCompletion(head, choices, usage) {
   const out = choices.map((c, index) => ({
     index,
-    text: c.text,
+    text: c.text ?? "",
     logprobs: completionLogprobs(c.logprobs),
     finish_reason: c.finishReason,
   }));

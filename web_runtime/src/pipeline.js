@@ -356,12 +356,18 @@ export class ModelPipeline {
   /**
    * Whether `prefillToken`/`decodeToken` can choose the next token for these sampling settings on the GPU:
    * the library has the kernels, and the request wants no logprobs and no nucleus truncation (top_p < 1
-   * and logprobs are computed from the logits on the CPU).
+   * and logprobs are computed from the logits on the CPU); a grammar-constrained request also needs the
+   * library's apply_bitmask_inplace.
    * @param {{temperature: number, top_p?: number, logprobs?: boolean | number | null}} params
+   * @param {boolean} [constrained]
    */
-  canSampleOnGpu(params) {
+  canSampleOnGpu(params, constrained = false) {
     return Boolean(
-      this.sampler && this.gpuSampling && !params.logprobs && (params.temperature <= 0 || (params.top_p ?? 1) >= 1),
+      this.sampler &&
+        this.gpuSampling &&
+        !params.logprobs &&
+        (params.temperature <= 0 || (params.top_p ?? 1) >= 1) &&
+        (!constrained || this.sampler.fns.bitmask),
     );
   }
 

@@ -3,6 +3,7 @@
 // are built by openai.js; this module decides which chunk comes when.
 
 import { chatChunk, chatCompletion, textChunk, textCompletion, usageChunk } from "./openai.js";
+import { ToolCallParser, callDeltas, splitToolCalls } from "./tool_calls.js";
 
 /**
  * A started generation: `deltas` yields each choice's deltas in turn; `result.usage` is final once `deltas`
@@ -16,24 +17,64 @@ import { chatChunk, chatCompletion, textChunk, textCompletion, usageChunk } from
  * The chunks of a streamed chat completion. Per choice: a role chunk, content chunks (with the logprobs of
  * their tokens), a finish chunk, all under the choice's index; the usage chunk last when asked for. The
  * first role chunk comes before `start` is called (and waits for the engine), so a reply visibly starts
- * at once.
+ * at once. With a tool-call format, text that may start a call is held until it is one; each call comes as
+ * OpenAI streams it (callDeltas), and a choice that called tools finishes with "tool_calls".
  * @param {import("./openai.js").ResponseHead} head
  * @param {() => Promise<Run>} start
  * @param {boolean} includeUsage
+ * @param {import("./tool_calls.js").ToolCallFormat | null} [toolFormat]
  */
-export async function* chatChunks(head, start, includeUsage) {
+export async function* chatChunks(head, start, includeUsage, toolFormat = null) {
   const role = (/** @type {number} */ index) =>
     chatChunk(head, { role: "assistant", content: "" }, null, includeUsage, { index });
   yield role(0);
   const run = await start();
   let current = 0;
+  let parser = toolFormat ? new ToolCallParser(toolFormat) : null;
   for await (const d of run.deltas) {
-    if (d.index !== current) yield role((current = d.index));
-    yield d.finishReason
-      ? chatChunk(head, {}, d.finishReason, includeUsage, { index: d.index })
-      : chatChunk(head, { content: d.text }, null, includeUsage, { index: d.index, logprobs: d.logprobs });
+    if (d.index !== current) {
+      yield role((current = d.index));
+      parser = toolFormat ? new ToolCallParser(toolFormat) : null;
+    }
+    const options = { index: d.index, logprobs: d.logprobs };
+    if (!parser) {
+      yield d.finishReason
+        ? chatChunk(head, {}, d.finishReason, includeUsage, { index: d.index })
+        : chatChunk(head, { content: d.text }, null, includeUsage, options);
+      continue;
+    }
+    yield* toolChunks(head, includeUsage, parser, d.finishReason ? parser.flush() : parser.push(d.text), options);
+    if (d.finishReason) {
+      const reason = parser.calls.length > 0 && d.finishReason === "stop" ? "tool_calls" : d.finishReason;
+      yield chatChunk(head, {}, reason, includeUsage, { index: d.index });
+    }
   }
   if (includeUsage) yield usageChunk(head, run.result.usage, "chat.completion.chunk");
+}
+
+/**
+ * The chunks of one choice's parsed text: content, and each call as its deltas; the tokens' logprobs ride on
+ * the first chunk (or on an empty one when the text is held), as the Python engine sends them.
+ * @param {import("./openai.js").ResponseHead} head
+ * @param {boolean} includeUsage
+ * @param {ToolCallParser} parser
+ * @param {import("./tool_calls.js").Piece[]} pieces
+ * @param {{index: number, logprobs: import("./logprobs.js").TokenLogprob[] | null}} options
+ */
+function* toolChunks(head, includeUsage, parser, pieces, { index, logprobs }) {
+  let entries = logprobs;
+  for (const piece of pieces) {
+    if (piece.kind === "content") {
+      yield chatChunk(head, { content: piece.text }, null, includeUsage, { index, logprobs: entries });
+      entries = null;
+      continue;
+    }
+    for (const delta of callDeltas(parser.calls.indexOf(piece.call), piece.call)) {
+      yield chatChunk(head, { tool_calls: [delta] }, null, includeUsage, { index, logprobs: entries });
+      entries = null;
+    }
+  }
+  if (entries?.length) yield chatChunk(head, {}, null, includeUsage, { index, logprobs: entries });
 }
 
 /**
@@ -62,9 +103,18 @@ export async function* completionChunks(head, start, echo, includeUsage) {
  * @param {import("./openai.js").ResponseHead} head
  * @param {Run} run
  * @param {import("./openai.js").GenerationParams} params
+ * @param {import("./tool_calls.js").ToolCallFormat | null} [toolFormat]  splits each choice's calls off its
+ *   text (content null when it only called tools; finish_reason "tool_calls")
  */
-export async function chatResponse(head, run, params) {
-  return chatCompletion(head, await collectChoices(run.deltas, params, ""), run.result.usage);
+export async function chatResponse(head, run, params, toolFormat = null) {
+  const choices = await collectChoices(run.deltas, params, "");
+  for (const choice of toolFormat ? choices : []) {
+    const { content, calls } = splitToolCalls(toolFormat, choice.text ?? "");
+    choice.text = content;
+    choice.toolCalls = calls;
+    if (calls.length > 0 && choice.finishReason === "stop") choice.finishReason = "tool_calls";
+  }
+  return chatCompletion(head, choices, run.result.usage);
 }
 
 /**

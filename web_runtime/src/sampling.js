@@ -2,8 +2,9 @@
 // compiles them, under the names WebLLM looks up): logit_bias and presence/frequency penalties in place,
 // then the argmax (greedy) or a draw from softmax(logits / temperature) by inverse CDF in token-id order,
 // the same rule as sampler.js's drawToken at top_p = 1, with the same uniform number from the request's
-// seeded generator. One int32 comes back instead of vocab_size floats. Requests that want logprobs or
-// top_p < 1 keep sampling on the CPU (pipeline.canSampleOnGpu).
+// seeded generator. A grammar's bitmask (grammar.js) masks the logits with apply_bitmask_inplace after the bias
+// and penalties, as the Python engine masks them. One int32 comes back instead of vocab_size floats. Requests
+// that want logprobs or top_p < 1 keep sampling on the CPU (pipeline.canSampleOnGpu).
 
 /**
  * What one token's choice needs: the sampling settings and the request's state.
@@ -14,6 +15,7 @@
  * @property {number} [presence]
  * @property {number} [frequency]
  * @property {Map<number, number>} [counts]  token id -> times generated so far
+ * @property {Int32Array | null} [bitmask]  the tokens a grammar allows next (bit t % 32 of word t >> 5)
  */
 
 /** The library functions used here; a library that lacks one of them samples on the CPU. */
@@ -24,6 +26,8 @@ const FUNCTIONS = {
   bias: "apply_logit_bias_inplace",
   penalty: "apply_penalty_inplace",
 };
+/** Used where present: a library without it samples grammar-constrained requests on the CPU. */
+const BITMASK = "apply_bitmask_inplace";
 
 /**
  * The sampling settings a request's next token needs, drawing its uniform number now (when temperature > 0,
@@ -62,6 +66,11 @@ export class GpuSampler {
         return null;
       }
     }
+    try {
+      fns.bitmask = tvm.detachFromCurrentScope(vm.getFunction(BITMASK));
+    } catch {
+      // an older library: no grammar on the GPU
+    }
     return new GpuSampler(tvm, device, fns);
   }
 
@@ -82,6 +91,7 @@ export class GpuSampler {
     this.sampleIndices = keep(tvm.empty([1], "int32", device).copyFrom([0]));
     this.seqIds = this.sampleIndices; // sequence 0, the only one
     /** @type {any} */ this.identity = null; // [1, vocab] int32 0..vocab-1: token order for sample_with_top_p
+    /** @type {any} */ this.allowed = null; // [1, ceil(vocab / 32)] int32: a grammar's bitmask
     this.lastTemperature = NaN;
   }
 
@@ -119,6 +129,13 @@ export class GpuSampler {
         this.ints(counts.map(([, c]) => c)),
         penalties,
       );
+    }
+    if (draw.bitmask) {
+      if (this.allowed === null || this.allowed.shape[1] !== draw.bitmask.length) {
+        this.allowed?.dispose();
+        this.allowed = tvm.detachFromCurrentScope(tvm.empty([1, draw.bitmask.length], "int32", this.device));
+      }
+      this.fns.bitmask(rows, this.seqIds, this.allowed.copyFrom(draw.bitmask));
     }
     let token;
     if (draw.temperature <= 0) {
@@ -161,7 +178,8 @@ export class GpuSampler {
   }
 
   dispose() {
-    for (const t of [this.tokenOnCPU, this.temperature, this.uniform, this.topP, this.sampleIndices, this.identity]) {
+    const tensors = [this.tokenOnCPU, this.temperature, this.uniform, this.topP, this.sampleIndices, this.identity];
+    for (const t of [...tensors, this.allowed]) {
       t?.dispose();
     }
     for (const f of Object.values(this.fns)) f.dispose();

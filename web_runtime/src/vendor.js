@@ -26,3 +26,42 @@ export function loadTvmjs() {
   });
   return tvmjsPromise;
 }
+
+/** @type {Promise<any> | undefined} */
+let xgrammarPromise;
+/** What xgrammar's wasm printed to stderr, latest last (at most 8 lines): why a compile failed. */
+export const xgrammarPrinted = /** @type {string[]} */ ([]);
+
+/**
+ * xgrammar's web build (@mlc-ai/web-xgrammar: grammar compiler and matcher, its wasm inlined), loaded on the
+ * first request that needs a grammar (1.1 MB). Like tvmjs it is a UMD bundle: imported as an ES module it sets
+ * `globalThis.xgrammar`. Its emscripten glue reads `location.href` (a page's or worker's) when its wasm starts,
+ * on the first call; node (tests) has none, so one stands in until a first grammar is made, then goes. That
+ * first call also binds its stderr to console.error as it is then: a tap that keeps its lines in
+ * xgrammarPrinted (a failed compile prints its reason there, and throws only "Aborted()" or a number).
+ * @returns {Promise<any>}
+ */
+export function loadXgrammar() {
+  xgrammarPromise ??= (async () => {
+    const g = /** @type {any} */ (globalThis);
+    const shim = typeof g.location === "undefined" && typeof g.document === "undefined";
+    if (shim) g.location = { href: import.meta.url };
+    const print = console.error;
+    console.error = (/** @type {unknown[]} */ ...args) => {
+      xgrammarPrinted.push(args.map(String).join(" "));
+      xgrammarPrinted.splice(0, xgrammarPrinted.length - 8);
+      print.apply(console, args);
+    };
+    try {
+      const mod = await import("@mlc-ai/web-xgrammar");
+      const xgr = [/** @type {any} */ (mod).default, mod, g.xgrammar].find((m) => typeof m?.GrammarMatcher === "function");
+      if (!xgr) throw new Error("xgrammar (@mlc-ai/web-xgrammar) loaded but exports no GrammarMatcher");
+      (await xgr.Grammar.builtinJSONGrammar()).dispose();
+      return xgr;
+    } finally {
+      console.error = print;
+      if (shim) delete g.location;
+    }
+  })();
+  return xgrammarPromise;
+}

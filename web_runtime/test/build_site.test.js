@@ -12,11 +12,13 @@ const VENDOR_FILES = [
   "vendor/tokenizers.mjs",
   "vendor/jinja.js",
   "vendor/tvmjs.js",
+  "vendor/xgrammar.js",
   "vendor/LICENSE.tokenizers.txt",
   "vendor/LICENSE.jinja.txt",
   "vendor/LICENSE.tvmjs.txt",
   "vendor/NOTICE.tvmjs.txt",
   "vendor/LICENSE.tslib.txt",
+  "vendor/LICENSE.xgrammar.txt",
 ];
 
 // Built once into a temporary folder whose package.json says "module", so node loads the files as a
@@ -63,6 +65,9 @@ test("the folder runs as plain ES modules: page entry, engine, and tvmjs through
   const tvmjs = await (await import(url("vendor.js"))).loadTvmjs();
   assert.equal(typeof tvmjs.instantiate, "function");
   assert.equal(/** @type {any} */ (globalThis).tvmjs, tvmjs, "loaded as a script-like module, as in a browser");
+  const xgrammar = await (await import(url("vendor.js"))).loadXgrammar();
+  assert.equal(typeof xgrammar.GrammarCompiler.createGrammarCompiler, "function");
+  assert.equal(/** @type {any} */ (globalThis).location, undefined, "node's stand-in location is gone");
 });
 
 test("importSpecifiers finds static, side-effect and dynamic imports, not JSDoc types", () => {

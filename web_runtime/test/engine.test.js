@@ -795,3 +795,139 @@ test("runtimeStatsText, getMessage, interruptGenerate and resetChat(keepStats) b
   await engine.resetChat();
   assert.deepEqual(engine.runtimeStats(), {});
 });
+
+// ---- structured output and tool calls (grammar.js, tool_calls.js) ----------------------------------------
+
+/** Room for the tool prompts (the fixture tokenizer spells them byte by byte). */
+const WIDE = { contextWindowSize: 1024 };
+const PERSON = {
+  type: "object",
+  properties: {
+    name: { type: "string", maxLength: 8 },
+    size: { enum: ["S", "M", "L"] },
+    tags: { type: "array", items: { type: "boolean" }, minItems: 1, maxItems: 3 },
+    home: { type: "object", properties: { floor: { type: "integer", minimum: 0, maximum: 9 } }, required: ["floor"] },
+  },
+  required: ["name", "size", "tags", "home"],
+};
+
+/** @param {any} v */
+function checkPerson(v) {
+  assert.deepEqual(Object.keys(v), ["name", "size", "tags", "home"]);
+  assert.ok(typeof v.name === "string" && v.name.length <= 8 && !/[\u0000-\u001f"\\]/.test(v.name));
+  assert.ok(["S", "M", "L"].includes(v.size));
+  assert.ok(v.tags.length >= 1 && v.tags.length <= 3 && v.tags.every((t) => typeof t === "boolean"));
+  assert.ok(Number.isInteger(v.home.floor) && v.home.floor >= 0 && v.home.floor <= 9);
+}
+
+test("json_schema: a noisy model's output follows the schema, the same whether masked on the GPU or the CPU", async () => {
+  const request = {
+    ...user("Describe a person."),
+    response_format: { type: "json_schema", json_schema: { name: "person", schema: PERSON } },
+    max_tokens: 200,
+  };
+  const outputs = [];
+  for (const pipe of [new HistoryPipeline(WIDE), new GpuSamplingPipeline(WIDE)]) {
+    const engine = await loadEngine({ pipe });
+    const out = await engine.chat.completions.create(request);
+    assert.equal(out.choices[0].finish_reason, "stop");
+    checkPerson(JSON.parse(out.choices[0].message.content));
+    outputs.push(out.choices[0].message.content);
+  }
+  assert.equal(pipeline.gpuChoices > 0, true, "the GPU path chose the tokens");
+  assert.equal(outputs[0], outputs[1]);
+  const engine = await loadEngine({ pipe: new HistoryPipeline(WIDE) });
+  const logprobs = await engine.chat.completions.create({ ...request, logprobs: true, n: 2, temperature: 1, seed: 4 });
+  for (const c of logprobs.choices) checkPerson(JSON.parse(c.message.content));
+});
+
+test("json_object gives an object; a schema the engine cannot follow is refused on response_format", async () => {
+  const engine = await loadEngine({ pipe: new GpuSamplingPipeline(WIDE) });
+  const out = await engine.chat.completions.create({ ...user("hi"), response_format: { type: "json_object" }, max_tokens: 200 });
+  const text = out.choices[0].message.content;
+  if (out.choices[0].finish_reason === "stop") assert.equal(typeof JSON.parse(text), "object");
+  assert.match(text, /^\{/);
+  const bad = { type: "json_schema", json_schema: { name: "x", schema: { type: "frog" } } };
+  await assert.rejects(engine.chat.completions.create({ ...user("hi"), response_format: bad }), (err) => {
+    assert.ok(err instanceof errors.InvalidRequestError);
+    assert.equal(err.param, "response_format");
+    assert.match(err.message, /frog/);
+    return true;
+  });
+});
+
+const TOOL_TEMPLATE =
+  "{%- if tools %}<|im_start|>system\nTools:\n{% for tool in tools %}{{ tool | tojson }}\n{% endfor %}<|im_end|>\n{% endif %}" +
+  "{%- for m in messages %}{%- if m.role == 'assistant' and m.tool_calls %}<|im_start|>assistant\n" +
+  '{% for c in m.tool_calls %}<tool_call>\n{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}\n</tool_call>{% endfor %}<|im_end|>\n' +
+  "{% elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n</tool_response><|im_end|>\n" +
+  "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{%- endfor %}" +
+  "{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+const WEATHER_TOOLS = [
+  {
+    type: "function",
+    function: {
+      name: "get_weather",
+      parameters: { type: "object", properties: { unit: { enum: ["C", "F"] } }, required: ["unit"] },
+    },
+  },
+];
+
+/** An engine on a model whose template shows tools (Qwen2.5's shape) and whose config names the hermes format. */
+async function toolEngine(pipe) {
+  const saved = [tokenizerConfig.chat_template, chatConfig.tool_call_format];
+  tokenizerConfig.chat_template = TOOL_TEMPLATE;
+  chatConfig.tool_call_format = "hermes";
+  try {
+    return await loadEngine({ pipe });
+  } finally {
+    [tokenizerConfig.chat_template, chatConfig.tool_call_format] = saved;
+  }
+}
+
+test("tool_choice required: the tools reach the template, the call comes back as tool_calls, then a round trip", async () => {
+  const engine = await toolEngine(new GpuSamplingPipeline(WIDE));
+  // One call and nothing after it (parallel calls would let text follow a call, as in the Python engine).
+  const ask = { ...user("Weather?"), tools: WEATHER_TOOLS, tool_choice: "required", parallel_tool_calls: false, max_tokens: 200 };
+  const out = await engine.chat.completions.create(ask);
+  assert.match(engine.applyChatTemplate(ask.messages), /^<\|im_start\|>user/, "no tools without a request");
+  const [choice] = out.choices;
+  assert.equal(choice.finish_reason, "tool_calls");
+  assert.equal(choice.message.content, null);
+  const [call] = choice.message.tool_calls;
+  assert.equal(call.function.name, "get_weather");
+  assert.ok(["C", "F"].includes(JSON.parse(call.function.arguments).unit));
+  assert.ok(out.usage.prompt_tokens > tok.encode("<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n").length + 20);
+  const messages = [...ask.messages, choice.message, { role: "tool", tool_call_id: call.id, content: "21 C" }];
+  const shown = engine.applyChatTemplate(messages);
+  assert.ok(shown.includes('<tool_call>\n{"name": "get_weather"'), shown);
+  assert.ok(shown.includes("<tool_response>\n21 C\n</tool_response>"));
+  const reply = await engine.chat.completions.create({ messages, tools: WEATHER_TOOLS, max_tokens: 8 });
+  assert.ok(reply.usage.prompt_tokens > out.usage.prompt_tokens);
+});
+
+test("streamed tool calls come as OpenAI's deltas: id, type and name, then the arguments; then tool_calls", async () => {
+  const engine = await toolEngine(new GpuSamplingPipeline(WIDE));
+  const named = { type: "function", function: { name: "get_weather" } };
+  const request = { ...user("Weather?"), tools: WEATHER_TOOLS, tool_choice: named, max_tokens: 200 };
+  const whole = await engine.chat.completions.create(request);
+  const chunks = [];
+  for await (const c of await engine.chat.completions.create({ ...request, stream: true })) chunks.push(c);
+  const deltas = chunks.flatMap((c) => c.choices[0].delta.tool_calls ?? []);
+  assert.equal(deltas.length, 2);
+  assert.deepEqual(Object.keys(deltas[0]), ["index", "id", "type", "function"]);
+  assert.deepEqual(deltas[0].function, { name: "get_weather", arguments: "" });
+  assert.equal(deltas[1].function.arguments, whole.choices[0].message.tool_calls[0].function.arguments);
+  assert.equal(chunks.at(-1).choices[0].finish_reason, "tool_calls");
+  assert.ok(chunks.every((c) => !c.choices[0].delta.content), "no content around the call");
+});
+
+test("a model whose template takes no tools refuses them on tools", async () => {
+  const engine = await loadEngine({ pipe: new HistoryPipeline(WIDE) });
+  await assert.rejects(
+    engine.chat.completions.create({ ...user("hi"), tools: WEATHER_TOOLS }),
+    (err) => err instanceof errors.UnsupportedParameterError && err.param === "tools",
+  );
+  const none = await engine.chat.completions.create({ ...user("hi"), tools: WEATHER_TOOLS, tool_choice: "none", max_tokens: 3 });
+  assert.equal(none.choices[0].message.tool_calls, undefined);
+});

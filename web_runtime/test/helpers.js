@@ -1,6 +1,7 @@
 // Test helpers (not a test): an in-memory port pair, fixtures, a scripted fake pipeline.
 import { readFileSync } from "node:fs";
 import { applyPenalties, drawToken } from "../src/sampler.js";
+import { maskLogits } from "../src/grammar.js";
 
 /** Two connected ports; messages are structured-cloned and delivered asynchronously, like postMessage. */
 export function portPair() {
@@ -112,7 +113,7 @@ export class HistoryPipeline {
 /**
  * A HistoryPipeline that can also choose tokens "on the GPU" (prefillToken/decodeToken), the way the
  * library's sampling kernels do (sampling.js): bias and penalties, then argmax or the inverse CDF at the
- * draw's uniform number; here computed on the CPU with sampler.js. Counts the choices it made.
+ * draw's uniform number, a grammar's bitmask after them; here computed on the CPU (sampler.js, grammar.js). Counts the choices it made.
  */
 export class GpuSamplingPipeline extends HistoryPipeline {
   constructor(options = {}) {
@@ -132,6 +133,7 @@ export class GpuSamplingPipeline extends HistoryPipeline {
     this.gpuChoices++;
     const params = { logit_bias: draw.logitBias, presence_penalty: draw.presence, frequency_penalty: draw.frequency };
     applyPenalties(logits, /** @type {any} */ (params), draw.counts);
+    if (draw.bitmask) maskLogits(logits, draw.bitmask);
     return drawToken(logits, { temperature: draw.temperature, top_p: 1 }, () => draw.uniform);
   }
 }
