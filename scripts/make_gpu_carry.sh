@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Prepares .carry/ for scripts/gpu_machine.sh (a GPU machine with python3.12 and no registry), from this
-# checkout's .venv and a built site. The compiler library goes alone in .carry/a (each transfer is capped).
+# checkout's .venv (transformers included, for the tiny family models) and optionally a built site (for
+# `gpu_machine.sh run`'s throughput figures). The compiler library goes alone in .carry/a (each transfer is capped).
 # $CARRY names another folder (scripts/make_gpu_browser_carry.sh takes the pieces from one).
-# Usage: bash scripts/make_gpu_carry.sh dist/smollm2-135m-instruct
+# Usage: bash scripts/make_gpu_carry.sh [dist/smollm2-135m-instruct]
 set -euo pipefail
-site="${1:?usage: make_gpu_carry.sh SITE}"
+site="${1:-}"
 carry="${CARRY:-.carry}"
 sp="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 rm -rf "$carry" && mkdir -p "$carry/a" "$carry/b/whl"
@@ -37,6 +38,8 @@ PY
 .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$carry/b/whl" \
   $pins
+.venv/bin/python scripts/make_tiny_families.py "$carry/b/families"
+if [ -z "$site" ]; then du -sh "$carry/a" "$carry/b"; exit 0; fi
 model="$(.venv/bin/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["default_variant"])' "$site/manifest.json")"
 mkdir -p "$carry/b/site/models/$model"
 cp "$site/manifest.json" "$carry/b/site/"

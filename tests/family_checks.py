@@ -50,9 +50,12 @@ def tiny_family(family: str, root: Path, **overrides: Any) -> TinyFamily:
     return TinyFamily(family, hf_dir, hf_model, Engine(prepared))
 
 
-def sequence(tiny: TinyFamily, length: int = SEQUENCE) -> list[int]:
-    vocab = tiny.engine.model.cfg.vocab_size
+def random_ids(vocab: int, length: int) -> list[int]:
     return [int(t) for t in np.random.default_rng(7).integers(0, vocab, length)]
+
+
+def sequence(tiny: TinyFamily, length: int = SEQUENCE) -> list[int]:
+    return random_ids(tiny.engine.model.cfg.vocab_size, length)
 
 
 def check_logits_match_transformers(tiny: TinyFamily) -> float:
@@ -138,3 +141,68 @@ def check_browser_agrees_with_cpu(tiny: TinyFamily, tmp_path: Path) -> None:
     assert code == 0, report["failures"]
     overall = report["overall"]["browser vs cpu"]
     assert overall["top1_pct"] == 100.0 and overall["abs_max"] < 5e-3, overall
+
+
+# --- the CUDA engine against the CPU engine, on the same weights (tests/build/arch/test_families_cuda.py) --------
+
+# Every family's tiny model, and the sliding-window layouts with a window (16) shorter than the compared sequence:
+# Gemma 3's local layers, Phi-3's every layer, Qwen2's layers from max_window_layers on.
+DEVICE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama": ("llama", {}),
+    "qwen2": ("qwen2", {}),
+    "qwen3": ("qwen3", {}),
+    "phi3": ("phi3", {}),
+    "gemma3": ("gemma3", {}),
+    "gemma3-window16": ("gemma3", {"sliding_window": 16}),
+    "phi3-window16": ("phi3", {"sliding_window": 16}),
+    "qwen2-window16": ("qwen2", {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1}),
+}
+# max|cuda - cpu| <= tolerance * max|cpu| at every position. Both sides compute in float32 from the same stored
+# weights (q4f32_1 dequantizes inside the matmuls), so only the order of the sums differs.
+DEVICE_TOLERANCE = {"q0f32": 1e-4, "q4f32_1": 1e-3}
+DEVICE_SEQUENCE = CONTEXT  # the whole context: 4 prefill chunks of 32, or 8 of a window of 16
+GREEDY_PROMPT, GREEDY_TOKENS = 40, 24  # decoding from 40 to 64 positions: well past a window of 16
+
+
+def write_variant(root: Path, name: str) -> Path:
+    """The tiny HF directory of ``DEVICE_VARIANTS[name]`` under ``root`` (needs transformers)."""
+    family, overrides = DEVICE_VARIANTS[name]
+    return write_hf_dir(root / name, family, seed=1, **overrides)
+
+
+@dataclass
+class DeviceAgreement:
+    """The CUDA engine's logits and greedy tokens against the CPU engine's, over one tiny model and scheme."""
+
+    variant: str
+    scheme: str
+    chunks: int  # prefill chunks the compared sequence took
+    sliding_window: int  # 0: every layer attends to the whole context
+    rel_max: float  # max|cuda - cpu| / max|cpu| over every position and token
+    top1: float  # fraction of positions whose top-1 tokens agree
+    greedy_same: int  # leading greedy tokens the CUDA engine picks as the CPU engine does
+    greedy_of: int
+
+
+def device_agreement(hf_dir: Path, scheme: str) -> DeviceAgreement:
+    """Scores ``DEVICE_SEQUENCE`` positions through ``score_positions`` and decodes greedily on both engines."""
+    from webbuild.engine.engine import Engine
+
+    prepared = prepare_model(load_source(str(hf_dir)), scheme, CONTEXT, CHUNK)
+    cpu, cuda = Engine(prepared), Engine(prepared, device="cuda")
+    cfg = prepared.cfg
+    ids = random_ids(cfg.vocab_size, DEVICE_SEQUENCE)
+    expected, ours = cpu.score_positions(ids), cuda.score_positions(ids)
+    prompt = ids[:GREEDY_PROMPT]
+    cpu_tokens, cuda_tokens = cpu.greedy(prompt, GREEDY_TOKENS)[0], cuda.greedy(prompt, GREEDY_TOKENS)[0]
+    same = next((i for i, (a, b) in enumerate(zip(cpu_tokens, cuda_tokens, strict=True)) if a != b), GREEDY_TOKENS)
+    return DeviceAgreement(
+        variant=hf_dir.name,
+        scheme=scheme,
+        chunks=-(-len(ids) // cfg.prefill_chunk_size),
+        sliding_window=cfg.sliding_window,
+        rel_max=float(np.abs(ours - expected).max() / np.abs(expected).max()),
+        top1=float((ours.argmax(-1) == expected.argmax(-1)).mean()),
+        greedy_same=same,
+        greedy_of=GREEDY_TOKENS,
+    )

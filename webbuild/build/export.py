@@ -14,6 +14,7 @@ from webbuild.build.arch.attention_merge import replace_merge_kernel
 from webbuild.build.arch.blocks import CausalLM
 from webbuild.build.arch.config import DecoderConfig
 from webbuild.build.arch.cpu_prefill_fix import fix_cpu_prefill
+from webbuild.build.arch.decode_threads import fit_decode_threads
 from webbuild.build.fusion import FOLD_ATTR
 from webbuild.build.quantize import QuantScheme
 from webbuild.build.sampling import add_sampling_functions
@@ -41,6 +42,7 @@ def export_model(cfg: DecoderConfig, scheme: QuantScheme, target: Target) -> Exp
     mod, named_params = model.export_tvm(spec=model.export_spec())
     mod = replace_merge_kernel(mod, cfg.num_attention_heads, scheme.model_dtype, target)
     mod = fix_cpu_prefill(mod)
+    mod = fit_decode_threads(mod, cfg, scheme.model_dtype, target)
     mod = add_sampling_functions(mod, cfg.vocab_size, target)
     mod = _mark_decode(mod, target)
     params = [ParamSpec(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in named_params]

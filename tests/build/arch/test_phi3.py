@@ -6,6 +6,10 @@ from __future__ import annotations
 import pytest
 from family_checks import (
     CHUNK,
+    DEVICE_VARIANTS,
+    check_greedy_tokens_match_transformers,
+    check_logits_match_transformers,
+    tiny_family,
 )
 from hf_tiny import make_hf_model, write_gguf, write_hf_dir
 
@@ -47,3 +51,15 @@ def test_early_su_scaling_configs_read_as_longrope():
     su = config | {"rope_parameters": config["rope_parameters"] | {"rope_type": "su"}}
     arch = get_architecture("phi3")
     assert arch.config_from_hf(su, 128, CHUNK) == arch.config_from_hf(config, 128, CHUNK)
+
+
+@pytest.mark.toolchain
+def test_a_window_past_itself_matches_transformers(tmp_path):
+    """Every layer sliding (window 16; 4 prefill chunks of 16 compared, decoding from 12 to 28 positions): TVM's
+    KV cache then needs one unused full-attention layer (arch/blocks.py), and the logits and greedy tokens still
+    equal transformers'."""
+    family, overrides = DEVICE_VARIANTS["phi3-window16"]
+    tiny = tiny_family(family, tmp_path, **overrides)
+    assert tiny.engine.model.cfg.sliding_window == 16 and tiny.engine.model.cfg.sliding_layers == (0, 1)
+    check_logits_match_transformers(tiny)
+    check_greedy_tokens_match_transformers(tiny)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 from family_checks import (
     CHUNK,
+    DEVICE_VARIANTS,
+    check_greedy_tokens_match_transformers,
+    check_logits_match_transformers,
+    tiny_family,
 )
 from hf_tiny import make_hf_model
 
@@ -25,3 +29,14 @@ def test_mixture_of_experts_is_refused():
     config = make_hf_model("qwen2").config.to_dict() | {"num_experts": 8}
     with pytest.raises(UnsupportedError, match="num_experts = 8 is not supported"):
         get_architecture("qwen2").config_from_hf(config, 128, CHUNK)
+
+
+@pytest.mark.toolchain
+def test_a_window_past_itself_matches_transformers(tmp_path):
+    """use_sliding_window with a window of 16 from layer 1 on: 4 prefill chunks of 16 compared, decoding from 12
+    to 28 positions, one full and one sliding layer."""
+    family, overrides = DEVICE_VARIANTS["qwen2-window16"]
+    tiny = tiny_family(family, tmp_path, **overrides)
+    assert tiny.engine.model.cfg.sliding_window == 16 and tiny.engine.model.cfg.sliding_layers == (1,)
+    check_logits_match_transformers(tiny)
+    check_greedy_tokens_match_transformers(tiny)

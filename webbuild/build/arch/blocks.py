@@ -193,16 +193,23 @@ class CausalLM(nn.Module):
     ) -> PagedKVCache:
         cfg = self.cfg
         local = set(cfg.sliding_layers) if cfg.sliding_window else set()
+        kinds = ["mha_sliding" if i in local else "mha" for i in range(cfg.num_hidden_layers)]
+        # TVM 0.27's KV cache allocates the buffers every layer's fused QKV is split into only when some layer is
+        # "mha" (paged_kv_cache.cc, temp_attn_q_device_): with every layer sliding (Phi-3) the first prefill fails
+        # on a view of a null tensor. One more "mha" layer, which no block attends through, makes it allocate
+        # them, for one layer's KV pages.
+        if "mha" not in kinds:
+            kinds.append("mha")
         return TIRPagedKVCache(
-            attn_kind=["mha_sliding" if i in local else "mha" for i in range(cfg.num_hidden_layers)],
+            attn_kind=kinds,
             layer_sliding_window_size=cfg.sliding_window or cfg.context_window_size,
             max_batch_size=max_batch_size,
             max_total_seq_len=max_total_seq_len,
             prefill_chunk_size=prefill_chunk_size,
             page_size=page_size,
             support_sliding_window=support_sliding_window,
-            layer_partition=rx.ShapeExpr([0, cfg.num_hidden_layers]),
-            num_hidden_layers=cfg.num_hidden_layers,
+            layer_partition=rx.ShapeExpr([0, len(kinds)]),
+            num_hidden_layers=len(kinds),
             num_attention_heads=cfg.num_attention_heads,
             num_key_value_heads=cfg.num_key_value_heads,
             qk_head_dim=cfg.head_dim,
