@@ -14,11 +14,11 @@ pytestmark = pytest.mark.toolchain
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def tab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from webbuild.commands.bench import site_page
 
-    with site_page(package_tiny_site(tmp_path_factory.mktemp("multi-turn"), seed=5)) as (page, _):
-        yield page
+    with site_page(package_tiny_site(tmp_path_factory.mktemp("multi-turn"), seed=5)) as (tab, _):
+        yield tab
 
 
 # Turn 1, then turn 2 (turn 1, its reply, a new message) on the warm cache, then turn 2 again from an emptied
@@ -40,10 +40,10 @@ SAMPLINGS = {"greedy": {"temperature": 0}, "n2": {"temperature": 0.8, "seed": 3,
 
 
 @pytest.mark.parametrize("sampling", SAMPLINGS.values(), ids=SAMPLINGS.keys())
-def test_second_turn_prefills_only_its_new_tokens_with_the_cold_reply(page: Any, sampling: dict[str, Any]) -> None:
+def test_second_turn_prefills_only_its_new_tokens_with_the_cold_reply(tab: Any, sampling: dict[str, Any]) -> None:
     turn1 = [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "the cat sat on the"}]
     args = [turn1, "and then the dog ran", {"max_tokens": 12} | sampling]
-    out = page.evaluate(f"{_TURNS_JS}({json.dumps(args)})")
+    out = tab.evaluate(f"{_TURNS_JS}({json.dumps(args)})")
     warm, cold = out["warm"], out["cold"]
     cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert cached >= out["first"]["prompt_tokens"], out

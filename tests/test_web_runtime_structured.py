@@ -92,15 +92,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(site: Path) -> Iterator[Any]:
+def tab(site: Path) -> Iterator[Any]:
     from webbuild.commands.bench import site_page
 
-    with site_page(site) as (page, _):
-        yield page
+    with site_page(site) as (tab, _):
+        yield tab
 
 
-def _create(page: Any, request: dict[str, Any]) -> dict[str, Any]:
-    return page.evaluate(f"(async () => window.webbuildApp.engine.chat.completions.create({json.dumps(request)}))()")
+def _create(tab: Any, request: dict[str, Any]) -> dict[str, Any]:
+    return tab.evaluate(f"(async () => window.webbuildApp.engine.chat.completions.create({json.dumps(request)}))()")
 
 
 def _json_request(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -113,22 +113,22 @@ def _json_request(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", JSON_SCHEMAS)
-def test_output_validates_against_the_schema(page: Any, name: str) -> None:
+def test_output_validates_against_the_schema(tab: Any, name: str) -> None:
     schema = JSON_SCHEMAS[name]
     for sampling in ({"temperature": 0}, {"temperature": 1, "seed": 3, "n": 2}):
-        out = _create(page, _json_request(schema, **sampling))
+        out = _create(tab, _json_request(schema, **sampling))
         for choice in out["choices"]:
             assert choice["finish_reason"] == "stop", choice
             jsonschema_rs.validator_for(schema).validate(json.loads(choice["message"]["content"]))
 
 
-def test_an_invalid_schema_is_a_typed_error_on_response_format(page: Any) -> None:
+def test_an_invalid_schema_is_a_typed_error_on_response_format(tab: Any) -> None:
     script = """async (r) => {
       try { await window.webbuildApp.engine.chat.completions.create(r); return null; }
       catch (err) { return { name: err.name, param: err.param, code: err.code, message: err.message }; }
     }"""
     request = _json_request({"type": "integer", "minimum": 5, "maximum": 1})
-    err = page.evaluate(f"({script})({json.dumps(request)})")
+    err = tab.evaluate(f"({script})({json.dumps(request)})")
     assert err["param"] == "response_format" and err["code"] == "invalid_request", err
     assert "minimum greater than maximum" in err["message"]
 
@@ -140,21 +140,21 @@ def _check_call(call: dict[str, Any]) -> dict[str, Any]:
     return arguments
 
 
-def test_a_tool_call_round_trip(page: Any) -> None:
+def test_a_tool_call_round_trip(tab: Any) -> None:
     ask = {"messages": ASK, "tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False, "seed": 1}
-    first = _create(page, ask)
+    first = _create(tab, ask)
     choice = first["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     [call] = choice["message"]["tool_calls"]
     _check_call(call)
     history = [*ASK, choice["message"], {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": 21}'}]
-    second = _create(page, {"messages": history, "tools": TOOLS, "tool_choice": "none", "max_tokens": 8})
+    second = _create(tab, {"messages": history, "tools": TOOLS, "tool_choice": "none", "max_tokens": 8})
     assert second["choices"][0]["message"].get("tool_calls") is None
-    shown = page.evaluate(f"(async () => window.webbuildApp.engine.applyChatTemplate({json.dumps(history)}))()")
+    shown = tab.evaluate(f"(async () => window.webbuildApp.engine.applyChatTemplate({json.dumps(history)}))()")
     assert '<tool_response>\n{"temperature": 21}\n</tool_response>' in shown
 
 
-def test_streamed_calls_come_as_openai_deltas(page: Any) -> None:
+def test_streamed_calls_come_as_openai_deltas(tab: Any) -> None:
     # Sampled with a seed, as the REST tests do: greedy, this random model fills the call's JSON with whitespace
     # (the grammar allows it there, in both engines) until max_tokens.
     named = {"type": "function", "function": {"name": "get_weather"}}
@@ -165,7 +165,7 @@ def test_streamed_calls_come_as_openai_deltas(page: Any) -> None:
       for await (const c of await engine.chat.completions.create({ ...r, stream: true })) chunks.push(c);
       return { chunks, whole: await engine.chat.completions.create(r) };
     }"""
-    out = page.evaluate(f"({script})({json.dumps(request)})")
+    out = tab.evaluate(f"({script})({json.dumps(request)})")
     deltas = [d for c in out["chunks"] for d in c["choices"][0]["delta"].get("tool_calls", [])]
     assert len(deltas) == 2, deltas
     assert deltas[0]["index"] == 0 and deltas[0]["type"] == "function" and deltas[0]["id"].startswith("call_")
@@ -176,7 +176,7 @@ def test_streamed_calls_come_as_openai_deltas(page: Any) -> None:
     assert out["chunks"][-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
-def test_greedy_constrained_output_is_the_python_engines(page: Any, site: Path) -> None:
+def test_greedy_constrained_output_is_the_python_engines(tab: Any, site: Path) -> None:
     from webbuild.engine.engine import Engine
 
     engine = Engine(site, device="cpu")
@@ -187,7 +187,7 @@ def test_greedy_constrained_output_is_the_python_engines(page: Any, site: Path) 
         {"messages": ASK, "tools": TOOLS, "tool_choice": named, "temperature": 0, "max_tokens": 300},
     ]
     for request in requests:
-        ours = _create(page, request)["choices"][0]
+        ours = _create(tab, request)["choices"][0]
         theirs = engine.chat.completions.create(**request)["choices"][0]
         assert ours["finish_reason"] == theirs["finish_reason"]
         assert ours["message"]["content"] == theirs["message"]["content"]

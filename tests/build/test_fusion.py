@@ -66,7 +66,7 @@ def test_prefill_and_cpu_libraries_are_not_folded(dumped: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def tab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from webbuild.browser import launch_chromium
     from webbuild.commands.package import PackageOptions, package
     from webbuild.serve.app import serving
@@ -78,9 +78,9 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     )
     site = package(options).site
     with serving(site) as url, launch_chromium() as chromium:
-        page = chromium.open(url + "manifest.json")  # a page of the site's origin; the model loads below
-        page.wait_for("document.readyState === 'complete'", timeout_s=60)
-        yield page
+        tab = chromium.open(url + "manifest.json")  # a tab of the site's origin; the model loads below
+        tab.wait_for("document.readyState === 'complete'", timeout_s=60)
+        yield tab
 
 
 # Two pipelines over one site: one told its adapter is a GPU (so it decodes with the folded `decode`), one a
@@ -103,9 +103,9 @@ _COMPARE_JS = """(async (ids) => {
 })"""
 
 
-def test_folded_decode_computes_what_the_unfolded_one_does(page: Any) -> None:
+def test_folded_decode_computes_what_the_unfolded_one_does(tab: Any) -> None:
     ids = [5, 17, 40, 99, 123, 7, 77, 150, 3, 201]
-    out = page.evaluate(f"{_COMPARE_JS}({ids})")
+    out = tab.evaluate(f"{_COMPARE_JS}({ids})")
     folded, fallback = np.array(out["folded"]), np.array(out["fallback"])
     assert folded.shape == (6, folded.shape[1]) and folded.shape[1] > 200
     assert np.array_equal(folded[0], fallback[0])  # prefill is the same code

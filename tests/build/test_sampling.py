@@ -147,15 +147,15 @@ def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(tiny_site: Path) -> Iterator[Any]:
+def tab(tiny_site: Path) -> Iterator[Any]:
     from webbuild.browser import launch_chromium
     from webbuild.serve.app import serving
 
     with serving(tiny_site) as url, launch_chromium() as chromium:
-        page = chromium.open(url)
-        page.wait_for("['ready', 'error'].includes(document.body?.dataset.state)", timeout_s=600)
-        assert page.evaluate("document.body.dataset.state") == "ready", page.errors()
-        yield page
+        tab = chromium.open(url)
+        tab.wait_for("['ready', 'error'].includes(document.body?.dataset.state)", timeout_s=600)
+        assert tab.evaluate("document.body.dataset.state") == "ready", tab.errors()
+        yield tab
 
 
 # The same request twice: as it is, its tokens are chosen on the GPU; asking for logprobs (which leaves the
@@ -177,8 +177,8 @@ _BOTH_JS = """(async (request) => {
     ],
     ids=["greedy", "sampled", "penalties-and-bias"],
 )
-def test_tokens_chosen_on_the_gpu_are_the_cpu_samplers(page: Any, request_: dict[str, Any]) -> None:
+def test_tokens_chosen_on_the_gpu_are_the_cpu_samplers(tab: Any, request_: dict[str, Any]) -> None:
     request = {"prompt": "the cat sat on the", "max_tokens": 12} | request_
-    out = page.evaluate(f"{_BOTH_JS}({json.dumps(request)})")
+    out = tab.evaluate(f"{_BOTH_JS}({json.dumps(request)})")
     assert out["tokens"] >= 3, out
     assert out["gpu"] == out["cpu"]

@@ -53,13 +53,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
 
 
 @pytest.fixture(scope="module")
-def page(served: tuple[Path, str]) -> Iterator[Any]:
+def tab(served: tuple[Path, str]) -> Iterator[Any]:
     from webbuild.browser import launch_chromium
 
     with launch_chromium() as chromium:
-        page = chromium.open(served[1] + "blank.html")
-        page.wait_for("document.readyState === 'complete'", timeout_s=30)
-        yield page
+        tab = chromium.open(served[1] + "blank.html")
+        tab.wait_for("document.readyState === 'complete'", timeout_s=30)
+        yield tab
 
 
 # Greedy completions of PROMPTS and one chat, from whichever engine `load` (a JS expression) makes; each text
@@ -82,20 +82,20 @@ _OUR_ENGINE_JS = """(async () => {
 })()"""
 
 
-def generate(page: Any, load: str) -> list[list[Any]]:
+def generate(tab: Any, load: str) -> list[list[Any]]:
     g = json.dumps(GREEDY)
-    return page.evaluate(_GENERATE_JS % (load, json.dumps(PROMPTS), g, json.dumps(CHAT), g), timeout_s=600)
+    return tab.evaluate(_GENERATE_JS % (load, json.dumps(PROMPTS), g, json.dumps(CHAT), g), timeout_s=600)
 
 
 @pytest.fixture(scope="module")
-def ours(page: Any) -> list[list[Any]]:
+def ours(tab: Any) -> list[list[Any]]:
     """Our runtime's greedy outputs, loading the site from its manifest."""
-    out = generate(page, _OUR_ENGINE_JS % ('"/site/manifest.json"', "null"))
+    out = generate(tab, _OUR_ENGINE_JS % ('"/site/manifest.json"', "null"))
     assert all(tokens >= 4 for _, _, tokens in out) and len({text for text, _, _ in out}) > 1, out
     return out
 
 
-def test_webllm_loads_the_site_as_served_and_generates_our_greedy_tokens(page: Any, ours: list[list[Any]]) -> None:
+def test_webllm_loads_the_site_as_served_and_generates_our_greedy_tokens(tab: Any, ours: list[list[Any]]) -> None:
     # The URLs come from webllmAppConfig (README: "WebLLM"): <site>/models/<id>/#/resolve/main/ and the library.
     load = """(async () => {
       const webllm = await import("/webllm/index.js");
@@ -105,7 +105,7 @@ def test_webllm_loads_the_site_as_served_and_generates_our_greedy_tokens(page: A
       const appConfig = webllmAppConfig(manifest, manifestUrl);
       return webllm.CreateMLCEngine(manifest.default_variant, { appConfig, logLevel: "WARN" });
     })()"""
-    assert generate(page, load) == ours
+    assert generate(tab, load) == ours
 
 
 def to_webllm_folder(root: Path, model_id: str) -> None:
@@ -131,11 +131,11 @@ def to_webllm_folder(root: Path, model_id: str) -> None:
 
 
 def test_our_runtime_loads_a_webllm_model_folder_and_generates_the_same_tokens(
-    served: tuple[Path, str], page: Any, ours: list[list[Any]]
+    served: tuple[Path, str], tab: Any, ours: list[list[Any]]
 ) -> None:
     root, url = served
     to_webllm_folder(root, "tiny-MLC")
     record = {"model": f"{url}hf/tiny-MLC", "model_id": "tiny-MLC", "model_lib": f"{url}hf-libs/tiny-MLC-webgpu.wasm"}
     assert not list((root / "hf").rglob("tensor-cache.json")) and not list((root / "hf").rglob("manifest.json"))
     app_config = {"model_list": [record | {"model_id": "other", "model": f"{url}nowhere"}, record]}
-    assert generate(page, _OUR_ENGINE_JS % (json.dumps(app_config), '"tiny-MLC"')) == ours
+    assert generate(tab, _OUR_ENGINE_JS % (json.dumps(app_config), '"tiny-MLC"')) == ours
