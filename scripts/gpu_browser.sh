@@ -66,6 +66,8 @@ FONTS
     tar -C "$wb/py" -xJf "$wb/tvm_rest.tar.xz"
     xz -dc "$wb/libtvm_compiler.so.xz" > "$wb/py/tvm/lib/libtvm_compiler.so"
   fi
+  # Sites carried without their weights (make_gpu_browser_carry.sh with WEIGHTS=random) get random ones.
+  python3 "$(dirname "$0")/random_weights.py" --if-missing "$wb"/sites/*/
 }
 
 environment() {

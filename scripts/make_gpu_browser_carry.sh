@@ -9,10 +9,12 @@
 #   tvm/    libtvm_compiler.so, xz (~59 MiB), from scripts/make_gpu_carry.sh          (unless WITH_CUDA=0)
 #   rest/   Chromium's data files (chromium-common), two fonts, every library `ldd` lists but glibc's, the Vulkan/GL loader
 #           debs, TVM's Python side and the cp312 wheels, the sites without their weight shards
-#   w1/ w2/ ...  the sites' weight shards (one tar.xz, split), identical shards stored once
+#   w1/ w2/ ...  the sites' weight shards (one tar.xz, split), identical shards stored once; none with
+#           WEIGHTS=random: gpu_browser.sh then fills the shards with seeded random values there
+#           (scripts/random_weights.py; speed does not depend on the values, and 2 sites' weights take 3 calls)
 # Usage: bash scripts/make_gpu_browser_carry.sh SITE [SITE...]
 # Environment: GPU_CARRY (output folder), CHS_BINARY (a headless shell to use instead of downloading Debian's),
-# XZ_LEVEL (default 9), PIECE_MIB (default 60), WITH_CUDA (default 1).
+# XZ_LEVEL (default 9), PIECE_MIB (default 60), WITH_CUDA (default 1), WEIGHTS (real, the default, or random).
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: make_gpu_browser_carry.sh SITE [SITE...]" >&2; exit 2; }
 out="$(realpath -m "${GPU_CARRY:-.gpu}")"
@@ -81,12 +83,14 @@ while read -r digest shard; do
   if [ -n "${first_copy[$digest]:-}" ]; then ln -f "${first_copy[$digest]}" "$shard"; else first_copy[$digest]="$shard"; fi
 done < <(find "$out/stage/sites" -name 'params_shard_*' -print0 | sort -z | xargs -0 -r sha256sum)
 tar -C "$out/stage" -czf "$out/rest/sites.tar.gz" --exclude='params_shard_*' sites
-(cd "$out/stage" && find sites -name 'params_shard_*' -print0 | sort -z | tar --null -T - -cf - | xz -1 -T2 > shards.tar.xz)
-split -b "${piece_mib}M" -d -a 2 "$out/stage/shards.tar.xz" "$out/stage/shards.part"
-n=0
-for part in "$out"/stage/shards.part*; do
-  n=$((n + 1))
-  mkdir -p "$out/w$n" && mv "$part" "$out/w$n/"
-done
+if [ "${WEIGHTS:-real}" = real ]; then
+  (cd "$out/stage" && find sites -name 'params_shard_*' -print0 | sort -z | tar --null -T - -cf - | xz -1 -T2 > shards.tar.xz)
+  split -b "${piece_mib}M" -d -a 2 "$out/stage/shards.tar.xz" "$out/stage/shards.part"
+  n=0
+  for part in "$out"/stage/shards.part*; do
+    n=$((n + 1))
+    mkdir -p "$out/w$n" && mv "$part" "$out/w$n/"
+  done
+fi
 rm -rf "$out/stage"
 du -sh "$out"/*/ | grep -v '/dl/$'

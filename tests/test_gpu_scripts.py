@@ -4,6 +4,7 @@ made here, each fits one transfer, and the device side, fed one piece per call a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -68,3 +69,28 @@ def test_pieces_travel_one_by_one_and_bench_runs_from_them(site: Path, tmp_path:
     (figures,) = json.loads((out / f"bench-{site.name}.json").read_text())
     assert figures["completion_tokens"] > 0 and figures["decode_tokens_per_s"] > 0
     assert (wb / "sites" / "twin" / "manifest.json").is_file()
+
+
+def test_random_weights_give_a_site_carried_without_shards_weights_it_loads(site: Path, tmp_path: Path) -> None:
+    from webbuild.engine.engine import Engine
+    from webbuild.site_format.manifest import read_manifest
+
+    bare = shutil.copytree(site, tmp_path / "bare")
+    real = {p.name: p.read_bytes() for p in site.rglob("params_shard_*")}
+    for shard in bare.rglob("params_shard_*"):
+        shard.unlink()
+    script = ["python3", str(REPO / "scripts/random_weights.py"), "--if-missing", str(bare)]
+    assert "random weights" in run(script, {}).stdout
+    filled = {p.name: p.read_bytes() for p in bare.rglob("params_shard_*")}
+    assert filled.keys() == real.keys() and all(filled[n] != real[n] for n in real)
+    for record in read_manifest(bare).all_files():  # the browser and the engines check these
+        assert hashlib.sha256((bare / record.path).read_bytes()).hexdigest() == record.sha256, record.path
+    assert run(script, {}).stdout == ""  # shards present: left alone
+
+    reply = Engine(bare, device="cpu").chat.completions.create(
+        messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0, logprobs=True, top_logprobs=3
+    )
+    choice = reply["choices"][0]
+    assert choice["finish_reason"] == "length"  # random weights rarely choose end-of-sequence
+    logprobs = [alt["logprob"] for tok in choice["logprobs"]["content"] for alt in tok["top_logprobs"]]
+    assert len(logprobs) == 12 and all(-100 < lp <= 0 for lp in logprobs)  # finite: scales and norms are sane
