@@ -44,9 +44,8 @@ def worker(model: str, scheme: str, tokens: int, decode_tokens: int, out: Path) 
     from webbuild.build.prepare import prepare_model, write_model_files
     from webbuild.build.source import load_source
     from webbuild.commands.verify import _encode  # the encoding `webbuild verify` uses
-    from webbuild.engine.chat_template import ChatTemplate
     from webbuild.engine.engine import Engine, EngineConfig
-    from webbuild.verify.prompts import BUILTIN_PROMPTS
+    from webbuild.verify.prompts import BUILTIN_PROMPTS, VerifyPrompt
 
     name, _, embeddings = scheme.partition(":")  # "q4f32_m:q4m": the scheme with --embeddings q4m
     override = {"embeddings": embeddings} if embeddings else {}  # a baseline checkout may predate the option
@@ -63,8 +62,7 @@ def worker(model: str, scheme: str, tokens: int, decode_tokens: int, out: Path) 
         seq = ids + continuation
         arrays[f"seq{i}"], arrays[f"len{i}"] = np.array(seq), np.array(len(ids))
         arrays[f"logits{i}"] = engine.score_positions(seq)
-    text = ChatTemplate(prepared.tokenizer_config).render([{"role": "user", "content": CHAT_PROMPT}])
-    chat = tokenizer.encode(text, add_special_tokens=False).ids
+    chat = _encode(prepared, tokenizer, VerifyPrompt("speed", CHAT_PROMPT), 0)  # the text alone for a base model
     prefill = decode = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()

@@ -36,11 +36,12 @@ def test_tokenizer_and_chat_template_ids_match_transformers(tiny_family_of, fami
     check_token_ids_match_transformers(tiny_family_of(family))
 
 
-# Each SwiftShader run costs 30-90 s: Qwen3 (Q/K norm) and Gemma 3 (sandwich norms, local/global RoPE, head
-# size 256) carry the blocks the Llama browser tests (tests/build/test_site.py, tests/commands/test_verify.py)
-# do not reach.
+# Each SwiftShader run costs 30-90 s. Llama is covered by the browser tests of tests/build/test_site.py and
+# tests/commands/test_verify.py; the others carry what those do not reach: Qwen2 the QKV biases, Qwen3 the Q/K
+# norm, Phi-3 the fused qkv/gate_up tensors and longrope (short factors: the context stays within the original
+# one), Gemma 3 the sandwich norms, local/global RoPE and head size 256.
 @pytest.mark.toolchain
-@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "phi3", "gemma3"])
 def test_browser_build_agrees_with_the_cpu_engine(tiny_family_of, family, tmp_path):
     check_browser_agrees_with_cpu(tiny_family_of(family), tmp_path)
 
