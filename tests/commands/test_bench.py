@@ -31,6 +31,7 @@ def test_bench_reports_both_engines_and_names_the_adapter(tiny_site: Path, tmp_p
         assert run["prompt_tokens"] > 0 and 0 < run["completion_tokens"] <= 4
         assert run["load_s"] > 0 and run["time_to_first_token_s"] > 0
         assert run["runs"] == 2 and len(run["decode_tokens_per_s_runs"]) == 2
+        assert run["cached_tokens"] == 0  # each timed request prefills its whole prompt (no KV reuse)
 
 
 def test_an_engine_that_fails_is_reported_beside_the_others_figures(tiny_site: Path, tmp_path: Path, capsys) -> None:

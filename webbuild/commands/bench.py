@@ -47,6 +47,7 @@ class RunFigures:
     decode_tokens_per_s: float
     runs: int = 1
     decode_tokens_per_s_runs: list[float] = field(default_factory=list)
+    cached_tokens: int = 0  # prompt tokens a timed request took from the KV cache (most of any run; 0 = cold)
     worker_round_trip_ms: float | None = None
     profile: dict[str, Any] | None = None
 
@@ -99,6 +100,7 @@ def _figures(where: str, load_s: float, usages: list[dict[str, Any]]) -> RunFigu
         decode_tokens_per_s=round(_median(usages, "decode_tokens_per_s"), 2),
         runs=len(usages),
         decode_tokens_per_s_runs=[round(u.get("extra", {}).get("decode_tokens_per_s", 0.0), 2) for u in usages],
+        cached_tokens=max(u.get("prompt_tokens_details", {}).get("cached_tokens", 0) for u in usages),
     )
 
 
@@ -115,7 +117,10 @@ _RUN_JS = """(async (req, repeat) => {
   const engine = window.webbuildApp.engine;
   await engine.chat.completions.create(req);
   const usages = [];
-  for (let i = 0; i < repeat; i++) usages.push((await engine.chat.completions.create(req)).usage);
+  for (let i = 0; i < repeat; i++) {
+    await engine.resetChat(true); // every timed request prefills its whole prompt, not the KV the last one left
+    usages.push((await engine.chat.completions.create(req)).usage);
+  }
   const hops = [];
   for (let i = 0; i < 21; i++) {
     const t = performance.now();
@@ -179,11 +184,12 @@ def _errors(lines: list[str]) -> str | None:
 
 
 def bench_engine(site: Path, device: str, options: BenchOptions = BenchOptions()) -> RunFigures:
-    """The Python engine on ``device`` (cpu: the llvm build; cuda: the CUDA build, compiled on first use)."""
-    from webbuild.engine.engine import Engine
+    """The Python engine on ``device`` (cpu: the llvm build; cuda: the CUDA build, compiled on first use),
+    without its prefix cache, so that every timed request prefills its whole prompt as the browser's does."""
+    from webbuild.engine.engine import Engine, EngineConfig
 
     t0 = time.monotonic()
-    engine = Engine(site, device=device)
+    engine = Engine(site, device=device, config=EngineConfig(prefix_cache=False))
     load_s = time.monotonic() - t0
     request = _request(options)
     engine.chat.completions.create(**request)  # warm-up
