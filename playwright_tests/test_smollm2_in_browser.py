@@ -36,6 +36,8 @@ def test_chat_message_streams_a_reply(page: Page, site_url: str) -> None:
         text = bubbles.last.inner_text() if bubbles.count() else ""
         if text and (not seen or text != seen[-1]):
             seen.append(text)
+            if len(seen) == 3:  # streamed: the Stop button ends it (a sampled reply can run for minutes here)
+                page.click("#stop")
         if page.evaluate("document.body.dataset.state") == "ready" and seen:
             break
         time.sleep(0.5)
