@@ -8,9 +8,12 @@
 //     each dispatch being its own synchronization scope), closed when anything else is encoded;
 //   - every `submitEvery` launches the commands so far are submitted (tvmjs submits once, when it syncs), so
 //     the GPU process and the GPU start on the first layers while the later ones are still being encoded.
-// It also counts what it sees (dispatches by kernel, passes, submits, ...) for the profile, and lets the
-// profiler (profile.js) put timestamp queries around each launch. Our own code around tvmjs: tvmjs is used
+// It also counts what it sees (dispatches by kernel, passes, submits, ...) for the profile, lets the
+// profiler (profile.js) put timestamp queries around each launch, and records what a step sends to the queue
+// so that the step can be replayed without the VM (step_tape.js). Our own code around tvmjs: tvmjs is used
 // unchanged, it only receives this object instead of the device.
+
+import { BEGIN, CALL, DISPATCH, END, GROUP, PIPELINE, sameBytes, Tape } from "./step_tape.js";
 
 /**
  * @typedef {object} DeviceCounters  what the wrapped device did since the last reset
@@ -23,6 +26,8 @@
  * @property {number} uniformWritesSkipped  ... and those skipped as unchanged
  * @property {number} otherWrites  queue writes into other buffers (inputs, KV-cache bookkeeping)
  * @property {number} writeBytes
+ * @property {number} stepsRecorded  VM steps recorded for replay
+ * @property {number} stepsReplayed  steps replayed from a recording
  * @property {Map<string, number>} kernels  dispatches by kernel name
  */
 
@@ -47,11 +52,15 @@ export function emptyCounters() {
     uniformWritesSkipped: 0,
     otherWrites: 0,
     writeBytes: 0,
+    stepsRecorded: 0,
+    stepsReplayed: 0,
     kernels: new Map(),
   };
 }
 
-const UNIFORM = 0x40; // GPUBufferUsage.UNIFORM (a constant, so that node tests need no WebGPU globals)
+// GPUBufferUsage flags (constants, so that node tests need no WebGPU globals)
+const MAP_READ = 0x01;
+const UNIFORM = 0x40;
 /** Launches per early submit: a decode step of a 30-layer model is ~250 launches, so the GPU starts after ~1/8. */
 export const SUBMIT_EVERY = 32;
 
@@ -73,6 +82,12 @@ export class DeviceShim {
     /** @type {Map<number, Set<string>>} */ this.keysByBuffer = new Map();
     /** @type {WeakMap<object, Uint8Array>} */ this.uniformBytes = new WeakMap();
     /** @type {WeakMap<object, string>} */ this.kernelOf = new WeakMap();
+    /** @type {WeakMap<object, number>} buffer -> GPUBufferUsage flags */ this.usage = new WeakMap();
+    /** @type {WeakMap<object, number[]>} bind group -> ids of its buffers */ this.groupBuffers = new WeakMap();
+    /** @type {WeakMap<object, any[][]>} recorded command buffer -> its commands */ this.commandsOf = new WeakMap();
+    /** @type {Tape | null} the step being recorded */ this.tape = null;
+    /** @type {((id: number) => void) | null} told of each buffer about to be destroyed */ this.onForget = null;
+    /** @type {string[] | null} while uploadsOf runs: where its writes went */ this.uploads = null;
     this.queue = this.wrapQueue(device.queue);
     // tvmjs also reads limits, features, lost, label and calls destroy/addEventListener: the device's own.
     return new Proxy(this, {
@@ -97,6 +112,7 @@ export class DeviceShim {
   /** @param {any} descriptor */
   createBuffer(descriptor) {
     const buffer = this.device.createBuffer(descriptor);
+    this.usage.set(buffer, descriptor.usage);
     if (descriptor.usage & UNIFORM) this.uniformBytes.set(buffer, new Uint8Array(0));
     const destroy = buffer.destroy.bind(buffer);
     buffer.destroy = () => {
@@ -108,7 +124,9 @@ export class DeviceShim {
 
   /** Drops the bind groups that name a buffer about to be destroyed. @param {object} buffer */
   forget(buffer) {
+    if (this.tape) this.tape.discarded = true;
     const id = this.ids.get(buffer);
+    if (id !== undefined) this.onForget?.(id);
     const keys = id === undefined ? undefined : this.keysByBuffer.get(id);
     if (!keys) return;
     for (const key of keys) this.bindGroups.delete(key);
@@ -151,6 +169,7 @@ export class DeviceShim {
     const group = this.device.createBindGroup(descriptor);
     this.counters.bindGroupsMade++;
     this.bindGroups.set(key, group);
+    this.groupBuffers.set(group, buffers);
     for (const id of buffers) {
       let keys = this.keysByBuffer.get(id);
       if (!keys) this.keysByBuffer.set(id, (keys = new Set()));
@@ -159,9 +178,69 @@ export class DeviceShim {
     return group;
   }
 
+  /**
+   * Where `run` wrote into buffers other than uniforms, as one string (buffer, offset, size of each write,
+   * not the bytes): the shape of what it uploaded.
+   * @param {() => void} run
+   */
+  uploadsOf(run) {
+    this.uploads = [];
+    try {
+      run();
+      return this.uploads.join(" ");
+    } finally {
+      this.uploads = null;
+    }
+  }
+
+  /** Starts recording what is sent to the queue (step_tape.js). */
+  record() {
+    this.tape = new Tape();
+  }
+
+  /** @returns {Tape} what was sent to the queue since record() */
+  stopRecording() {
+    const tape = /** @type {Tape} */ (this.tape);
+    this.tape = null;
+    this.counters.stepsRecorded++;
+    return tape;
+  }
+
   /** @param {any} descriptor */
   createCommandEncoder(descriptor) {
     return new EncoderShim(this, this.device.createCommandEncoder(descriptor));
+  }
+
+  /**
+   * Records a submit: the commands each command buffer's encoder got.
+   * @param {any[]} buffers
+   */
+  recordSubmit(buffers) {
+    const tape = /** @type {Tape} */ (this.tape);
+    const commands = buffers.map((b) => this.commandsOf.get(b));
+    if (commands.some((c) => c === undefined)) tape.refuse("a command buffer encoded before recording began");
+    tape.ops.push({ commands: /** @type {any[][][]} */ (commands) });
+  }
+
+  /**
+   * Notes a command that a recorded encoder sent, and the buffers it uses.
+   * @param {any[] | null} commands  the encoder's list, null when it is not being recorded
+   * @param {any[]} command
+   */
+  note(commands, command) {
+    if (!commands) return;
+    commands.push(command);
+    const tape = /** @type {Tape} */ (this.tape);
+    if (command[0] === GROUP) {
+      for (const id of command[3]) tape.buffers.add(id);
+    } else if (command[0] === CALL) {
+      for (const arg of command[2]) {
+        const usage = this.usage.get(arg);
+        if (usage === undefined) continue;
+        tape.buffers.add(this.idOf(arg));
+        if (usage & MAP_READ) tape.refuse("a read-back");
+      }
+    }
   }
 
   /** @param {any} queue */
@@ -178,6 +257,13 @@ export class DeviceShim {
       writeBuffer(buffer, offset, data, dataOffset = 0, size) {
         const held = shim.uniformBytes.get(buffer);
         const bytes = asBytes(data, dataOffset, size);
+        if (shim.uploads && held === undefined) shim.uploads.push(`${shim.idOf(buffer)}:${offset}:${bytes.byteLength}`);
+        const tape = shim.tape;
+        if (tape) {
+          if (held === undefined) tape.refuse("a write into a buffer that is not a uniform");
+          tape.ops.push({ buffer, offset, bytes: bytes.slice() });
+          tape.buffers.add(shim.idOf(buffer));
+        }
         shim.counters.writeBytes += bytes.byteLength;
         if (held === undefined || offset !== 0) {
           shim.counters.otherWrites++;
@@ -193,6 +279,7 @@ export class DeviceShim {
       /** @param {any[]} buffers */
       submit(buffers) {
         shim.counters.submits++;
+        if (shim.tape) shim.recordSubmit(buffers);
         queue.submit(buffers);
       },
       onSubmittedWorkDone: () => queue.onSubmittedWorkDone(),
@@ -214,6 +301,8 @@ class EncoderShim {
     this.encoder = encoder;
     /** @type {PassShim | null} */ this.open = null;
     this.launches = 0; // since the last submit
+    /** @type {any[][] | null} the commands sent to `encoder`, while the shim records */
+    this.commands = shim.tape ? [] : null;
     return new Proxy(this, {
       get(self, prop) {
         if (prop in self) return /** @type {any} */ (self)[prop];
@@ -223,6 +312,7 @@ class EncoderShim {
         // Any other command (copies, query resolves, clears) follows the launches encoded so far.
         return (/** @type {any[]} */ ...args) => {
           self.closePass();
+          self.shim.note(self.commands, [CALL, prop, args]);
           return value.apply(real, args);
         };
       },
@@ -243,6 +333,8 @@ class EncoderShim {
     if (shim.reuse && !descriptor && this.open) return this.open;
     this.closePass();
     shim.counters.passes++;
+    if (descriptor) this.shim.tape?.refuse("a pass with a descriptor");
+    shim.note(this.commands, [BEGIN]);
     const pass = new PassShim(shim, this, this.encoder.beginComputePass(descriptor), shim.reuse && !descriptor);
     if (pass.merged) this.open = pass;
     return pass;
@@ -251,15 +343,19 @@ class EncoderShim {
   /** Submits what is encoded so far and goes on in a new command encoder (tvmjs never sees the switch). */
   submitSoFar() {
     this.closePass();
-    this.shim.device.queue.submit([this.encoder.finish()]);
-    this.shim.counters.submits++;
-    this.encoder = this.shim.device.createCommandEncoder();
+    const { shim } = this;
+    if (shim.tape) shim.tape.ops.push({ commands: [this.commands ?? []] });
+    shim.device.queue.submit([this.encoder.finish()]);
+    shim.counters.submits++;
+    this.encoder = shim.device.createCommandEncoder();
+    this.commands = shim.tape ? [] : null;
     this.launches = 0;
   }
 
   closePass() {
     if (this.open) {
       this.open.pass.end();
+      this.shim.note(this.commands, [END]);
       this.open = null;
     }
   }
@@ -268,7 +364,9 @@ class EncoderShim {
   finish(descriptor) {
     this.closePass();
     this.shim.timer?.beforeFinish(this.encoder);
-    return this.encoder.finish(descriptor);
+    const buffer = this.encoder.finish(descriptor);
+    if (this.commands) this.shim.commandsOf.set(buffer, this.commands);
+    return buffer;
   }
 }
 
@@ -291,6 +389,7 @@ class PassShim {
   /** @param {any} pipeline */
   setPipeline(pipeline) {
     this.kernel = this.shim.kernelOf.get(pipeline) ?? "?";
+    this.shim.note(this.encoder.commands, [PIPELINE, pipeline]);
     this.pass.setPipeline(pipeline);
   }
 
@@ -300,6 +399,8 @@ class PassShim {
    * @param {any[]} rest
    */
   setBindGroup(index, group, ...rest) {
+    if (rest.length > 0) this.shim.tape?.refuse("dynamic offsets");
+    this.shim.note(this.encoder.commands, [GROUP, index, group, this.shim.groupBuffers.get(group) ?? []]);
     this.pass.setBindGroup(index, group, ...rest);
   }
 
@@ -314,11 +415,14 @@ class PassShim {
     this.encoder.launches++;
     c.kernels.set(this.kernel, (c.kernels.get(this.kernel) ?? 0) + 1);
     this.shim.timer?.named(this.kernel);
+    this.shim.note(this.encoder.commands, [DISPATCH, x, y, z, this.kernel]);
     this.pass.dispatchWorkgroups(x, y, z);
   }
 
   end() {
-    if (!this.merged) this.pass.end();
+    if (this.merged) return;
+    this.pass.end();
+    this.shim.note(this.encoder.commands, [END]);
   }
 }
 
@@ -336,14 +440,4 @@ function asBytes(data, dataOffset, size) {
     return new Uint8Array(data.buffer, start, length);
   }
   return new Uint8Array(data, dataOffset, size ?? data.byteLength - dataOffset);
-}
-
-/**
- * @param {Uint8Array} a
- * @param {Uint8Array} b
- */
-function sameBytes(a, b) {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

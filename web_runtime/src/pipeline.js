@@ -17,6 +17,7 @@ import { fetchTensorCacheIndex, variantFiles } from "./cache.js";
 import { DeviceShim } from "./gpu_device.js";
 import { Profiler } from "./profile.js";
 import { GpuSampler } from "./sampling.js";
+import { replay, TapeBook } from "./step_tape.js";
 
 const PAGE_SIZE = 16;
 // Tokens per batch_verify call when scoring: its logits ([n, vocab] float32) pass through a CPU buffer in
@@ -230,6 +231,15 @@ export class ModelPipeline {
     /** @type {any} batch_verify, looked up on first use (libraries built before scoring existed lack it) */
     this.fVerify = undefined;
     /** @type {any} */ this.fKvPopN = null;
+    /** @type {any} */ this.fKvPositions = null;
+    /** @type {any} tvmjs's WebGPU context (its flushCommands submits what tvmjs has encoded) */
+    this.gpuContext = null;
+    /** @type {TapeBook | null} recorded decode steps (step_tape.js); null when the runtime cannot replay */
+    this.tapes = null;
+    /** whether decode steps may be replayed (the profile turns it off to measure the difference) */
+    this.replaySteps = true;
+    /** @type {any} the last decode step's logits, [1, 1, vocab] on the GPU: a buffer no VM call lends */
+    this.stepLogits = null;
   }
 
   /** @param {import("./config.js").Variant} record */
@@ -256,6 +266,19 @@ export class ModelPipeline {
       }
       this.fKvBegin = global("vm.builtin.kv_state_begin_forward");
       this.fKvEnd = global("vm.builtin.kv_state_end_forward");
+      // Asking the KV cache for its query positions makes it upload its page tables and positions then,
+      // rather than inside the first attention call: what lets a decode step be replayed (step_tape.js).
+      try {
+        this.fKvPositions = global("vm.builtin.attention_kv_cache_get_query_positions");
+        this.gpuContext = tvm.lib.webGPUContext;
+        if (typeof this.gpuContext?.flushCommands === "function") {
+          const tapes = new TapeBook();
+          this.shim.onForget = (id) => tapes.forgetBuffer(id);
+          this.tapes = tapes;
+        }
+      } catch {
+        // a runtime without it: every step goes through the VM
+      }
 
       const raw = this.vm.getFunction("_metadata")();
       this.metadata = JSON.parse(typeof raw === "string" ? raw : raw.toString());
@@ -349,7 +372,7 @@ export class ModelPipeline {
    * @returns {Promise<Float32Array>}
    */
   async decode(id) {
-    this.step(this.fDecode, [id], (logits) => this.queueLogitsRead(logits));
+    this.step(() => this.decodeLogits(id), (logits) => this.queueLogitsRead(logits));
     return this.readLogits();
   }
 
@@ -388,7 +411,7 @@ export class ModelPipeline {
    * @returns {Promise<number>}
    */
   async decodeToken(id, draw) {
-    this.step(this.fDecode, [id], (logits) => this.queueTokenRead(logits, draw));
+    this.step(() => this.decodeLogits(id), (logits) => this.queueTokenRead(logits, draw));
     return this.readToken();
   }
 
@@ -403,7 +426,7 @@ export class ModelPipeline {
     for (let start = 0; start < ids.length; start += this.prefillChunkSize) {
       const chunk = Array.prototype.slice.call(ids, start, start + this.prefillChunkSize);
       const last = start + chunk.length >= ids.length;
-      this.step(this.fPrefill, chunk, last ? onLast : null);
+      this.step(() => this.run(this.fPrefill, chunk).get(0), last ? onLast : null);
     }
     this.timing.encode = nowMs() - t0 - this.timing.sample;
   }
@@ -460,35 +483,82 @@ export class ModelPipeline {
    * @returns {any} the VM's (logits, kv_cache) tuple
    */
   run(fn, ids) {
-    if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
-    const tvm = this.tvm;
-    // A view of one persistent buffer: no GPU buffer made and destroyed per step.
-    const input = this.inputIds.view([ids.length]).copyFrom(Int32Array.from(ids));
-    const embed = this.fEmbed(input, this.params);
-    const hidden = embed.shape[embed.shape.length - 1];
-    const embeds = embed.view([1, ids.length, hidden]);
-    this.fKvBegin(this.kvCache, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
-    const out = fn(embeds, this.kvCache, this.params);
+    const input = this.writeIds(ids);
+    this.fKvBegin(this.kvCache, this.tvm.makeShapeTuple([0]), this.tvm.makeShapeTuple([ids.length]));
+    const out = this.forward(fn, input);
     this.fKvEnd(this.kvCache);
     return out;
   }
 
   /**
-   * One VM call: embed the ids, run prefill or decode on the KV cache, and hand the logits to `then`
-   * (queueing their read, or the sampling kernels and the read of a token id). All temporaries die at
-   * endScope().
+   * The ids in the input buffer on the GPU; call inside a scope.
+   * @param {ArrayLike<number>} ids
+   */
+  writeIds(ids) {
+    if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
+    // A view of one persistent buffer: no GPU buffer made and destroyed per step.
+    return this.inputIds.view([ids.length]).copyFrom(Int32Array.from(ids));
+  }
+
+  /**
+   * Embeds the ids on the GPU and runs `fn` on the KV cache, between its begin and end of forward.
    * @param {any} fn
-   * @param {number[]} ids
+   * @param {any} input  the ids on the GPU
+   * @returns {any} the VM's (logits, kv_cache) tuple
+   */
+  forward(fn, input) {
+    const embed = this.fEmbed(input, this.params);
+    const hidden = embed.shape[embed.shape.length - 1];
+    return fn(embed.view([1, input.shape[0], hidden]), this.kvCache, this.params);
+  }
+
+  /**
+   * One decode step's logits ([1, 1, vocab] on the GPU): the library's decode run by the VM, or, once two VM
+   * steps of this KV cache shape recorded the same commands, their replay (step_tape.js). Either way they
+   * land in `stepLogits`. Call inside a scope.
+   * @param {number} id
+   */
+  decodeLogits(id) {
+    const { shim, tapes, tvm } = this;
+    if (!tapes || !this.replaySteps || !shim.reuse || shim.timer) return this.run(this.fDecode, [id]).get(0);
+    const input = this.writeIds([id]);
+    this.fKvBegin(this.kvCache, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([1]));
+    const key = shim.uploadsOf(() => this.fKvPositions(this.kvCache));
+    this.gpuContext.flushCommands(); // nothing of tvmjs's is pending: the step starts on an empty slate
+    const tape = tapes.trusted(key);
+    if (tape) {
+      replay(shim, tape);
+    } else {
+      const record = tapes.wants(key);
+      if (record) shim.record();
+      try {
+        const logits = this.forward(this.fDecode, input).get(0);
+        this.stepLogits ??= tvm.detachFromCurrentScope(tvm.empty(logits.shape, logits.dtype, this.device));
+        this.stepLogits.copyFrom(logits);
+        this.gpuContext.flushCommands();
+        if (record) tapes.offer(key, shim.stopRecording());
+      } finally {
+        shim.tape = null; // a step that failed is not offered
+      }
+    }
+    this.fKvEnd(this.kvCache);
+    return this.stepLogits;
+  }
+
+  /**
+   * One forward pass and what follows it (queueing the read of the logits, or the sampling kernels and the
+   * read of a token id). All temporaries die at endScope().
+   * @param {() => any} logitsOf  runs the model; returns the logits on the GPU
    * @param {((logits: any) => void) | null} then
    */
-  step(fn, ids, then) {
+  step(logitsOf, then) {
     const tvm = this.tvm;
     const t0 = nowMs();
     this.timing.sample = 0;
     tvm.beginScope();
     try {
-      const out = this.run(fn, ids);
-      if (then) then(out.get(0));
+      const logits = logitsOf();
+      if (then) then(logits);
     } finally {
       tvm.endScope();
     }
@@ -542,6 +612,8 @@ export class ModelPipeline {
     this.sampler?.dispose();
     this.profiler.dispose();
     for (const obj of [
+      this.stepLogits,
+      this.fKvPositions,
       this.logitsOnCPU,
       this.inputIds,
       this.kvCache,

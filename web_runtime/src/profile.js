@@ -179,19 +179,24 @@ export class Profiler {
  * @property {number} bind_groups_reused
  * @property {number} uniform_writes
  * @property {number} uniform_writes_skipped
+ * @property {number} steps_recorded  of the phase's steps, those recorded for replay (step_tape.js)
+ * @property {number} steps_replayed  ... and those replayed from a recording
+ * @property {number[]} tokens  the token each untimed step chose (greedy: the same in every configuration)
  * @property {KernelTime[]} kernels  per step
  * @property {boolean} truncated
  */
 
 /**
  * The runtime settings a profile compares: as shipped, then without each saving in turn.
- * @typedef {{name: string, reuse: boolean, gpuSampling: boolean, submitEvery: number}} ProfileConfiguration
+ * @typedef {{name: string, replay: boolean, reuse: boolean, gpuSampling: boolean, submitEvery: number}}
+ *   ProfileConfiguration
  */
 export const PROFILE_CONFIGURATIONS = Object.freeze([
-  { name: "as shipped", reuse: true, gpuSampling: true, submitEvery: SUBMIT_EVERY },
-  { name: "one submit a step", reuse: true, gpuSampling: true, submitEvery: 0 },
-  { name: "and sampling on the CPU", reuse: true, gpuSampling: false, submitEvery: 0 },
-  { name: "and no reuse (tvmjs as it is)", reuse: false, gpuSampling: false, submitEvery: 0 },
+  { name: "as shipped", replay: true, reuse: true, gpuSampling: true, submitEvery: SUBMIT_EVERY },
+  { name: "every step through the VM", replay: false, reuse: true, gpuSampling: true, submitEvery: SUBMIT_EVERY },
+  { name: "and one submit a step", replay: false, reuse: true, gpuSampling: true, submitEvery: 0 },
+  { name: "and sampling on the CPU", replay: false, reuse: true, gpuSampling: false, submitEvery: 0 },
+  { name: "and no reuse (tvmjs as it is)", replay: false, reuse: false, gpuSampling: false, submitEvery: 0 },
 ]);
 
 const GREEDY = { temperature: 0, top_p: 1, logprobs: false };
@@ -212,6 +217,7 @@ export async function profileSteps(
   const profiler = /** @type {Profiler} */ (pipeline.profiler);
   const layers = layerCount(pipeline.metadata);
   const saved = {
+    replay: pipeline.replaySteps,
     reuse: pipeline.shim.reuse,
     submitEvery: pipeline.shim.submitEvery,
     gpuSampling: pipeline.gpuSampling,
@@ -219,6 +225,7 @@ export async function profileSteps(
   const results = [];
   try {
     for (const config of configurations) {
+      pipeline.replaySteps = config.replay;
       pipeline.shim.reuse = config.reuse;
       pipeline.shim.submitEvery = config.submitEvery;
       pipeline.gpuSampling = config.gpuSampling;
@@ -277,12 +284,14 @@ export async function profileSteps(
       });
     }
   } finally {
+    pipeline.replaySteps = saved.replay;
     pipeline.shim.reuse = saved.reuse;
     pipeline.shim.submitEvery = saved.submitEvery;
     pipeline.gpuSampling = saved.gpuSampling;
     pipeline.reset();
   }
-  return { adapter: { ...pipeline.gpu.info }, timestamps: profiler.timestamps, layers, configurations: results };
+  const replay = pipeline.tapes?.summary() ?? null;
+  return { adapter: { ...pipeline.gpu.info }, timestamps: profiler.timestamps, layers, replay, configurations: results };
 }
 
 /**
@@ -322,6 +331,9 @@ function phaseProfile(tokens, runs, timed, layers) {
     bind_groups_reused: c.bindGroupsReused,
     uniform_writes: c.uniformWrites,
     uniform_writes_skipped: c.uniformWritesSkipped,
+    tokens: runs.map((r) => r.token),
+    steps_recorded: runs.reduce((n, r) => n + r.report.counters.stepsRecorded, 0),
+    steps_replayed: runs.reduce((n, r) => n + r.report.counters.stepsReplayed, 0),
     kernels: [...kernels].map(([name, k]) => ({
       name,
       count: k.count / Math.max(timed.length, 1),

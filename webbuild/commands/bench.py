@@ -256,6 +256,11 @@ def _phase_lines(phase: str, p: dict[str, Any], top: int) -> list[str]:
         f"submits {p['submits']}, bind groups made {p['bind_groups_made']} / reused {p['bind_groups_reused']}, "
         f"uniform writes {p['uniform_writes']} / skipped {p['uniform_writes_skipped']}",
     ]
+    if p.get("steps_recorded") or p.get("steps_replayed"):
+        lines.append(
+            f"    of {p['steps']} steps, {p['steps_replayed']} replayed from a recording, "
+            f"{p['steps_recorded']} recorded"
+        )
     kernels = sorted(p["kernels"], key=lambda k: (-(k.get("gpu_ms") or 0), -k["count"], k["name"]))
     for k in kernels[:top]:
         t = f"{k['gpu_ms']:.4f} ms" if k.get("gpu_ms") is not None else ""
