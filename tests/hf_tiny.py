@@ -8,6 +8,7 @@ SentencePiece-style BPE with byte fallback (Llama 2, Gemma, Phi-3), both built w
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,7 @@ FAMILIES = {
         "LlamaConfig",
         _SHAPE
         | {
+            "max_position_embeddings": 131072,
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
             "rope_theta": 500000.0,
@@ -143,7 +145,9 @@ FAMILIES = {
                 "factor": 8.0,
                 "low_freq_factor": 1.0,
                 "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 32,
+                # Llama 3.x's: with head_dim 16 and theta 5e5, pairs 0-3 keep their frequency, pair 4 is blended
+                # (wavelength between 8192/4 and 8192) and pairs 5-7 are divided by 8.
+                "original_max_position_embeddings": 8192,
             },
             "tie_word_embeddings": True,
         },
@@ -283,9 +287,50 @@ def llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, half, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(path: Path, hf_dir: Path, family: str) -> Path:
+def llama_cpp_rope_freqs(rope: dict[str, Any], head_dim: int) -> np.ndarray:
+    """Llama 3's ``rope_freqs`` as llama.cpp's converter computes it (in torch float32, pair by pair): 1 for short
+    wavelengths, ``factor`` for long ones, the inverse of the blended scale between. (The converter looks for
+    original_max_position_embeddings beside, not in, the RoPE parameters, defaulting to Llama 3.x's 8192; this
+    takes it from the parameters, where transformers keeps it, which is the same value for Llama 3.x.)"""
+    import torch
+
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old_context = rope["original_max_position_embeddings"]
+    freqs = 1.0 / (rope["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    factors = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < old_context / high:
+            factors.append(1)
+        elif wavelen > old_context / low:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return torch.tensor(factors, dtype=torch.float32).numpy()
+
+
+def rope_factor_tensors(writer: gguf.GGUFWriter, config: dict[str, Any], head_dim: int) -> dict[str, np.ndarray]:
+    """The RoPE scaling llama.cpp's converter keeps as tensors (and, for longrope, the metadata beside them)."""
+    rope = config.get("rope_parameters") or {}
+    if rope.get("rope_type") == "llama3":
+        return {"rope_freqs.weight": llama_cpp_rope_freqs(rope, head_dim)}
+    if rope.get("rope_type") != "longrope":
+        return {}
+    original = rope["original_max_position_embeddings"]
+    scale = config["max_position_embeddings"] / original
+    writer.add_rope_scaling_orig_ctx_len(original)
+    writer.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1 else 1.0)
+    return {
+        "rope_factors_long.weight": np.array(rope["long_factor"], np.float32),
+        "rope_factors_short.weight": np.array(rope["short_factor"], np.float32),
+    }
+
+
+def write_gguf(path: Path, hf_dir: Path, family: str, rope_factors: dict[str, np.ndarray] | None = None) -> Path:
     """The HF directory's model as a GGUF file: llama.cpp's names and metadata keys, Llama's Q/K rows permuted,
-    Gemma's norms stored as (1 + w)."""
+    Gemma's norms stored as (1 + w), RoPE scaling as llama.cpp's factor tensors (``rope_factors``: other values
+    for some of them, to make a damaged file)."""
     from safetensors.numpy import load_file
 
     spec = FAMILIES[family]
@@ -305,6 +350,9 @@ def write_gguf(path: Path, hf_dir: Path, family: str) -> Path:
     writer.add_rope_dimension_count(head_dim)
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_vocab_size(config["vocab_size"])
+    writer.add_bos_token_id(config["bos_token_id"])
+    writer.add_eos_token_id(config["eos_token_id"])
+    writer.add_pad_token_id(config["pad_token_id"])
     rope = config.get("rope_parameters") or {}
     if family == "gemma3":
         writer.add_rope_freq_base(rope["full_attention"]["rope_theta"])
@@ -314,10 +362,10 @@ def write_gguf(path: Path, hf_dir: Path, family: str) -> Path:
         writer.add_uint32(f"{spec.gguf_arch}.attention.sliding_window_pattern", 2)
     else:
         writer.add_rope_freq_base(rope.get("rope_theta", 10000.0))
-    if rope.get("rope_type") in ("llama3", "longrope"):  # llama.cpp keeps these factors as tensors
-        names = ["rope_freqs"] if rope["rope_type"] == "llama3" else ["rope_factors_long", "rope_factors_short"]
-        for extra in names:
-            writer.add_tensor(f"{extra}.weight", np.ones(head_dim // 2, np.float32))
+    if family == "phi3":
+        writer.add_sliding_window(config.get("sliding_window") or 0)
+    for name, array in (rope_factor_tensors(writer, config, head_dim) | (rope_factors or {})).items():
+        writer.add_tensor(name, array)
     for name, array in tensors.items():
         array = array.astype(np.float32)
         if family == "llama" and name.endswith("q_proj.weight"):

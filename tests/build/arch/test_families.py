@@ -1,7 +1,8 @@
 """What every family must do, on its tiny random model made with transformers' own class (tests/hf_tiny.py): our
 CPU engine's logits and greedy tokens equal transformers', the model written as GGUF (as llama.cpp's converter
-writes it) loads to the same weights, tokenizer + chat template ids equal transformers', and the browser build
-agrees with the CPU engine. A family's own module (test_<family>.py) holds what only it has."""
+writes it, RoPE scaling as factor tensors) loads to the same config and weights, tokenizer + chat template ids
+equal transformers', and the browser build agrees with the CPU engine. A family's own module (test_<family>.py)
+holds what only it has."""
 
 from __future__ import annotations
 
@@ -49,10 +50,11 @@ def test_browser_build_agrees_with_the_cpu_engine(tiny_family_of, family, tmp_pa
 @pytest.mark.parametrize(
     ("family", "overrides"),
     [
-        ("llama", {"rope_scaling": None, "rope_theta": 10000.0}),  # llama3 GGUFs carry rope_freqs (refused)
+        ("llama", {}),  # llama3 scaling: the rope_freqs tensor
         ("qwen2", {}),
         ("qwen3", {}),
-        ("phi3", {"rope_scaling": None}),  # longrope GGUFs carry rope_factors_* (refused)
+        ("phi3", {}),  # longrope: the rope_factors_long/short tensors
+        ("phi3", {"rope_scaling": None}),  # Phi-3-mini-4k: no factor tensors
         ("gemma3", {"query_pre_attn_scalar": 256}),
     ],
 )

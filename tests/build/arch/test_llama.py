@@ -1,13 +1,13 @@
 """Llama beyond what test_families.py checks for every family: the weight map covers every parameter, Llama 3
-(``llama3`` RoPE) scales the low frequencies only, and what the definition does not implement is refused."""
+(``llama3`` RoPE) scales the low frequencies only, also from a GGUF's rope_freqs tensor, and what the definition
+does not implement is refused."""
 
 from __future__ import annotations
 
+import gguf
+import numpy as np
 import pytest
-from family_checks import (
-    CHUNK,
-    CONTEXT,
-)
+from family_checks import CHUNK, CONTEXT, check_logits_match_transformers, gguf_family
 from hf_tiny import make_hf_model, write_gguf, write_hf_dir
 from tiny_llama import tiny_llama_model
 
@@ -16,7 +16,7 @@ from webbuild.build.prepare import parameter_specs, prepare_model
 from webbuild.build.quantize import QUANTIZATIONS, param_layout
 from webbuild.build.source import load_source
 from webbuild.build.weights.gguf import load_gguf
-from webbuild.errors import InputError, UnsupportedError
+from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 
 
 def test_llama3_scaling_changes_the_low_frequencies_only():
@@ -104,8 +104,28 @@ def test_a_missing_tensor_is_named(tiny_llama):
         prepare_model(source, "q0f32")
 
 
-def test_a_llama3_gguf_with_rope_frequency_factors_is_refused(tmp_path):
-    """llama.cpp keeps Llama 3's scaling as a rope_freqs tensor, which is not read yet: refused, not ignored."""
-    path = write_gguf(tmp_path / "l3.gguf", write_hf_dir(tmp_path / "hf", "llama"), "llama")
-    with pytest.raises(UnsupportedError, match="rope_freqs.weight"):
+def test_a_llama3_gguf_rotates_as_transformers(tmp_path):
+    """llama.cpp keeps Llama 3's scaling as per-pair divisors (rope_freqs); the frequencies they give are
+    transformers' own within float32 rounding, the blended pair included."""
+    import transformers
+
+    hf_dir = write_hf_dir(tmp_path / "hf", "llama")
+    path = write_gguf(tmp_path / "l3.gguf", hf_dir, "llama")
+    stored = {t.name: t for t in gguf.GGUFReader(path).tensors}["rope_freqs.weight"].data
+    assert ((stored > 1) & (stored < 8)).any()  # a pair between the kept and the divided-by-8 ones
+    cfg = get_architecture("llama").config_from_hf(load_gguf(path).config, CONTEXT, CHUNK)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).model.rotary_emb
+    np.testing.assert_array_max_ulp(np.array(cfg.rope.inv_freq, np.float32), theirs.inv_freq.numpy(), maxulp=2)
+    assert cfg.rope.attention_factor == theirs.attention_scaling == 1.0
+
+
+@pytest.mark.toolchain
+def test_a_llama3_gguf_matches_transformers(tiny_family_of, tmp_path):
+    check_logits_match_transformers(gguf_family(tiny_family_of("llama"), tmp_path))
+
+
+def test_a_rope_freqs_tensor_of_the_wrong_length_is_refused(tmp_path):
+    hf_dir = write_hf_dir(tmp_path / "hf", "llama")
+    path = write_gguf(tmp_path / "l3.gguf", hf_dir, "llama", rope_factors={"rope_freqs.weight": np.ones(7, np.float32)})
+    with pytest.raises(CorruptFileError, match=r"rope_freqs\.weight has shape \(7,\); a head of 16 dims rotates 8"):
         load_gguf(path)

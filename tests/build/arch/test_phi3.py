@@ -1,27 +1,56 @@
 """Phi-3 / Phi-3.5-mini beyond what test_families.py checks for every family: longrope within the original
-context, its GGUF and context refusals, the older scaling names, a sliding window on every layer."""
+context, from a GGUF's factor tensors too, its context refusal, the older scaling names, a sliding window on every
+layer."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 from family_checks import (
     CHUNK,
     DEVICE_VARIANTS,
     check_greedy_tokens_match_transformers,
     check_logits_match_transformers,
+    gguf_family,
+    random_ids,
     tiny_family,
 )
 from hf_tiny import make_hf_model, write_gguf, write_hf_dir
 
 from webbuild.build.arch import get_architecture
+from webbuild.build.source import load_source
 from webbuild.build.weights.gguf import load_gguf
 from webbuild.errors import UnsupportedError
+from webbuild.verify.references import HFScorer
 
 
-def test_a_longrope_gguf_is_refused_naming_its_factor_tensors(tmp_path):
-    path = write_gguf(tmp_path / "p.gguf", write_hf_dir(tmp_path / "hf", "phi3"), "phi3")
-    with pytest.raises(UnsupportedError, match="rope_factors_long.weight"):
-        load_gguf(path)
+@pytest.mark.toolchain
+def test_a_longrope_gguf_matches_transformers(tiny_family_of, tmp_path):
+    """Its rope_factors_short/long tensors and attention factor build the HF directory's config (so its compiled
+    library), which matches transformers within the original context."""
+    tiny = tiny_family_of("phi3")
+    from_gguf = gguf_family(tiny, tmp_path)
+    assert from_gguf.engine.model.cfg == tiny.engine.model.cfg
+    check_logits_match_transformers(from_gguf)
+
+
+def test_a_longrope_gguf_config_builds_the_same_transformers_model(tmp_path):
+    """``verify --reference hf`` builds transformers from a source's config: from a GGUF's too, with its RoPE (which
+    Phi3Config reads beside the RoPE parameters: original_max_position_embeddings)."""
+    hf_dir = write_hf_dir(tmp_path / "hf", "phi3")
+    model = load_gguf(write_gguf(tmp_path / "p.gguf", hf_dir, "phi3"))
+    hf_source = load_source(str(hf_dir))
+    gguf_source = replace(hf_source, config=model.config, tensors=model.tensors)
+    ids = random_ids(hf_source.config["vocab_size"], 40)
+    np.testing.assert_array_equal(HFScorer(gguf_source).score(ids), HFScorer(hf_source).score(ids))
+
+
+def test_a_longrope_gguf_past_its_original_context_is_refused_naming_the_limit(tmp_path):
+    config = load_gguf(write_gguf(tmp_path / "p.gguf", write_hf_dir(tmp_path / "hf", "phi3"), "phi3")).config
+    with pytest.raises(UnsupportedError, match=r"up to original_max_position_embeddings \(128 tokens\)"):
+        get_architecture("phi3").config_from_hf(config, 256, CHUNK)
 
 
 def test_longrope_past_the_original_context_is_refused_naming_the_limit():

@@ -1,7 +1,8 @@
 """Llama (Llama 2, Llama 3.x with ``llama3`` RoPE scaling, SmolLM, TinyLlama): the base the other families vary.
 
 HF -> ours: q/k/v fuse into ``qkv_proj`` and gate/up into ``gate_up_proj`` (fewer, larger matmuls). In GGUF,
-llama.cpp's converter permutes the Q/K rows of Llama (its RoPE rotates adjacent pairs); reading undoes it.
+llama.cpp's converter permutes the Q/K rows of Llama (its RoPE rotates adjacent pairs); reading undoes it. Llama 3's
+scaling is a ``rope_freqs`` tensor there (weights.rope_scaling reads it).
 """
 
 from __future__ import annotations
@@ -69,4 +70,4 @@ def _gguf_to_hf(name: str, array: np.ndarray, config: dict[str, Any]) -> np.ndar
     return array
 
 
-GGUF = GGUFLayout(NAME, _gguf_config, to_hf=_gguf_to_hf)
+GGUF = GGUFLayout(NAME, _gguf_config, to_hf=_gguf_to_hf, rope_factors=("rope_freqs.weight",))

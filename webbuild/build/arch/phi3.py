@@ -2,8 +2,8 @@
 first), with ``longrope`` RoPE scaling in the 128k variants, supported within the original context (4k).
 
 Phi-3-mini-4k declares a 2047-token sliding window, which applies to every layer. GGUF stores the fused
-tensors as ``attn_qkv`` and ``ffn_up``; a GGUF with longrope keeps its factors as ``rope_factors_*`` tensors,
-which are refused.
+tensors as ``attn_qkv`` and ``ffn_up``, and longrope's factors as ``rope_factors_long``/``rope_factors_short``
+tensors (weights.rope_scaling reads them).
 """
 
 from __future__ import annotations
@@ -59,4 +59,5 @@ GGUF = GGUFLayout(
     NAME,
     _gguf_config,
     block_names=_BLOCK_NAMES | {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"},
+    rope_factors=("rope_factors_long.weight", "rope_factors_short.weight"),
 )

@@ -74,13 +74,21 @@ def _llama3(inv_freq: np.ndarray, p: dict[str, Any]) -> np.ndarray:
     return np.where(medium, blended, scaled).astype(np.float32)
 
 
+def longrope_attention_factor(factor: float, original: int) -> float:
+    """transformers' default ``longrope`` attention factor for a context ``factor`` times the original one."""
+    return 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(original))
+
+
 def _longrope_short(
     inv_freq: np.ndarray, p: dict[str, Any], max_positions: int, context_window_size: int, where: str
 ) -> tuple[np.ndarray, float]:
     """Phi-3's ``longrope`` within its original context: the ``short_factor`` divisors and the attention factor.
 
-    Past ``original_max_position_embeddings`` HF switches every position to ``long_factor`` once a sequence
-    grows beyond it, which a cache of already-rotated keys cannot follow; the context is limited instead.
+    transformers picks the factors per forward pass: ``short_factor`` while the positions stay within
+    ``original_max_position_embeddings``, ``long_factor`` for every position once a sequence grows beyond it. A
+    context window within the original one never grows beyond it, so short factors are what transformers uses at
+    every length this build runs; past it, keys cached with the short factors would need rotating again, which a
+    KV cache cannot do, so a longer context window is refused. The attention factor does not depend on the length.
     """
     original = int(p.get("original_max_position_embeddings") or 0)
     if not original:
@@ -96,7 +104,6 @@ def _longrope_short(
     if short.shape != inv_freq.shape:
         raise UnsupportedError(f"{where}: longrope short_factor has {short.size} entries, expected {inv_freq.size}")
     factor = p.get("attention_factor")
-    if factor is None:
-        scale = max_positions / original
-        factor = 1.0 if scale <= 1 else math.sqrt(1 + math.log(scale) / math.log(original))
+    if factor is None:  # as transformers: from ``factor``, else from how far max_position_embeddings reaches
+        factor = longrope_attention_factor(float(p.get("factor") or max_positions / original), original)
     return (inv_freq / short).astype(np.float32), float(factor)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from webbuild.build.arch.rope import longrope_attention_factor
 from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 
 # Tensors some checkpoints carry that hold nothing the model needs (RoPE tables the definition recomputes).
@@ -72,12 +73,16 @@ def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 class GGUFKeys:
-    """``<arch>.*`` metadata of a GGUF file; a missing key without default is a CorruptFileError."""
+    """``<arch>.*`` metadata of a GGUF file; a missing key without default is a CorruptFileError.
+
+    ``rope_factors`` holds the file's RoPE frequency-factor tensors (by GGUF name): llama.cpp stores that part of
+    the config as tensors, and it becomes config again here, never a weight."""
 
     _MISSING = object()
 
-    def __init__(self, meta: dict[str, Any], where: str) -> None:
+    def __init__(self, meta: dict[str, Any], where: str, rope_factors: dict[str, np.ndarray] | None = None) -> None:
         self.meta, self.where, self.arch = meta, where, meta["general.architecture"]
+        self.rope_factors = rope_factors or {}
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         value = self.meta.get(f"{self.arch}.{key}", default)
@@ -120,6 +125,8 @@ class GGUFLayout:
     config: Callable[[GGUFKeys, list[str]], dict[str, Any]]
     block_names: dict[str, str] = field(default_factory=lambda: dict(LLAMA_BLOCK_NAMES))
     to_hf: Callable[[str, np.ndarray, dict[str, Any]], np.ndarray] = _as_is
+    # The RoPE frequency-factor tensors llama.cpp reads for this architecture (``GGUFKeys.rope_factors``).
+    rope_factors: tuple[str, ...] = ()
 
     def hf_name(self, name: str) -> str | None:
         """HF name for a GGUF tensor name, or None when this family has no such tensor."""
@@ -145,11 +152,7 @@ def llama_like_gguf_config(keys: GGUFKeys, tensor_names: list[str], model_type: 
     rope_dims = int(keys.get("rope.dimension_count", head_dim))
     if rope_dims != head_dim:
         raise UnsupportedError(f"{keys.where}: partial rotary embeddings ({rope_dims} of {head_dim} dims)")
-    scaling = keys.get("rope.scaling.type", "none")
-    if scaling not in ("none", "linear", None):
-        raise UnsupportedError(
-            f"{keys.where}: RoPE scaling {scaling!r} in GGUF metadata is not supported; supported: none, linear"
-        )
+    context_length = int(keys.get("context_length", 2048))
     tokens = keys.meta.get("tokenizer.ggml.tokens")
     vocab = keys.get("vocab_size", len(tokens) if tokens else GGUFKeys._MISSING)
     config: dict[str, Any] = {
@@ -162,15 +165,86 @@ def llama_like_gguf_config(keys: GGUFKeys, tensor_names: list[str], model_type: 
         "head_dim": head_dim,
         "rms_norm_eps": keys.f32("attention.layer_norm_rms_epsilon", 1e-5),
         "rope_theta": keys.f32("rope.freq_base", 10000.0),
-        "max_position_embeddings": int(keys.get("context_length", 2048)),
+        "max_position_embeddings": context_length,
         "vocab_size": int(vocab),
         "tie_word_embeddings": "output.weight" not in tensor_names,
         "torch_dtype": "float32",
     }
-    if scaling == "linear":
-        config["rope_scaling"] = {"rope_type": "linear", "factor": keys.f32("rope.scaling.factor")}
+    scaling = rope_scaling(keys, head_dim, context_length)
+    if scaling:
+        config["rope_scaling"] = scaling
+    if scaling and "original_max_position_embeddings" in scaling:  # where Phi3Config reads it (default 4096)
+        config["original_max_position_embeddings"] = scaling["original_max_position_embeddings"]
     for ours, key in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("pad_token_id", "padding")):
         value = keys.meta.get(f"tokenizer.ggml.{key}_token_id")
         if value is not None:
             config[ours] = int(value)
     return config
+
+
+_FREQS, _LONG, _SHORT = "rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"
+
+
+def rope_scaling(keys: GGUFKeys, head_dim: int, context_length: int) -> dict[str, Any] | None:
+    """The HF ``rope_scaling`` that computes what llama.cpp computes from a GGUF's RoPE metadata and
+    frequency-factor tensors (None: plain RoPE); UnsupportedError for what has no exact HF counterpart.
+
+    llama.cpp rotates pair i by ``pos * base^(-2i/d) / f[i]`` and scales cos and sin by
+    ``rope.scaling.attn_factor`` (1 when absent). ``f`` is ``rope_freqs`` (Llama 3's scaling, which the converter
+    computes from the HF ``llama3`` parameters) or, for Phi-3's ``longrope``, ``rope_factors_short`` when the
+    context is within ``rope.scaling.original_context_length`` and ``rope_factors_long`` past it. transformers'
+    ``longrope`` is that same computation (inverse frequencies divided by per-pair factors, short ones within the
+    original context, and an attention factor), so both become ``longrope``: ``rope_freqs`` as the short and long
+    factors of an original context as long as the whole one, where transformers' default attention factor is 1.
+    The config then also loads in transformers (``verify --reference hf``).
+    """
+    scaling = keys.get("rope.scaling.type", None) or "none"
+    factors = keys.rope_factors
+    stored_attention = keys.get("rope.scaling.attn_factor", None)
+    if not factors:
+        if scaling not in ("none", "linear"):
+            raise UnsupportedError(
+                f"{keys.where}: RoPE scaling {scaling!r} in GGUF metadata is not supported; supported: none, linear, "
+                "and llama.cpp's frequency-factor tensors (rope_freqs, rope_factors_long/short)"
+            )
+        if stored_attention not in (None, 1.0):
+            raise UnsupportedError(
+                f"{keys.where}: {keys.arch}.rope.scaling.attn_factor {stored_attention} without frequency-factor "
+                "tensors is not supported"
+            )
+        return {"rope_type": "linear", "factor": keys.f32("rope.scaling.factor")} if scaling == "linear" else None
+    if scaling not in ("none", "longrope"):  # llama.cpp would apply both, which no HF rope_type does
+        raise UnsupportedError(
+            f"{keys.where}: RoPE scaling {scaling!r} together with the tensors {', '.join(sorted(factors))} is not "
+            "supported"
+        )
+    for name, f in factors.items():
+        if f.shape != (head_dim // 2,):
+            raise CorruptFileError(
+                f"{keys.where}: {name} has shape {f.shape}; a head of {head_dim} dims rotates {head_dim // 2} pairs, "
+                "one factor each",
+                tip="the file does not match its own metadata; convert the model again",
+            )
+    if set(factors) == {_FREQS}:
+        short = long = factors[_FREQS]
+        original = context_length
+    elif set(factors) == {_LONG, _SHORT}:
+        short, long = factors[_SHORT], factors[_LONG]
+        original = int(keys.get("rope.scaling.original_context_length", context_length))
+    else:
+        raise CorruptFileError(
+            f"{keys.where}: RoPE frequency factors {', '.join(sorted(factors))}: expected {_FREQS} alone, or "
+            f"{_LONG} with {_SHORT}"
+        )
+    params: dict[str, Any] = {
+        "rope_type": "longrope",
+        "short_factor": [float(x) for x in short],
+        "long_factor": [float(x) for x in long],
+        "original_max_position_embeddings": original,
+    }
+    # The converter writes transformers' default attention factor, rounded to float32. Left unset, it is
+    # computed the way the Hugging Face config's is, not rounded; any other stored value is used as stored.
+    default = longrope_attention_factor(context_length / original, original)
+    if np.float32(1.0 if stored_attention is None else stored_attention) != np.float32(default):
+        params["attention_factor"] = keys.f32("rope.scaling.attn_factor", 1.0)
+    return params

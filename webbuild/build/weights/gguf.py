@@ -3,9 +3,10 @@
 Three things differ from a Hugging Face checkpoint: tensor names (``blk.N.attn_q`` vs
 ``model.layers.N.self_attn.q_proj``), quantized storage (kept as the file's blocks in a ``QuantizedTensor``, which
 reads as its exact float32 values and lets the quantize step re-pack them without rounding again), and what
-llama.cpp's converter changed in some families' tensors (Llama's Q/K row order, Gemma's norm offset). The
-family's ``GGUFLayout`` (webbuild/build/arch/) names the tensors and undoes those changes, so every reader
-yields the same model.
+llama.cpp's converter changed in some families' tensors (Llama's Q/K row order, Gemma's norm offset), and RoPE
+scaling kept as frequency-factor tensors (Llama 3, Phi-3 128k), which become config again. The family's
+``GGUFLayout`` (webbuild/build/arch/) names the tensors and undoes those changes, so every reader yields the same
+model.
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ def load_gguf(path: Path) -> GGUFModel:
     if not isinstance(arch, str):
         raise CorruptFileError(f"{path} has no general.architecture metadata", tip=_TIP)
     layout = gguf_architecture(arch, str(path)).gguf
-    names = {t.name: layout.hf_name(t.name) for t in reader.tensors}
+    # RoPE frequency factors are config stored as tensors: their float32 values, whatever the file's type.
+    rope_factors = {t.name: np.asarray(_read_tensor(t, path)) for t in reader.tensors if t.name in layout.rope_factors}
+    weights = [t for t in reader.tensors if t.name not in rope_factors]
+    names = {t.name: layout.hf_name(t.name) for t in weights}
     unknown = sorted(n for n, hf in names.items() if hf is None)
     if unknown:
         raise UnsupportedError(
@@ -73,12 +77,12 @@ def load_gguf(path: Path) -> GGUFModel:
             + (f" (+{len(unknown) - 8} more)" if len(unknown) > 8 else ""),
             tip="this GGUF uses features webbuild does not model yet",
         )
-    config = layout.config(GGUFKeys(meta, str(path)), list(names))
-    kinds = Counter(t.tensor_type.name for t in reader.tensors)
+    config = layout.config(GGUFKeys(meta, str(path), rope_factors), list(names))
+    kinds = Counter(t.tensor_type.name for t in weights)
     _log.detail(f"{len(names)} tensors: " + ", ".join(f"{n} {k}" for k, n in kinds.most_common()))
     tensors: dict[str, np.ndarray | QuantizedTensor] = {}
-    with _log.bar(len(reader.tensors), "reading", unit="tensor") as bar:
-        for t in reader.tensors:
+    with _log.bar(len(weights), "reading", unit="tensor") as bar:
+        for t in weights:
             name = str(names[t.name])
             tensors[name] = layout.to_hf(name, _read_tensor(t, path), config)
             bar.update()
