@@ -181,7 +181,7 @@ export class Profiler {
  * @property {number} uniform_writes_skipped
  * @property {number} steps_recorded  of the phase's steps, those recorded for replay (step_tape.js)
  * @property {number} steps_replayed  ... and those replayed from a recording
- * @property {number[]} tokens  the token each untimed step chose (greedy: the same in every configuration)
+ * @property {number[]} chosen  the token each untimed step chose (greedy: the same in every configuration)
  * @property {KernelTime[]} kernels  per step
  * @property {boolean} truncated
  */
@@ -193,6 +193,8 @@ export class Profiler {
  */
 export const PROFILE_CONFIGURATIONS = Object.freeze([
   { name: "as shipped", replay: true, reuse: true, gpuSampling: true, submitEvery: SUBMIT_EVERY },
+  { name: "replayed, a submit every 64 launches", replay: true, reuse: true, gpuSampling: true, submitEvery: 64 },
+  { name: "replayed, one submit a step", replay: true, reuse: true, gpuSampling: true, submitEvery: 0 },
   { name: "every step through the VM", replay: false, reuse: true, gpuSampling: true, submitEvery: SUBMIT_EVERY },
   { name: "and one submit a step", replay: false, reuse: true, gpuSampling: true, submitEvery: 0 },
   { name: "and sampling on the CPU", replay: false, reuse: true, gpuSampling: false, submitEvery: 0 },
@@ -331,7 +333,7 @@ function phaseProfile(tokens, runs, timed, layers) {
     bind_groups_reused: c.bindGroupsReused,
     uniform_writes: c.uniformWrites,
     uniform_writes_skipped: c.uniformWritesSkipped,
-    tokens: runs.map((r) => r.token),
+    chosen: runs.map((r) => r.token),
     steps_recorded: runs.reduce((n, r) => n + r.report.counters.stepsRecorded, 0),
     steps_replayed: runs.reduce((n, r) => n + r.report.counters.stepsReplayed, 0),
     kernels: [...kernels].map(([name, k]) => ({

@@ -10,9 +10,9 @@
 // with their bytes, and each submitted command buffer as the list of commands its encoder got. The
 // recording is keyed by the shape of the KV cache's uploads (which buffers, offsets and sizes: the page
 // count changes the kernels' scalar arguments, so it changes the key). A recording is trusted only once a
-// second VM step with the same key recorded exactly the same commands and bytes; from then on a step with
-// that key is replayed: the recorded writes (skipped where the uniform already holds them) and command
-// buffers, a few WebGPU calls a launch. A recording that did anything else (wrote another buffer, read back,
+// second VM step with the same key recorded the same commands and bytes; from then on a step with that key is
+// replayed: the recorded writes (skipped where the uniform already holds them) and commands, a few WebGPU
+// calls a launch, in as few passes and submits as the wrapped device's setting asks. A recording that did anything else (wrote another buffer, read back,
 // freed a buffer) is never replayed, and one whose buffers die is dropped.
 //
 // What this relies on, and pipeline.js keeps: buffers the VM's pool lends during a step are scratch once
@@ -122,6 +122,7 @@ export class TapeBook {
    */
   offer(key, tape) {
     if (tape.discarded) return;
+    if (!tape.refused && !writesOnce(tape)) tape.refuse("a uniform written twice in one step");
     if (tape.refused) {
       this.refusedKeys.set(key, tape.refused);
       this.entries.delete(key);
@@ -169,52 +170,70 @@ export class TapeBook {
 }
 
 /**
- * Sends a recording to the GPU again through the wrapped device: its uniform writes (the wrapper skips
- * those whose bytes the buffer already holds) and its command buffers, counted as the VM's launches are.
+ * Sends a recording to the GPU again through the wrapped device: its uniform writes (the wrapper skips those
+ * whose bytes the buffer already holds) and its commands, counted as the VM's launches are. The commands go
+ * into one compute pass per submit, a submit every `shim.submitEvery` launches (0: one a step), whatever
+ * submits and passes the recorded step had: every uniform is written once in a recording (`offer` keeps
+ * only those), so its write may come before any launch of the step is submitted.
  * @param {import("./gpu_device.js").DeviceShim} shim
  * @param {Tape} tape
  */
 export function replay(shim, tape) {
-  const device = shim.device;
-  const c = shim.counters;
+  const { device, counters: c, submitEvery } = shim;
+  /** @type {any} */ let encoder = null;
+  /** @type {any} */ let pass = null;
+  let launches = 0;
+  const open = () => {
+    encoder ??= device.createCommandEncoder();
+    if (!pass) {
+      pass = encoder.beginComputePass();
+      c.passes++;
+    }
+    return pass;
+  };
+  const close = () => {
+    pass?.end();
+    pass = null;
+  };
+  const submit = () => {
+    close();
+    if (!encoder) return;
+    device.queue.submit([encoder.finish()]);
+    c.submits++;
+    encoder = null;
+    launches = 0;
+  };
   for (const op of tape.ops) {
     if ("bytes" in op) {
       shim.queue.writeBuffer(op.buffer, op.offset, op.bytes);
       continue;
     }
-    const buffers = [];
     for (const commands of op.commands) {
-      const encoder = device.createCommandEncoder();
-      let pass = null;
       for (const command of commands) {
         switch (command[0]) {
-          case BEGIN:
-            pass = encoder.beginComputePass();
-            c.passes++;
-            break;
-          case END:
-            pass.end();
-            break;
           case PIPELINE:
-            pass.setPipeline(command[1]);
+            open().setPipeline(command[1]);
             break;
           case GROUP:
-            pass.setBindGroup(command[1], command[2]);
+            open().setBindGroup(command[1], command[2]);
             break;
           case DISPATCH:
-            pass.dispatchWorkgroups(command[1], command[2], command[3]);
+            open().dispatchWorkgroups(command[1], command[2], command[3]);
             c.dispatches++;
             c.kernels.set(command[4], (c.kernels.get(command[4]) ?? 0) + 1);
+            if (submitEvery > 0 && ++launches >= submitEvery) submit();
             break;
-          default:
+          case CALL:
+            close();
+            encoder ??= device.createCommandEncoder();
             encoder[command[1]](...command[2]);
+            break;
+          default: // BEGIN, END: passes are this function's own
         }
       }
-      buffers.push(encoder.finish());
     }
-    device.queue.submit(buffers);
-    c.submits++;
   }
+  submit();
   c.stepsReplayed++;
 }
 
@@ -257,5 +276,19 @@ function sameArgs(a, b) {
 export function sameBytes(a, b) {
   if (a.byteLength !== b.byteLength) return false;
   for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * Whether no buffer is written twice in the recording.
+ * @param {Tape} tape
+ */
+function writesOnce(tape) {
+  const written = new Set();
+  for (const op of tape.ops) {
+    if (!("bytes" in op)) continue;
+    if (written.has(op.buffer)) return false;
+    written.add(op.buffer);
+  }
   return true;
 }

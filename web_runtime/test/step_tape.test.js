@@ -101,3 +101,25 @@ test("the least recently used recordings go first when the book is full", () => 
   assert.ok(book.trusted("a"));
   assert.equal(book.trusted("b"), null);
 });
+
+test("a step that writes one uniform twice is never replayed (its writes could not all come first)", () => {
+  const s = setup();
+  const book = new TapeBook();
+  s.gpu.record();
+  step(s);
+  s.gpu.queue.writeBuffer(s.u1, 0, new Int32Array([3, 3]).buffer);
+  book.offer("k", s.gpu.stopRecording());
+  assert.equal(book.wants("k"), false);
+});
+
+test("a replay submits every submitEvery launches, each submit one compute pass", () => {
+  const s = setup();
+  const tape = recorded(s, [1, 2]);
+  s.gpu.submitEvery = 1;
+  const before = s.device.log.length;
+  replay(s.gpu, tape);
+  assert.deepEqual(submitted(s.device.log.slice(before)), [
+    ...["beginComputePass", "setPipeline", "setBindGroup", "dispatch", "end", "finish", "submit"],
+    ...["beginComputePass", "setPipeline", "setBindGroup", "dispatch", "end", "finish", "submit"],
+  ]);
+});
