@@ -1,7 +1,9 @@
-"""A GGUF whose tokenizer webbuild does not read (SentencePiece: Gemma, Phi-3, Llama 2) as a Hugging Face folder,
-for benchmarks/quantization.py: transformers dequantizes the tensors to float32 and converts the tokenizer; the
-chat template is copied from the GGUF's metadata when it has one. The quantization loss measured from the folder
-is then ours against the GGUF's dequantized values (BENCHMARKS.md "Families: build time and bundle size").
+"""A GGUF as a float32 Hugging Face folder, for benchmarks/quantization.py.
+
+For files whose blocks webbuild's schemes will not round a second time (K-quants such as Q4_K_M's): transformers
+dequantizes the tensors to float32 and converts the tokenizer; the chat template is copied from the GGUF's metadata
+when it has one. The quantization loss measured from the folder is then ours against the GGUF's dequantized values
+(BENCHMARKS.md "Families: build time and bundle size").
 
 Usage: .venv/bin/python benchmarks/gguf_as_hf.py MODEL.gguf OUT_DIR   (transformers' GGUF loader needs accelerate,
 in the bench extra)"""

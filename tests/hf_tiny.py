@@ -44,7 +44,7 @@ QWEN3_TEMPLATE = (
     "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
     "{% endif %}"
 )
-_TEMPLATES = {
+TEMPLATES = {
     "qwen": QWEN3_TEMPLATE,
     "llama3": (
         "{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n'"
@@ -114,7 +114,7 @@ def tokenizer_config(kind: str) -> dict[str, Any]:
         "eos_token": eos,
         "pad_token": pad,
         "add_bos_token": False,
-        "chat_template": _TEMPLATES[kind],
+        "chat_template": TEMPLATES[kind],
     }
 
 

@@ -66,11 +66,16 @@ class TinyLlama:
         }
 
 
-def tiny_llama_model(*, tied: bool = True, seed: int = 0) -> TinyLlama:
+def tiny_llama_model(
+    *, tied: bool = True, seed: int = 0, vocabulary: tuple[list[str], list[int]] | None = None
+) -> TinyLlama:
+    """``vocabulary``: other (tokens, GGUF token types) than the byte-level ones, e.g. a SentencePiece model's."""
     rng = np.random.default_rng(seed)
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     tokens = SPECIAL_TOKENS + alphabet + ["".join(m) for m in MERGES]
     types = [3] * len(SPECIAL_TOKENS) + [1] * (len(tokens) - len(SPECIAL_TOKENS))
+    if vocabulary is not None:
+        tokens, types = vocabulary
     hidden, inter, heads, kv_heads, layers = 64, 128, 4, 2, 2
     head_dim = hidden // heads
     config = {
@@ -165,9 +170,11 @@ def write_gguf(
     *,
     arch: str = "llama",
     extra: Callable[[gguf.GGUFWriter], None] | None = None,
+    tokenizer: Callable[[gguf.GGUFWriter], None] | None = None,
 ) -> Path:
     """Write ``model`` as llama.cpp would: GGUF names, permuted Q/K, and ``qtypes`` ({hf name: type},
-    default F32) applied with ``gguf.quants.quantize``; ``extra(writer)`` may add keys or tensors."""
+    default F32) applied with ``gguf.quants.quantize``; ``extra(writer)`` may add keys or tensors;
+    ``tokenizer(writer)`` writes the tokenizer keys instead of the byte-level BPE ones."""
     c = model.config
     writer = gguf.GGUFWriter(path, arch)
     writer.add_block_count(c["num_hidden_layers"])
@@ -180,16 +187,19 @@ def write_gguf(
     writer.add_rope_freq_base(c["rope_theta"])
     writer.add_layer_norm_rms_eps(c["rms_norm_eps"])
     writer.add_vocab_size(c["vocab_size"])
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("smollm")
-    writer.add_token_list(model.tokens)
-    writer.add_token_types(model.token_types)
-    writer.add_token_merges([" ".join(m) for m in model.merges])
-    writer.add_bos_token_id(c["bos_token_id"])
-    writer.add_eos_token_id(c["eos_token_id"])
-    writer.add_pad_token_id(c["pad_token_id"])
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    if tokenizer:
+        tokenizer(writer)
+    else:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("smollm")
+        writer.add_token_list(model.tokens)
+        writer.add_token_types(model.token_types)
+        writer.add_token_merges([" ".join(m) for m in model.merges])
+        writer.add_bos_token_id(c["bos_token_id"])
+        writer.add_eos_token_id(c["eos_token_id"])
+        writer.add_pad_token_id(c["pad_token_id"])
+        writer.add_add_bos_token(False)
+        writer.add_chat_template(CHAT_TEMPLATE)
     if extra:  # more metadata or tensors, for tests of odd files
         extra(writer)
     for name, array in model.tensors.items():

@@ -8,13 +8,16 @@ import gguf
 import jinja2.sandbox
 import numpy as np
 import pytest
+from spm_tiny import BOS, CHAT_TEMPLATE, EOS, GEMMA, LLAMA2, add_tokenizer, tiny_model, train
 from tiny_llama import write_gguf, write_hf_dir
 from tokenizers import Tokenizer
 
 from webbuild import _log
 from webbuild.build import presets
+from webbuild.build.prepare import prepare_model
 from webbuild.build.source import ModelSource, load_source, slug
 from webbuild.build.weights.gguf import open_gguf, read_metadata
+from webbuild.engine.chat_template import ChatTemplate
 from webbuild.errors import InputError
 
 
@@ -41,6 +44,27 @@ def test_a_gguf_and_an_hf_directory_of_one_model_load_the_same(tmp_path, tiny_ll
     text = "<|im_start|>user\nthe sea 42<|im_end|>"
     encode = [Tokenizer.from_str(s.tokenizer_json).encode(text).ids for s in (from_gguf, from_hf)]
     assert encode[0] == encode[1]
+
+
+@pytest.mark.parametrize("style", [LLAMA2, GEMMA], ids=lambda style: style.name)
+def test_a_gguf_with_a_sentencepiece_tokenizer_prepares_with_its_chat_template(tmp_path, style):
+    """A Llama 2 / Gemma style GGUF: its rendered chat template encodes to SentencePiece's ids around the turn
+    tokens, and the chat config tells the runtimes its tokens map to bytes by byte fallback."""
+    path = write_gguf(
+        tmp_path / "spm.gguf", tiny_model(style), tokenizer=lambda w: add_tokenizer(w, style, CHAT_TEMPLATE)
+    )
+    source = load_source(str(path))
+    prepared = prepare_model(source, "q0f32", 128, 16)
+    assert prepared.chat_config["tokenizer_info"]["token_postproc_method"] == "byte_fallback"
+    assert (prepared.chat_config["bos_token_id"], prepared.chat_config["eos_token_id"]) == (BOS, EOS)
+    messages = [{"role": "user", "content": "Hi there"}]
+    prompt = ChatTemplate(source.tokenizer_config).render(messages)
+    assert prompt == "<s><start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n"
+    tok, sp = Tokenizer.from_str(source.tokenizer_json), train(style)
+    start, end = (tok.token_to_id(t) for t in ("<start_of_turn>", "<end_of_turn>"))
+    expected = [BOS, start, *sp.encode("user\nHi there"), end, *sp.encode("\n"), start, *sp.encode("model\n")]
+    assert tok.encode(prompt, add_special_tokens=False).ids == expected
+    assert tok.encode("Hi there").ids == [BOS, *sp.encode("Hi there")]  # a plain prompt gets BOS, as llama.cpp
 
 
 def test_a_missing_path_says_what_is_expected(tmp_path):

@@ -3,14 +3,12 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
-from tiny_llama import SPECIAL_TOKENS, llama_cpp_permute, tiny_llama_model, write_gguf
-from tokenizers import Tokenizer
+from tiny_llama import llama_cpp_permute, tiny_llama_model, write_gguf
 
 from webbuild.build.arch import llama
 from webbuild.build.arch.weights import permute_qk, unpermute_qk
 from webbuild.build.quantize import QuantizedTensor
 from webbuild.build.weights.gguf import load_gguf
-from webbuild.build.weights.gguf_tokenizer import build_tokenizer, tokenizer_config_from_gguf, tokenizer_json_from_gguf
 from webbuild.errors import CorruptFileError, UnsupportedError
 
 T = gguf.GGMLQuantizationType
@@ -168,80 +166,3 @@ def test_damaged_files_are_corrupt_file_errors_naming_the_file(tmp_path, tiny_ll
     with pytest.raises(CorruptFileError, match=str(path)) as err:
         load_gguf(path)
     assert err.value.tip
-
-
-# --- tokenizer ----------------------------------------------------------------------------------------------
-
-TEXTS = [
-    "the tin in the sea",
-    "Hello, world! I'm here.\n\n  def f(x):\n\treturn x**2",
-    "In 2024: 1,234 €",
-    "<|im_start|>user\nthe air<|im_end|>\n",
-    "Café 你好 😀",
-    " leading space",
-    "",
-]
-
-
-@pytest.fixture
-def meta(tmp_path, tiny_llama):
-    return load_gguf(write_gguf(tmp_path / "m.gguf", tiny_llama)).metadata
-
-
-def test_tokenizer_encodes_like_the_original(meta, tiny_llama):
-    ours = Tokenizer.from_str(tokenizer_json_from_gguf(meta))
-    original = tiny_llama.tokenizer()
-    for text in TEXTS:
-        ids = ours.encode(text).ids
-        assert ids == original.encode(text).ids, text
-        assert ours.decode(ids, skip_special_tokens=False) == text
-    assert ours.encode("<|im_start|>").ids == [SPECIAL_TOKENS.index("<|im_start|>")]
-    assert ours.encode(" the").tokens == ["Ġthe"]
-    assert ours.encode("2024").tokens == ["2", "0", "2", "4"]  # SmolLM's pre-tokenizer splits digits
-
-
-def test_tokenizer_matches_transformers_gguf_conversion(meta):
-    mapping = pytest.importorskip("transformers.integrations.gguf.gguf_tokenizer_mapping")
-    renamed = {
-        name: meta[f"tokenizer.{key}"]
-        for key, name in mapping.GGUF_TOKENIZER_MAPPING["tokenizer"].items()
-        if f"tokenizer.{key}" in meta
-    }
-    theirs, _ = mapping.convert_gguf_tokenizer("llama", renamed)
-    ours = build_tokenizer(meta)
-    for text in TEXTS:
-        assert ours.encode(text).ids == theirs.encode(text).ids, text
-
-
-def test_tokenizer_config_carries_special_tokens_and_chat_template(meta):
-    config = tokenizer_config_from_gguf(meta)
-    assert (config["bos_token"], config["eos_token"], config["pad_token"]) == (
-        "<|im_start|>",
-        "<|im_end|>",
-        "<|im_end|>",
-    )
-    assert config["add_bos_token"] is False
-    assert config["chat_template"].startswith("{% for m in messages %}")
-    assert config["model_max_length"] == 256
-
-
-def test_add_bos_token_puts_bos_first(meta):
-    tok = build_tokenizer(meta | {"tokenizer.ggml.add_bos_token": True})
-    assert tok.encode("the").ids[0] == meta["tokenizer.ggml.bos_token_id"]
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "message"),
-    [
-        ("tokenizer.ggml.model", "llama", "tokenizer model 'llama' is not supported"),
-        ("tokenizer.ggml.pre", "mystery", "pre-tokenizer 'mystery' is not supported; supported: .*smollm"),
-    ],
-)
-def test_unknown_tokenizer_kinds_are_refused(meta, key, value, message):
-    with pytest.raises(UnsupportedError, match=message):
-        build_tokenizer(meta | {key: value})
-
-
-def test_missing_tokenizer_metadata_is_corrupt(meta):
-    with pytest.raises(CorruptFileError, match="tokenizer.ggml.merges"):
-        build_tokenizer({k: v for k, v in meta.items() if k != "tokenizer.ggml.merges"})
