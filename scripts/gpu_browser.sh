@@ -5,6 +5,7 @@
 #   bash scripts/gpu_browser.sh stash               (copies whatever piece of $GPU_CARRY travelled to $WB at once)
 # and after the last piece
 #   bash scripts/gpu_browser.sh bench SITE_NAME [webbuild bench options]      (e.g. --max-tokens 128 --profile)
+#   bash scripts/gpu_browser.sh verify SITE_NAME [webbuild verify options]   (e.g. --reference cuda; JSON to $OUT)
 #   bash scripts/gpu_browser.sh python SCRIPT [ARGS]     (the same environment: carried TVM, wheels, checkout)
 # Environment: WB (default /tmp/wb), GPU_CARRY (default .gpu), OUT (JSON; default $WB/out), ENGINES (default
 # cuda,browser), BROWSER_FLAGS (default: the flags that give WebGPU on the GPU's Vulkan driver), GL_ROOT (where
@@ -92,13 +93,25 @@ case "${1:-}" in
       bench "$wb/sites/$site" --engines "${ENGINES:-cuda,browser}" --browser "$wb/chr/chromium-headless-shell" \
       "${browser_flags[@]}" --out "$out/bench-$site.json" "$@"
     ;;
+  verify)  # the references score the site's own weights: the machine cannot fetch the source model
+    site="${2:?usage: gpu_browser.sh verify SITE_NAME [webbuild verify options]}"
+    shift 2
+    environment
+    status=0
+    WEBBUILD_CHROMIUM="$wb/chr/chromium-headless-shell" WEBBUILD_CHROMIUM_FLAGS="$flags" \
+      python3 -c 'import sys; from webbuild.cli import main; sys.exit(main(sys.argv[1:]))' \
+      verify "$wb/sites/$site" --json "$@" > "$out/verify-$site.json" || status=$?
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(json.dumps(r.get("overall", r), indent=1))' \
+      "$out/verify-$site.json" || true
+    exit "$status"
+    ;;
   python)  # anything else with the same environment, e.g. benchmarks/engine_throughput.py "$WB/sites/NAME" ...
     shift
     environment
     python3 "$@"
     ;;
   *)
-    echo "usage: gpu_browser.sh stash | bench SITE_NAME [webbuild bench options] | python ARGS" >&2
+    echo "usage: gpu_browser.sh stash | bench SITE_NAME [options] | verify SITE_NAME [options] | python ARGS" >&2
     exit 2
     ;;
 esac

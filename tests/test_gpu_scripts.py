@@ -70,6 +70,28 @@ def test_pieces_travel_one_by_one_and_bench_runs_from_them(site: Path, tmp_path:
     assert figures["completion_tokens"] > 0 and figures["decode_tokens_per_s"] > 0
     assert (wb / "sites" / "twin" / "manifest.json").is_file()
 
+    # verify there: the CPU reference scores the site's own weights (the tiny GGUF source is not a preset).
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the cat sat on the\n")
+    verify_env = bench_env | {"BROWSER_FLAGS": ""}
+    proc = run(
+        [
+            "bash",
+            str(REPO / "scripts/gpu_browser.sh"),
+            "verify",
+            site.name,
+            "--reference",
+            "cpu",
+            "--tokens",
+            "4",
+            "--prompts",
+            str(prompts),
+        ],
+        verify_env,
+    )
+    report = json.loads((out / f"verify-{site.name}.json").read_text())
+    assert report["overall"]["cpu"]["top1_pct"] >= 99, proc.stdout
+
 
 def test_random_weights_give_a_site_carried_without_shards_weights_it_loads(site: Path, tmp_path: Path) -> None:
     from webbuild.engine.engine import Engine

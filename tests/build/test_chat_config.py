@@ -73,6 +73,7 @@ TOP_LEVEL = [
     "tokenizer_files",
     "tokenizer_info",
     "conv_template",
+    "tool_call_format",
     "pad_token_id",
     "bos_token_id",
     "eos_token_id",

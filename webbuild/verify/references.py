@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from webbuild import _log
-from webbuild.errors import InputError, WebbuildError
+from webbuild.errors import DownloadError, InputError, WebbuildError
 from webbuild.site_format import read_manifest
 
 if TYPE_CHECKING:  # TVM and the weight readers load only when a run needs them
@@ -128,7 +128,7 @@ def resolve_source(site: Path, spec: str | None) -> tuple[ModelSource | None, st
     try:
         with _log.timed(f"loading the source model {name}"):
             return load_source(name), name
-    except InputError as exc:
+    except (InputError, DownloadError) as exc:  # offline, the preset's download fails: the bundle is scored
         if spec:
             raise
         return None, f"{name} is not a preset or path here ({exc.message.split(';')[0]}); pass --source"
