@@ -8,7 +8,7 @@ import gguf
 import jinja2.sandbox
 import numpy as np
 import pytest
-from spm_tiny import BOS, CHAT_TEMPLATE, EOS, GEMMA, LLAMA2, add_tokenizer, tiny_model, train
+from spm_tiny import BOS, CHAT_TEMPLATE, EOS, GEMMA, LLAMA2, add_tokenizer, tiny_model, train, vocabulary
 from tiny_llama import write_gguf, write_hf_dir
 from tokenizers import Tokenizer
 
@@ -65,6 +65,22 @@ def test_a_gguf_with_a_sentencepiece_tokenizer_prepares_with_its_chat_template(t
     expected = [BOS, start, *sp.encode("user\nHi there"), end, *sp.encode("\n"), start, *sp.encode("model\n")]
     assert tok.encode(prompt, add_special_tokens=False).ids == expected
     assert tok.encode("Hi there").ids == [BOS, *sp.encode("Hi there")]  # a plain prompt gets BOS, as llama.cpp
+
+
+def test_a_gguf_end_of_turn_token_stops_generation_beside_eos(tmp_path):
+    """A Gemma instruct GGUF ends replies with <end_of_turn>, named by tokenizer.ggml.eot_token_id beside the eos
+    <eos>: the chat config both runtimes read stops at both, as Gemma's HF eos_token_id list [1, 106] does."""
+    end_of_turn = vocabulary(GEMMA)[0].index("<end_of_turn>")
+
+    def tokenizer(writer: gguf.GGUFWriter) -> None:
+        add_tokenizer(writer, GEMMA, CHAT_TEMPLATE)
+        writer.add_eot_token_id(end_of_turn)
+
+    path = write_gguf(tmp_path / "gemma.gguf", tiny_model(GEMMA), tokenizer=tokenizer)
+    chat_config = prepare_model(load_source(str(path)), "q0f32", 128, 16).chat_config
+    assert end_of_turn != EOS
+    assert chat_config["eos_token_id"] == [EOS, end_of_turn]
+    assert chat_config["conv_template"]["stop_token_ids"] == [EOS, end_of_turn]
 
 
 def test_a_missing_path_says_what_is_expected(tmp_path):

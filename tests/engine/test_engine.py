@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gguf
 import numpy as np
 import pytest
 from llama_reference import llama_logits
-from tiny_llama import tiny_llama_model
+from spm_tiny import CHAT_TEMPLATE, GEMMA, add_tokenizer, tiny_model, vocabulary
+from tiny_llama import tiny_llama_model, write_gguf
 
 from webbuild.build.prepare import prepare_model
 from webbuild.build.quantize.params import role_of
+from webbuild.build.source import load_source
 from webbuild.engine.engine import Engine, EngineConfig
 from webbuild.engine.kv_pages import PAGE_SIZE
 from webbuild.errors import ContextLengthExceededError, InvalidRequestError
@@ -480,3 +483,22 @@ def test_a_prompt_diverging_from_a_cached_one_reuses_the_common_part(engine_and_
     out = engine.completions.create(prompt=[*shared, 9, 8], **body)
     assert out["usage"]["prompt_tokens_details"]["cached_tokens"] == len(shared)
     assert out["choices"][0]["text"] == plain.completions.create(prompt=[*shared, 9, 8], **body)["choices"][0]["text"]
+
+
+def test_a_reply_ends_at_the_gguf_end_of_turn_token(tmp_path):
+    """A Gemma instruct GGUF names <end_of_turn> in tokenizer.ggml.eot_token_id: the engine ends the reply there
+    ("stop", the token not counted), where it would otherwise run on to max_tokens."""
+    end_of_turn = vocabulary(GEMMA)[0].index("<end_of_turn>")
+
+    def tokenizer(writer: gguf.GGUFWriter) -> None:
+        add_tokenizer(writer, GEMMA, CHAT_TEMPLATE)
+        writer.add_eot_token_id(end_of_turn)
+
+    path = write_gguf(tmp_path / "gemma.gguf", tiny_model(GEMMA), tokenizer=tokenizer)
+    engine = Engine(prepare_model(load_source(str(path)), "q0f32", 128, 16))
+    messages = [{"role": "user", "content": "Hi there"}]
+    out = engine.chat.completions.create(
+        messages=messages, max_tokens=4, temperature=0, logit_bias={str(end_of_turn): 100}
+    )
+    assert out["choices"][0]["finish_reason"] == "stop"
+    assert out["usage"]["completion_tokens"] == 0

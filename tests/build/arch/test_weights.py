@@ -1,6 +1,7 @@
-"""The GGUF RoPE metadata and factor tensors as HF ``rope_scaling`` (weights.rope_scaling): what llama.cpp computes
-from them, or a refusal naming what has no exact counterpart. The files llama.cpp's converter writes are checked
-end to end in test_families.py, test_llama.py and test_phi3.py; these are the other combinations."""
+"""GGUF metadata as HF config fields: the RoPE metadata and factor tensors as ``rope_scaling`` (what llama.cpp
+computes from them, or a refusal naming what has no exact counterpart), and the tokens that end generation as
+``eos_token_id``. The files llama.cpp's converter writes are checked end to end in test_families.py,
+test_llama.py and test_phi3.py; these are the other combinations."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from webbuild.build.arch.weights import GGUFKeys, rope_scaling
+from webbuild.build.arch.weights import GGUFKeys, end_token_ids, rope_scaling
 from webbuild.errors import CorruptFileError, UnsupportedError
 
 LONG, SHORT = np.linspace(2, 5, 8, dtype=np.float32), np.linspace(1, 3, 8, dtype=np.float32)
@@ -64,3 +65,40 @@ def test_rope_freqs_divide_every_pair_at_any_context_length():
 def test_what_has_no_exact_counterpart_is_refused(factors, metadata, error, message):
     with pytest.raises(error, match=message):
         rope_scaling(keys(factors, metadata), 16, 4096)
+
+
+# --- the tokens that end generation ------------------------------------------------------------------------
+
+VOCAB = {"tokenizer.ggml.tokens": [f"t{i}" for i in range(200)]}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ({"tokenizer.ggml.eos_token_id": 1}, [1]),
+        ({"tokenizer.ggml.eos_token_id": 1, "tokenizer.ggml.eot_token_id": 106}, [1, 106]),  # Gemma 3 instruct
+        (  # eos, end of turn, end of message: Llama 3.1 instruct's <|end_of_text|>, <|eot_id|>, <|eom_id|>
+            {
+                "tokenizer.ggml.eos_token_id": 101,
+                "tokenizer.ggml.eot_token_id": 109,
+                "tokenizer.ggml.eom_token_id": 108,
+            },
+            [101, 109, 108],
+        ),
+        ({"tokenizer.ggml.eos_token_id": 106, "tokenizer.ggml.eot_token_id": 106}, [106]),  # eos is the turn end
+        ({"tokenizer.ggml.eos_token_id": 1, "tokenizer.ggml.eos_token_ids": [1, 106, 50]}, [1, 106, 50]),  # Ollama
+        ({"tokenizer.ggml.eot_token_id": 106}, [106]),
+        ({}, []),
+    ],
+)
+def test_eos_then_the_end_of_turn_and_message_tokens_end_generation(metadata, expected):
+    assert end_token_ids(VOCAB | metadata, "m.gguf") == expected
+
+
+def test_an_end_token_past_the_vocabulary_is_left_out_as_llama_cpp_does():
+    meta = VOCAB | {
+        "tokenizer.ggml.eos_token_id": 1,
+        "tokenizer.ggml.eot_token_id": 200,
+        "tokenizer.ggml.eom_token_id": 7,
+    }
+    assert end_token_ids(meta, "m.gguf") == [1, 7]

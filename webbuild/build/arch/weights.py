@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from webbuild import _log
 from webbuild.build.arch.rope import longrope_attention_factor
 from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 
@@ -175,11 +176,35 @@ def llama_like_gguf_config(keys: GGUFKeys, tensor_names: list[str], model_type: 
         config["rope_scaling"] = scaling
     if scaling and "original_max_position_embeddings" in scaling:  # where Phi3Config reads it (default 4096)
         config["original_max_position_embeddings"] = scaling["original_max_position_embeddings"]
-    for ours, key in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("pad_token_id", "padding")):
+    for ours, key in (("bos_token_id", "bos"), ("pad_token_id", "padding")):
         value = keys.meta.get(f"tokenizer.ggml.{key}_token_id")
         if value is not None:
             config[ours] = int(value)
+    ends = end_token_ids(keys.meta, keys.where)
+    if ends:  # one id as one int, several as HF's list (Gemma 3's config.json: [1, 106])
+        config["eos_token_id"] = ends[0] if len(ends) == 1 else ends
     return config
+
+
+# Besides eos, llama.cpp ends generation at the end-of-turn and end-of-message tokens a GGUF names (Gemma's
+# ``<end_of_turn>``, Llama 3's ``<|eot_id|>`` and ``<|eom_id|>``); Ollama's converter writes its list of them as
+# ``eos_token_ids``. Hugging Face lists them all in ``eos_token_id`` (config.json, generation_config.json).
+_END_KEYS = tuple(f"tokenizer.ggml.{k}" for k in ("eos_token_id", "eot_token_id", "eom_token_id", "eos_token_ids"))
+
+
+def end_token_ids(meta: dict[str, Any], where: str) -> list[int]:
+    """The ids that end generation, eos first, as HF's ``eos_token_id`` list. An id past the vocabulary is left
+    out, as llama.cpp leaves it out: no sampled token can match it."""
+    n_tokens = len(meta.get("tokenizer.ggml.tokens") or ())
+    ids: list[int] = []
+    for key in _END_KEYS:
+        value = meta.get(key, [])
+        for token_id in value if isinstance(value, list) else [value]:
+            if 0 <= int(token_id) < n_tokens:
+                ids.append(int(token_id))
+            else:
+                _log.detail(f"{where}: ignoring {key} {token_id}, past the vocabulary of {n_tokens} tokens")
+    return list(dict.fromkeys(ids))
 
 
 _FREQS, _LONG, _SHORT = "rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"
