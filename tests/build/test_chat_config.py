@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import hf_tiny
+import pytest
+
 from webbuild.build.chat_config import build_chat_config, write_chat_config
 
 SMOL_TEMPLATE = (
@@ -195,6 +198,97 @@ def test_stop_tokens_come_from_all_eos_ids() -> None:
     )
     assert cfg["eos_token_id"] == [0, 2]
     assert cfg["conv_template"]["stop_token_ids"] == [0, 2]
+
+
+@pytest.mark.parametrize(
+    ("generation_eos", "eos", "stops"),
+    [
+        ([2, 0], [2, 0], [2, 0]),  # Qwen2.5-Instruct: <|im_end|>, then <|endoftext|>
+        (0, [2, 0], [2, 0]),  # one id
+        ([2], 2, [2]),  # nothing new
+        (None, 2, [2]),
+    ],
+)
+def test_generation_config_eos_ids_join_the_config_ones(generation_eos: Any, eos: Any, stops: list[int]) -> None:
+    """transformers' generate() stops at generation_config.json's eos_token_id, which instruct checkpoints use to
+    list more ends than config.json (Phi-3: [32000, 32001, 32007] beside 32000)."""
+    cfg = _smol(generation_config={"eos_token_id": generation_eos, "temperature": 0.7})
+    assert cfg["eos_token_id"] == eos
+    assert cfg["conv_template"]["stop_token_ids"] == stops
+
+
+# kind: (the token that ends the text, the token the family's template closes a reply with)
+FAMILY_ENDS = {
+    "qwen": ("<|endoftext|>", "<|im_end|>"),  # Qwen2, Qwen2.5, Qwen3; SmolLM2's ChatML too
+    "llama3": ("<|end_of_text|>", "<|eot_id|>"),
+    "gemma": ("<eos>", "<end_of_turn>"),
+    "phi3": ("<|endoftext|>", "<|end|>"),
+}
+
+
+@pytest.mark.parametrize("kind", FAMILY_ENDS)
+def test_each_family_stops_at_the_token_its_template_closes_a_reply_with(kind: str) -> None:
+    """Files that name only the end of the text as eos (a Gemma 3 instruct GGUF: <eos>, no eot id) still stop a
+    reply at the end of its turn, the token the chat template writes right after a reply."""
+    tokenizer = hf_tiny.tokenizer_for(kind)
+    end_of_text, end_of_turn = (tokenizer.token_to_id(t) for t in FAMILY_ENDS[kind])
+    cfg = build_chat_config(
+        {**CONFIG, "eos_token_id": end_of_text},
+        hf_tiny.tokenizer_config(kind) | {"eos_token": FAMILY_ENDS[kind][0]},
+        quantization="q0f32",
+        context_window_size=512,
+        prefill_chunk_size=64,
+        tokenizer_json=tokenizer.to_str(),
+    )
+    assert cfg["eos_token_id"] == end_of_text
+    assert cfg["conv_template"]["stop_token_ids"] == [end_of_text, end_of_turn]
+
+
+def _turns(after_reply: str, before: str = "") -> str:
+    """A plain ``role: content`` template that writes ``before`` ahead of each message and ``after_reply`` after
+    each reply."""
+    return (
+        "{% for m in messages %}{{ '" + before + "' + m['role'] + ': ' + m['content'] }}"
+        "{% if m['role'] == 'assistant' %}{{ '" + after_reply + "' }}{% endif %}{{ '\\n' }}{% endfor %}"
+    )
+
+
+_ADDED = [
+    {"id": 0, "content": "<|endoftext|>", "special": True},
+    {"id": 1, "content": "<|start|>", "special": True},
+    {"id": 2, "content": "<|end|>", "special": True},
+]
+_VOCAB = {"<|endoftext|>": 0, "<|start|>": 1, "<|end|>": 2, "a": 3}
+WHOLE = json.dumps({"added_tokens": _ADDED, "model": {"type": "BPE", "vocab": _VOCAB}})
+# The same vocabulary, but <|end|> is a plain piece: the tokenizer never matches its text as that one token.
+PIECE = json.dumps({"added_tokens": _ADDED[:2], "model": {"type": "BPE", "vocab": _VOCAB}})
+
+
+@pytest.mark.parametrize(
+    ("template", "tokenizer_json", "stops"),
+    [
+        (_turns("<|end|>"), WHOLE, [0, 2]),  # a marker, matched whole, closes each reply: a stop
+        (_turns(""), WHOLE, [0]),  # replies closed by plain text
+        (_turns("", before="<|end|>"), WHOLE, [0]),  # the marker opens messages: inside a turn
+        (_turns("<|start|>"), WHOLE, [0]),  # a special token that is no end-of-turn marker closes replies
+        (_turns("<|end|>"), PIECE, [0]),  # the marker's text is no single token the model was trained on
+        ("{{ raise_exception('no assistant messages') }}", WHOLE, [0]),  # no reply to read: no stop, no failure
+    ],
+    ids=["closing-marker", "plain-text", "marker-inside-turn", "other-special", "not-one-token", "unrenderable"],
+)
+def test_only_a_known_marker_that_closes_replies_becomes_a_stop(template: str, tokenizer_json: str, stops: list[int]):
+    """A stop the model writes inside a reply would cut it short, so only the token written right after a reply
+    counts, and only when it is a known end-of-turn marker matched whole."""
+    cfg = build_chat_config(
+        {**CONFIG, "eos_token_id": 0},
+        {"chat_template": template},
+        quantization="q0f32",
+        context_window_size=512,
+        prefill_chunk_size=64,
+        tokenizer_json=tokenizer_json,
+    )
+    assert cfg["conv_template"]["name"] == "generic"
+    assert (cfg["eos_token_id"], cfg["conv_template"]["stop_token_ids"]) == (0, stops)
 
 
 def test_ids_resolve_from_tokenizer_when_config_lacks_them() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import zipfile
 
@@ -11,6 +12,7 @@ import pytest
 from spm_tiny import BOS, CHAT_TEMPLATE, EOS, GEMMA, LLAMA2, add_tokenizer, tiny_model, train, vocabulary
 from tiny_llama import write_gguf, write_hf_dir
 from tokenizers import Tokenizer
+from transformers import GenerationConfig
 
 from webbuild import _log
 from webbuild.build import presets
@@ -81,6 +83,51 @@ def test_a_gguf_end_of_turn_token_stops_generation_beside_eos(tmp_path):
     assert end_of_turn != EOS
     assert chat_config["eos_token_id"] == [EOS, end_of_turn]
     assert chat_config["conv_template"]["stop_token_ids"] == [EOS, end_of_turn]
+
+
+def test_a_gguf_without_an_eot_id_stops_at_the_end_of_turn_its_template_closes_replies_with(tmp_path):
+    """llama.cpp's converter leaves tokenizer.ggml.eot_token_id out of some instruct GGUFs (Gemma 3: eos <eos>,
+    replies closed by <end_of_turn>): the chat config still stops there, as llama.cpp does."""
+    end_of_turn = vocabulary(GEMMA)[0].index("<end_of_turn>")
+    path = write_gguf(
+        tmp_path / "gemma.gguf", tiny_model(GEMMA), tokenizer=lambda w: add_tokenizer(w, GEMMA, CHAT_TEMPLATE)
+    )
+    source = load_source(str(path))
+    assert "tokenizer.ggml.eot_token_id" not in read_metadata(open_gguf(path), path)
+    chat_config = prepare_model(source, "q0f32", 128, 16).chat_config
+    assert chat_config["eos_token_id"] == EOS
+    assert chat_config["conv_template"]["stop_token_ids"] == [EOS, end_of_turn]
+
+
+LLAMA2_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}"
+    "{% else %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def test_a_gguf_whose_template_closes_replies_with_eos_gets_no_other_stop(tmp_path):
+    """The vocabulary holds <end_of_turn> as a control token, but this Llama 2 style template closes a reply with
+    eos: <end_of_turn> is no stop, so a reply that writes it goes on."""
+    path = write_gguf(
+        tmp_path / "llama2.gguf", tiny_model(LLAMA2), tokenizer=lambda w: add_tokenizer(w, LLAMA2, LLAMA2_TEMPLATE)
+    )
+    assert "<end_of_turn>" in vocabulary(LLAMA2)[0]
+    chat_config = prepare_model(load_source(str(path)), "q0f32", 128, 16).chat_config
+    assert chat_config["eos_token_id"] == EOS
+    assert chat_config["conv_template"]["stop_token_ids"] == [EOS]
+
+
+def test_an_hf_directory_stops_at_the_ids_its_generation_config_adds(tmp_path, tiny_llama):
+    """generation_config.json lists more ends than config.json (Qwen2.5-Instruct: <|im_end|>, then <|endoftext|>);
+    the chat config stops at every id transformers' generate() would stop at."""
+    folder = write_hf_dir(tmp_path / "qwen-like", tiny_llama)
+    end_of_text = tiny_llama.tokens.index("<|endoftext|>")
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [2, end_of_text], "top_p": 0.8}))
+    chat_config = prepare_model(load_source(str(folder)), "q0f32", 128, 16).chat_config
+    expected = GenerationConfig.from_pretrained(folder).eos_token_id
+    assert tiny_llama.config["eos_token_id"] == 2 and expected == [2, end_of_text]
+    assert chat_config["eos_token_id"] == expected
+    assert chat_config["conv_template"]["stop_token_ids"] == expected
 
 
 def test_a_missing_path_says_what_is_expected(tmp_path):

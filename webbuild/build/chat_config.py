@@ -13,6 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateError
+
+from webbuild import _log
+from webbuild.engine.chat_template import ChatTemplate
+from webbuild.errors import WebbuildError
 from webbuild.site_format import CHAT_CONFIG_JSON
 
 CHAT_CONFIG_VERSION = "0.1.0"
@@ -79,6 +84,7 @@ class _Vocab:
     def __init__(self, tokenizer_json: str | None) -> None:
         self.decoder: Any = None
         self.ids: dict[str, int] = {}
+        self.added: set[str] = set()  # tokens matched whole in the text: a template writing one writes its id
         if not tokenizer_json:
             return
         doc = json.loads(tokenizer_json)
@@ -88,6 +94,7 @@ class _Vocab:
             self.ids.update({k: int(v) for k, v in vocab.items()})
         for tok in doc.get("added_tokens") or []:
             self.ids[tok["content"]] = int(tok["id"])
+            self.added.add(tok["content"])
 
     def get(self, token: str | None) -> int | None:
         return self.ids.get(token) if token is not None else None
@@ -122,8 +129,8 @@ def _is_chatml(template: str) -> bool:
     return "<|im_start|>" in template and "<|im_end|>" in template
 
 
-def conv_template(tokenizer_config: dict[str, Any], eos_ids: list[int], vocab: _Vocab | None = None) -> ConvTemplate:
-    """Derives the MLC conversation template from the HF chat template text."""
+def conv_template(tokenizer_config: dict[str, Any], stop_ids: list[int], vocab: _Vocab | None = None) -> ConvTemplate:
+    """Derives the MLC conversation template from the HF chat template text; ``stop_ids`` end a reply."""
     vocab = vocab or _Vocab(None)
     template = _chat_template_text(tokenizer_config)
     if _is_chatml(template):
@@ -143,7 +150,7 @@ def conv_template(tokenizer_config: dict[str, Any], eos_ids: list[int], vocab: _
             role_content_sep="\n",
             role_empty_sep="\n",
             stop_str=stop_str,
-            stop_token_ids=_dedupe([*eos_ids, *(vocab.get(s) for s in stop_str)]),
+            stop_token_ids=_dedupe([*stop_ids, *(vocab.get(s) for s in stop_str)]),
         )
     bos = vocab.get(_token_str(tokenizer_config.get("bos_token")))
     prefix = [bos] if tokenizer_config.get("add_bos_token") and bos is not None else None
@@ -156,10 +163,44 @@ def conv_template(tokenizer_config: dict[str, Any], eos_ids: list[int], vocab: _
         role_content_sep=": ",
         role_empty_sep=":",
         stop_str=[],
-        stop_token_ids=_dedupe(list(eos_ids)),
+        stop_token_ids=_dedupe(list(stop_ids)),
         system_prefix_token_ids=prefix,
         add_role_after_system_message=True,
     )
+
+
+# Texts that close a turn, among those llama.cpp ends generation at by name (src/llama-vocab.cpp): Llama 3's
+# <|eot_id|> (<|eom_id|> after a tool call), ChatML's <|im_end|> (Qwen, SmolLM2), Gemma's <end_of_turn>, Phi-3's
+# <|end|>, and <|endoftext|> and <EOT>, with which some other templates close a reply.
+END_OF_TURN_MARKERS = ("<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "<EOT>")
+_PROBE_REPLY = "webbuild-probe-reply"
+
+
+def end_of_turn_id(tokenizer_config: dict[str, Any], vocab: _Vocab) -> int | None:
+    """The token the chat template closes an assistant's reply with, when that token is an end-of-turn marker.
+
+    A file may name only the end of the text as eos while the model closes each reply with its turn marker (a
+    Gemma 3 instruct GGUF: eos ``<eos>``, no eot id, replies end with ``<end_of_turn>``): without this stop a
+    reply runs on to max_tokens. llama.cpp stops at any token whose text is a known marker; here the template
+    must confirm it too, because a stop the model writes inside a reply cuts the reply short. So the template
+    renders a user message and a reply, and the token written right after the reply (whitespace aside) is
+    taken when (1) its text is a known marker: a template may also write other tokens after a reply (a tool call
+    or channel closer, after which the model goes on), and (2) the tokenizer matches it whole, so that the model
+    was trained on that one id. A template that cannot render the pair, or closes replies with plain text, gives
+    no token; so does a marker the vocabulary holds but the template does not close replies with.
+    """
+    if not _chat_template_text(tokenizer_config):
+        return None
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _PROBE_REPLY}]
+    try:
+        text = ChatTemplate(tokenizer_config).render(messages, add_generation_prompt=False)
+    except (TemplateError, WebbuildError) as exc:
+        _log.detail(f"the chat template does not render a reply ({exc}); no end-of-turn token is read from it")
+        return None
+    at = text.rfind(_PROBE_REPLY)
+    after = text[at + len(_PROBE_REPLY) :].lstrip() if at >= 0 else ""
+    marker = next((m for m in END_OF_TURN_MARKERS if after.startswith(m) and m in vocab.added), None)
+    return vocab.ids[marker] if marker else None
 
 
 def tool_call_format(tokenizer_config: dict[str, Any]) -> str | None:
@@ -179,6 +220,7 @@ def build_chat_config(
     config: dict[str, Any],
     tokenizer_config: dict[str, Any],
     *,
+    generation_config: dict[str, Any] | None = None,
     quantization: str,
     quantization_policy: dict[str, str] | None = None,
     context_window_size: int,
@@ -189,26 +231,32 @@ def build_chat_config(
     tokenizer_json: str | None = None,
     max_batch_size: int = 1,
 ) -> dict[str, Any]:
-    """The ``mlc-chat-config.json`` document for a model (HF ``config``/``tokenizer_config`` dicts).
+    """The ``mlc-chat-config.json`` document for a model (HF ``config``/``tokenizer_config``/``generation_config``
+    dicts).
 
-    ``tokenizer_json`` (the tokenizer.json text) lets special tokens such as ``<|im_end|>`` resolve to ids
-    and tells byte-level from byte-fallback tokenizers; without it, ids come from ``config`` only.
+    The tokens that end a reply are decided here, for every source: ``eos_token_id`` lists the ids the files
+    declare (config.json's, then generation_config.json's, which is what transformers' ``generate()`` stops at:
+    Phi-3 adds ``<|end|>`` there, Qwen2.5 ``<|endoftext|>``), else the tokenizer's eos token;
+    ``conv_template.stop_token_ids`` adds the end-of-turn token the chat template closes replies with
+    (``end_of_turn_id``). ``tokenizer_json`` (the tokenizer.json text) lets special tokens such as ``<|im_end|>``
+    resolve to ids and tells byte-level from byte-fallback tokenizers; without it, ids come from the configs only.
     """
     vocab = _Vocab(tokenizer_json)
     model_type = model_type or str(config.get("model_type", ""))
 
-    eos_ids = _dedupe(
-        [*_as_id_list(config.get("eos_token_id")), vocab.get(_token_str(tokenizer_config.get("eos_token")))]
+    declared = _dedupe(
+        [*_as_id_list(config.get("eos_token_id")), *_as_id_list((generation_config or {}).get("eos_token_id"))]
     )
+    eos_ids = _dedupe([*declared, vocab.get(_token_str(tokenizer_config.get("eos_token")))])
+    stop_ids = _dedupe([*eos_ids, end_of_turn_id(tokenizer_config, vocab)])
     bos_id = config.get("bos_token_id")
     if bos_id is None:
         bos_id = vocab.get(_token_str(tokenizer_config.get("bos_token")))
     pad_id = config.get("pad_token_id")
     if pad_id is None:
         pad_id = vocab.get(_token_str(tokenizer_config.get("pad_token")))
-    eos_value: int | list[int] | None = config.get("eos_token_id")
-    if eos_value is None:
-        eos_value = eos_ids[0] if len(eos_ids) == 1 else (eos_ids or None)
+    ends = declared or eos_ids
+    eos_value = ends[0] if len(ends) == 1 else (ends or None)
 
     model_config = {k: v for k, v in config.items() if k not in _NON_ARCH_KEYS}
     if "head_dim" not in model_config and config.get("hidden_size") and config.get("num_attention_heads"):
@@ -247,7 +295,7 @@ def build_chat_config(
             "prepend_space_in_encode": False,
             "strip_space_in_decode": False,
         },
-        "conv_template": asdict(conv_template(tokenizer_config, eos_ids, vocab)),
+        "conv_template": asdict(conv_template(tokenizer_config, stop_ids, vocab)),
         # Ours: the tool-call format of the chat template (engine/tool_calls.py), or null without tool support.
         "tool_call_format": tool_call_format(tokenizer_config),
         "pad_token_id": pad_id if pad_id is not None else 0,

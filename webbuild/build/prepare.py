@@ -106,6 +106,7 @@ def prepare_model(
     chat_config = build_chat_config(
         source.config,
         source.tokenizer_config,
+        generation_config=source.generation_config,
         quantization=scheme.name,
         quantization_policy=scheme.policy,
         context_window_size=cfg.context_window_size,

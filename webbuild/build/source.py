@@ -27,8 +27,9 @@ GGUF_MAGIC = b"GGUF"
 @dataclass
 class ModelSource:
     """A model ready to quantize: HF config.json fields, tokenizer.json text, tokenizer_config (with the chat
-    template), float32 tensors under their HF names and layout, and the preset's defaults (quantization, sampling,
-    context sizes)."""
+    template), float32 tensors under their HF names and layout, the preset's defaults (quantization, sampling,
+    context sizes) and a Hugging Face directory's generation_config.json ({} for a GGUF, whose end tokens
+    ``config["eos_token_id"]`` lists)."""
 
     model_id: str
     config: dict[str, Any]
@@ -38,6 +39,7 @@ class ModelSource:
     origin: str
     license: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
+    generation_config: dict[str, Any] = field(default_factory=dict)
 
 
 def load_source(spec: str) -> ModelSource:
@@ -121,4 +123,5 @@ def _from_hf_dir(path: Path) -> ModelSource:
         tokenizer_config=model.tokenizer_config,
         tensors=model.tensors,
         origin=f"Hugging Face directory {path}",
+        generation_config=model.generation_config,
     )

@@ -81,3 +81,31 @@ def test_other_architectures_are_unsupported(tmp_path, tiny_llama):
     (folder / "config.json").write_text(json.dumps(dict(tiny_llama.config, model_type="mamba")))
     with pytest.raises(UnsupportedError, match="'mamba' is not supported; supported: gemma3_text, llama, phi3"):
         load_hf_dir(folder)
+
+
+# --- generation_config.json: where instruct checkpoints list the tokens that end a reply --------------------------
+
+
+def test_generation_config_is_read_when_present_and_empty_when_absent(tmp_path, tiny_llama):
+    folder = write_hf_dir(tmp_path / "m", tiny_llama)
+    assert load_hf_dir(folder).generation_config == {}
+    generation = {"bos_token_id": 1, "eos_token_id": [2, 0], "temperature": 0.7}  # Qwen2.5-Instruct's shape
+    (folder / "generation_config.json").write_text(json.dumps(generation))
+    assert load_hf_dir(folder).generation_config == generation
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"eos_token_id": [2, 0]', "generation_config.json is not valid JSON"),
+        ("[2, 0]", "generation_config.json does not hold a JSON object"),
+        ('{"eos_token_id": "<|im_end|>"}', "generation_config.json: eos_token_id must be a token id or a list"),
+        ('{"eos_token_id": [2, null]}', "generation_config.json: eos_token_id must be a token id or a list"),
+    ],
+)
+def test_a_malformed_generation_config_is_named(tmp_path, tiny_llama, text, message):
+    folder = write_hf_dir(tmp_path / "m", tiny_llama)
+    (folder / "generation_config.json").write_text(text)
+    with pytest.raises(CorruptFileError, match=message) as err:
+        load_hf_dir(folder)
+    assert str(folder / "generation_config.json") in str(err.value)

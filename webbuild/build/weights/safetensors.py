@@ -1,8 +1,8 @@
 """A Hugging Face model directory -> config, tokenizer files and float32 numpy tensors.
 
-Reads ``config.json``, ``tokenizer.json``, ``tokenizer_config.json`` and the weights: one
-``model.safetensors`` or the shards that ``model.safetensors.index.json`` lists. bf16/f16/f32 become
-float32 (``safetensors`` reads bf16 into numpy through ml_dtypes).
+Reads ``config.json``, ``tokenizer.json``, ``tokenizer_config.json``, ``generation_config.json`` when there
+is one, and the weights: one ``model.safetensors`` or the shards that ``model.safetensors.index.json`` lists.
+bf16/f16/f32 become float32 (``safetensors`` reads bf16 into numpy through ml_dtypes).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from webbuild.errors import CorruptFileError, InputError, UnsupportedError
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
+GENERATION_CONFIG = "generation_config.json"
 # float8 checkpoints need their scale tensors, so only plain floats are widened here.
 _FLOAT_DTYPES = ("bfloat16", "float16", "float32", "float64")
 _TIP = "the file may be truncated or damaged; download it again"
@@ -33,6 +34,7 @@ class HFModel:
     tokenizer_json: str
     tokenizer_config: dict[str, Any]
     tensors: dict[str, np.ndarray]
+    generation_config: dict[str, Any]  # {} when the directory has none
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -69,13 +71,28 @@ def load_hf_dir(directory: Path) -> HFModel:
     get_architecture(str(config.get("model_type")), str(directory / "config.json"))
     tokenizer_json = (directory / "tokenizer.json").read_text(encoding="utf-8")
     tokenizer_config = _read_json(directory / "tokenizer_config.json")
+    generation_config = _read_generation_config(directory / GENERATION_CONFIG)
     tensors = read_safetensors(files)
     # Tied checkpoints sometimes carry a copy of the embedding as lm_head; untied ones always carry their own.
     if "lm_head.weight" not in tensors:
         config["tie_word_embeddings"] = True
     elif config.get("tie_word_embeddings", False):
         del tensors["lm_head.weight"]
-    return HFModel(directory, config, tokenizer_json, tokenizer_config, tensors)
+    return HFModel(directory, config, tokenizer_json, tokenizer_config, tensors, generation_config)
+
+
+def _read_generation_config(path: Path) -> dict[str, Any]:
+    """``generation_config.json``, optional ({} without it): its ``eos_token_id`` (an id or a list of ids) is
+    where many instruct checkpoints list the tokens that end a reply (Phi-3's ``<|end|>``), so a value that is
+    no id is refused rather than dropped."""
+    if not path.is_file():
+        return {}
+    config = _read_json(path)
+    eos = config.get("eos_token_id")
+    ids = eos if isinstance(eos, list) else [] if eos is None else [eos]
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        raise CorruptFileError(f"{path}: eos_token_id must be a token id or a list of token ids, not {eos!r}")
+    return config
 
 
 def read_safetensors(files: list[Path]) -> dict[str, np.ndarray]:
