@@ -33,7 +33,12 @@ import { ModelLoadError, ModelNotFoundError, ShaderF16UnsupportedError } from ".
  * @property {{context_window_size?: number}} [overrides]  mlc-chat-config.json fields WebLLM overrides
  */
 
-/** @typedef {{model_list: WebLLMModelRecord[]}} WebLLMAppConfig  what WebLLM's CreateMLCEngine takes as appConfig */
+/**
+ * @typedef {object} WebLLMAppConfig  what WebLLM's CreateMLCEngine takes as appConfig
+ * @property {WebLLMModelRecord[]} model_list
+ * @property {string} [cacheBackend]  WebLLM's storage: "cache" | "indexeddb" | "cross-origin" | "opfs"
+ * @property {string} [opfsAccessMode]
+ */
 
 /** The manifest format this runtime reads (webbuild/site_format/manifest.py FORMAT_VERSION). */
 export const MANIFEST_FORMAT_VERSION = 2;
@@ -114,7 +119,8 @@ export function pickVariant(models, { requested = null, defaultId = null, hasSha
  * @param {string | Manifest | Variant | WebLLMAppConfig | WebLLMModelRecord} source  manifest URL, manifest
  *   object, one model record, or WebLLM's appConfig or one of its model records
  * @param {{model?: string | null, hasShaderF16: boolean, baseUrl?: string, signal?: AbortSignal}} options
- * @returns {Promise<{record: Variant, manifest: Manifest | null}>}
+ * @returns {Promise<{record: Variant, variantIds: string[]}>}  `variantIds`: every variant the source lists
+ *   (a manifest's, or an appConfig's models), which WebLLM's `reload(modelId)` switches between
  */
 export async function resolveModel(source, { model = null, hasShaderF16, baseUrl, signal }) {
   const base = baseUrl ?? globalThis.location?.href;
@@ -126,7 +132,7 @@ export async function resolveModel(source, { model = null, hasShaderF16, baseUrl
   } else if (source && Array.isArray(/** @type {Manifest} */ (source).variants)) {
     manifest = /** @type {Manifest} */ (source);
   }
-  let record;
+  /** @type {Variant[]} */ let variants;
   if (manifest) {
     if (manifest.format_version !== MANIFEST_FORMAT_VERSION || !Array.isArray(manifest.variants)) {
       throw new ModelLoadError(
@@ -135,21 +141,17 @@ export async function resolveModel(source, { model = null, hasShaderF16, baseUrl
         { tip: "Rebuild the site with `webbuild package`, or use the runtime it was built with." },
       );
     }
-    record = pickVariant(manifest.variants, {
-      requested: model,
-      defaultId: manifest.default_variant,
-      hasShaderF16,
-    });
+    variants = manifest.variants;
   } else {
-    const variants = webllmVariants(source, manifestUrl) ?? [/** @type {Variant} */ (source)];
+    variants = webllmVariants(source, manifestUrl) ?? [/** @type {Variant} */ (source)];
     if (variants.some((v) => !v || typeof v.model_url !== "string" || typeof v.model_lib !== "string")) {
       throw new ModelLoadError(
         "reload() needs a manifest URL, a manifest, a variant with model_url/model_lib, or WebLLM's appConfig " +
           "or model record ({model, model_id, model_lib}).",
       );
     }
-    record = pickVariant(variants, { requested: model, hasShaderF16 });
   }
+  const record = pickVariant(variants, { requested: model, defaultId: manifest?.default_variant, hasShaderF16 });
   const modelUrl = absoluteUrl(record.model_url, manifestUrl);
   return {
     record: {
@@ -158,7 +160,7 @@ export async function resolveModel(source, { model = null, hasShaderF16, baseUrl
       model_lib: absoluteUrl(record.model_lib, manifestUrl),
       files: record.files?.map((f) => ({ ...f, path: absoluteUrl(f.path, manifestUrl) })),
     },
-    manifest,
+    variantIds: variants.map((v) => v.id),
   };
 }
 

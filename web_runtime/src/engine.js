@@ -3,7 +3,8 @@
 // checks them against the model, and runs one GPU job at a time (lock.js). The work itself lives beside it:
 // generation.js (a request's n choices), sequence.js (what the KV cache holds, reused by the next request),
 // responses.js (OpenAI responses and chunks), scoring.js (teacher forcing). WebLLM's MLCEngine method names
-// (reload(modelId), resetChat, interruptGenerate, unload, runtimeStatsText, getMessage) work here too.
+// (reload(modelId), resetChat, interruptGenerate, unload, runtimeStatsText, getMessage) work here too, and
+// its factory CreateMLCEngine(modelId, {appConfig, initProgressCallback}) makes one.
 
 import {
   InvalidRequestError,
@@ -22,6 +23,7 @@ import { SerialLock } from "./lock.js";
 import { profileSteps } from "./profile.js";
 import { requestConstraint } from "./grammar.js";
 import { toolFormatFor } from "./tool_calls.js";
+import { webllmReloadArgs } from "./webllm_factory.js";
 
 /** @typedef {import("./model.js").Pipeline} Pipeline */
 
@@ -81,8 +83,8 @@ export class Engine {
 
   /**
    * Loads a model, replacing the current one. As WebLLM's `reload(modelId)`: a variant id of the manifest
-   * loaded last loads that variant from it, and no source reloads the last model (after unload(), or a
-   * lost device).
+   * (or WebLLM appConfig) loaded last loads that variant from it, and no source reloads the last model
+   * (after unload(), or a lost device).
    * @param {import("./model.js").ReloadSource} [source]  manifest (URL or object), variant record, WebLLM
    *   appConfig/record, or a variant id (see above)
    * @param {ReloadOptions} [options]
@@ -102,7 +104,7 @@ export class Engine {
         gpu.device?.destroy?.(); // the device is ours until a pipeline owns it
         throw err;
       }
-      const variants = loaded.manifest?.variants.map((v) => v.id) ?? [];
+      const variants = loaded.variantIds;
       this.origin = { source: from, options: { baseUrl, cacheType, model: loaded.record.id }, variants };
       this.model = loaded;
       this.info = {
@@ -461,4 +463,18 @@ export async function CreateEngine(source, options = {}) {
   const engine = new Engine();
   await engine.reload(source, { ...options, onProgress: options.initProgressCallback ?? options.onProgress });
   return engine;
+}
+
+/**
+ * WebLLM's `CreateMLCEngine(modelId, engineConfig, chatOpts)`, for code written for WebLLM 0.2.86: loads
+ * `modelId` from `engineConfig.appConfig.model_list` in an Engine in this thread. What it takes and what it
+ * refuses, and why: webllm_factory.js.
+ * @param {string | string[]} modelId  one model_id of the appConfig (several are refused)
+ * @param {import("./webllm_factory.js").MLCEngineConfig} [engineConfig]  appConfig is required
+ * @param {Record<string, unknown> | Record<string, unknown>[]} [chatOpts]  refused unless empty
+ * @returns {Promise<Engine>}
+ */
+export async function CreateMLCEngine(modelId, engineConfig, chatOpts) {
+  const { source, options } = webllmReloadArgs("CreateMLCEngine", modelId, engineConfig, chatOpts);
+  return CreateEngine(source, options);
 }

@@ -17,6 +17,10 @@
 //   CreateWebWorkerEngine(createEngineWorker("https://models.example/site/runtime/worker.js"),
 //                         "https://models.example/site/manifest.json")
 //
+// Code written for WebLLM switches by changing the import: CreateWebWorkerMLCEngine(worker, modelId,
+// { appConfig, initProgressCallback }) loads modelId from appConfig.model_list (webllm_factory.js says
+// what else of WebLLM's arguments it takes).
+//
 // Several choices and log-probabilities, as in OpenAI's API:
 //
 //   const res = await engine.chat.completions.create({ messages, n: 3, seed: 1, logprobs: true, top_logprobs: 5 });
@@ -30,6 +34,7 @@
 //   // { fullLogits: true } adds s.logits (positions x vocab float32), as `webbuild verify` uses
 
 import { ENGINE_METHODS, ProtocolClient } from "./protocol.js";
+import { webllmReloadArgs } from "./webllm_factory.js";
 
 export {
   WebbuildError,
@@ -61,6 +66,10 @@ export { webllmAppConfig } from "./config.js";
  * @typedef {import("./engine.js").ModelInfo} ModelInfo
  * @typedef {import("./scoring.js").TokenScores} TokenScores
  * @typedef {import("./pipeline.js").LoadProgress} LoadProgress
+ * @typedef {import("./webllm_factory.js").MLCEngineConfig} MLCEngineConfig  WebLLM's names, for its factories
+ * @typedef {import("./webllm_factory.js").InitProgressReport} InitProgressReport
+ * @typedef {import("./config.js").WebLLMAppConfig} AppConfig
+ * @typedef {import("./config.js").WebLLMModelRecord} ModelRecord
  */
 /**
  * @template {ChatCompletionRequest} R
@@ -87,8 +96,8 @@ export { webllmAppConfig } from "./config.js";
  * `completions.create` follow OpenAI's client. Errors arrive as the runtime's own classes (see errors.js).
  *
  * WebLLM's MLCEngine names work too, so code written for it runs after changing the import:
- * `reload(modelId)` (a variant id of the manifest loaded last; `reload()` loads the last model again),
- * `resetChat(keepStats?)`, `interruptGenerate()`, `unload()`, `runtimeStatsText()` ("prefill: X
+ * `reload(modelId)` (a variant id of the manifest or appConfig loaded last; `reload()` loads the last model
+ * again), `resetChat(keepStats?)`, `interruptGenerate()`, `unload()`, `runtimeStatsText()` ("prefill: X
  * tokens/sec, decoding: Y tokens/sec") and `getMessage()` (the running request's text so far).
  *
  * Multi-turn chats: requests carry the whole conversation, as OpenAI's do; when a prompt extends the tokens
@@ -157,7 +166,7 @@ export class WebWorkerEngine {
   /**
    * Loads a model in the worker. Relative URLs are resolved against the page, not the worker script.
    * @param {string | object} [source]  manifest URL, manifest object, or one model record; or, as WebLLM's
-   *   `reload(modelId)`, a variant id of the manifest loaded last; none: the last model again
+   *   `reload(modelId)`, a variant id of the manifest or appConfig loaded last; none: the last model again
    * @param {LoadOptions} [options]
    * @returns {Promise<ModelInfo>}
    */
@@ -188,6 +197,22 @@ export async function CreateWebWorkerEngine(worker, source, options = {}) {
   const engine = new WebWorkerEngine(worker);
   await engine.reload(source, options);
   return engine;
+}
+
+/**
+ * WebLLM's `CreateWebWorkerMLCEngine(worker, modelId, engineConfig, chatOpts)`, for code written for WebLLM
+ * 0.2.86: starts the engine in `worker` (a module worker running the runtime's worker entry, not WebLLM's
+ * handler) and loads `modelId` from `engineConfig.appConfig.model_list`. What it takes and what it refuses,
+ * and why: webllm_factory.js.
+ * @param {Worker} worker
+ * @param {string | string[]} modelId  one model_id of the appConfig (several are refused)
+ * @param {import("./webllm_factory.js").MLCEngineConfig} [engineConfig]  appConfig is required
+ * @param {Record<string, unknown> | Record<string, unknown>[]} [chatOpts]  refused unless empty
+ * @returns {Promise<WebWorkerEngine>}
+ */
+export async function CreateWebWorkerMLCEngine(worker, modelId, engineConfig, chatOpts) {
+  const { source, options } = webllmReloadArgs("CreateWebWorkerMLCEngine", modelId, engineConfig, chatOpts);
+  return CreateWebWorkerEngine(worker, source, options);
 }
 
 /**

@@ -36,7 +36,7 @@ import { Grammars } from "./grammar.js";
 /**
  * @typedef {object} LoadedModel
  * @property {import("./config.js").Variant} record  the manifest's entry for the variant
- * @property {import("./config.js").Manifest | null} manifest  the manifest it came from, if any
+ * @property {string[]} variantIds  the variants its source lists (a manifest's, an appConfig's models)
  * @property {Pipeline} pipeline
  * @property {KvSequence} sequence  the tokens in the pipeline's KV cache, for reuse across requests
  * @property {TextTokenizer} tokenizer
@@ -68,7 +68,7 @@ import { Grammars } from "./grammar.js";
  * @returns {Promise<LoadedModel>}
  */
 export async function loadModel(source, gpu, loadPipeline, { model = null, baseUrl, signal, cacheType, onProgress }) {
-  const { record, manifest } = await resolveModel(source, { model, hasShaderF16: gpu.hasShaderF16, baseUrl, signal });
+  const { record, variantIds } = await resolveModel(source, { model, hasShaderF16: gpu.hasShaderF16, baseUrl, signal });
   // Checked against the manifest's sha256 like the weights: a damaged tokenizer would load and talk nonsense.
   const files = variantFiles(record, cacheType);
   const json = (/** @type {string} */ name) =>
@@ -91,7 +91,7 @@ export async function loadModel(source, gpu, loadPipeline, { model = null, baseU
   const vocabSize = Number.isInteger(chatConfig.vocab_size) ? chatConfig.vocab_size : null;
   return {
     record,
-    manifest,
+    variantIds,
     pipeline,
     sequence: new KvSequence(pipeline),
     tokenizer,
@@ -111,12 +111,13 @@ export async function loadModel(source, gpu, loadPipeline, { model = null, baseU
  * @typedef {object} ModelOrigin  where the loaded model came from
  * @property {ReloadSource} source
  * @property {{baseUrl?: string, cacheType?: LoadOptions["cacheType"], model: string}} options  `model`: its variant id
- * @property {string[]} variants  the ids its manifest lists
+ * @property {string[]} variants  the ids its source lists (a manifest's variants, an appConfig's models)
  */
 
 /**
- * What Engine.reload() loads: `source` as it is; or, for no source or a variant id of the manifest loaded
- * last (WebLLM's `reload(modelId)`), that manifest, with `model` the variant asked for or the last one.
+ * What Engine.reload() loads: `source` as it is; or, for no source or a variant id of the manifest (or
+ * appConfig) loaded last (WebLLM's `reload(modelId)`), that source again, with `model` the variant asked for
+ * or the last one.
  * @template {object} O
  * @param {ModelOrigin | null} origin
  * @param {ReloadSource | null | undefined} source

@@ -32,7 +32,7 @@ test("a model URL gets resolve/main/ as WebLLM appends it, unless it names a rev
 test("WebLLM's appConfig loads the record asked for, with WebLLM's URLs, features and overrides", async () => {
   const model = appConfig.model_list[1].model_id;
   const f32 = await resolveModel(appConfig, { model, hasShaderF16: false, baseUrl: PAGE });
-  assert.equal(f32.manifest, null);
+  assert.deepEqual(f32.variantIds, appConfig.model_list.map((r) => r.model_id)); // what reload(modelId) picks from
   assert.equal(f32.record.id, "Llama-3.2-1B-Instruct-q4f32_1-MLC");
   assert.equal(f32.record.quantization, "q4f32_1");
   assert.equal(f32.record.model_url, `${HF}/Llama-3.2-1B-Instruct-q4f32_1-MLC/resolve/main/`);
@@ -42,6 +42,7 @@ test("WebLLM's appConfig loads the record asked for, with WebLLM's URLs, feature
   assert.equal(f16.record.quantization, "q4f16_1");
   assert.equal(f16.record.needs_shader_f16, true);
   assert.equal(f16.record.context_window_size, 2048);
+  assert.deepEqual(f16.variantIds, [appConfig.model_list[0].model_id]);
 });
 
 test("WebLLM records are refused as manifests are: an unknown id, shader-f16 missing, a field missing", async () => {

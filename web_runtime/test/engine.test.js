@@ -1,7 +1,7 @@
 import { test, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import { fixture, ScriptedPipeline, HistoryPipeline, GpuSamplingPipeline } from "./helpers.js";
-import { Engine } from "../src/engine.js";
+import { Engine, CreateMLCEngine } from "../src/engine.js";
 import { TextTokenizer } from "../src/tokenizer.js";
 import * as errors from "../src/errors.js";
 
@@ -794,6 +794,116 @@ test("runtimeStatsText, getMessage, interruptGenerate and resetChat(keepStats) b
   assert.equal(await engine.getMessage(), "");
   await engine.resetChat();
   assert.deepEqual(engine.runtimeStats(), {});
+});
+
+// WebLLM's appConfig for the site's two variants, as a WebLLM user writes it (README's WebLLM section).
+const appConfig = {
+  model_list: manifest.variants.map((v) => ({
+    model: `${SITE}${v.model_url}#/resolve/main/`,
+    model_id: v.id,
+    model_lib: `${SITE}${v.model_lib}`,
+    ...(v.needs_shader_f16 ? { required_features: ["shader-f16"] } : {}),
+  })),
+};
+
+/**
+ * CreateMLCEngine makes its own Engine: while `t` runs, every Engine loads on the fake GPU (with shader-f16)
+ * and a scripted pipeline that reports `progress` first. Returns the mock of reload (its `calls`).
+ */
+function fakeEngineDeps(t, progress = []) {
+  const realReload = Engine.prototype.reload;
+  const reload = t.mock.method(Engine.prototype, "reload", function (source, options) {
+    this.detectGpu = async () => ({ hasShaderF16: true, info: {} });
+    this.loadPipeline = async ({ record, onProgress }) => {
+      loadedRecord = record;
+      for (const p of progress) onProgress(p);
+      return (pipeline = new ScriptedPipeline([...tok.encode("Hi"), EOS], { after: EOS }));
+    };
+    return realReload.call(this, source, options);
+  });
+  return reload.mock;
+}
+
+test("CreateMLCEngine(modelId, {appConfig, initProgressCallback}) loads that model, reporting as WebLLM does", async (t) => {
+  fakeEngineDeps(t, [
+    { phase: "weights", loaded: 5, total: 20, text: "Loading weights" },
+    { phase: "shaders", loaded: 1, total: 1, text: "Shaders compiled" },
+  ]);
+  const reports = [];
+  const engine = await CreateMLCEngine("tiny-q4f32_1", { appConfig, initProgressCallback: (r) => reports.push(r) });
+  assert.ok(engine instanceof Engine);
+  // Not the list's first model, and the device has shader-f16: the id alone chose it.
+  assert.equal(engine.getModelInfo().id, "tiny-q4f32_1");
+  assert.equal(loadedRecord.model_lib, `${SITE}libs/tiny-q4f32_1-webgpu.wasm`);
+  const reply = await engine.chat.completions.create(user("x"));
+  assert.equal(reply.choices[0].message.content, "Hi"); // tokenizer and config came from that model's folder
+  // Our report, plus WebLLM's progress (of the phase) and timeElapsed (seconds).
+  assert.deepEqual(
+    reports.map(({ timeElapsed, ...r }) => r),
+    [
+      { phase: "weights", loaded: 5, total: 20, text: "Loading weights", progress: 0.25 },
+      { phase: "shaders", loaded: 1, total: 1, text: "Shaders compiled", progress: 1 },
+    ],
+  );
+  assert.ok(reports.every((r) => r.timeElapsed >= 0 && r.timeElapsed < 60));
+  // WebLLM's reload(modelId) switches between the appConfig's models.
+  assert.equal((await engine.reload("tiny-q4f16_1")).id, "tiny-q4f16_1");
+  assert.equal(loadedRecord.model_lib, `${SITE}libs/tiny-q4f16_1-webgpu.wasm`);
+});
+
+test("CreateMLCEngine takes a list of one id, empty chatOpts, logLevel and WebLLM's two cache backends", async (t) => {
+  const reload = fakeEngineDeps(t);
+  const engine = await CreateMLCEngine(["tiny-q4f16_1"], { appConfig, logLevel: "WARN" }, [{}]);
+  assert.equal(engine.getModelInfo().id, "tiny-q4f16_1");
+  await CreateMLCEngine("tiny-q4f16_1", { appConfig: { ...appConfig, cacheBackend: "indexeddb" } }, {});
+  assert.equal(reload.calls[1].arguments[1].cacheType, "indexeddb");
+  assert.equal(reload.calls[0].arguments[1].cacheType, undefined); // the default storage, as WebLLM's "cache"
+});
+
+test("CreateMLCEngine refuses, by name and before loading, what it would not do as WebLLM does", async (t) => {
+  const reload = fakeEngineDeps(t);
+  const refused = async (args, cls, param, message) =>
+    assert.rejects(CreateMLCEngine(...args), (err) => {
+      assert.ok(err instanceof cls, `${err.name}: ${err.message}`);
+      assert.equal(err.param, param);
+      assert.match(err.message, message);
+      return true;
+    });
+  // No appConfig: WebLLM would use its prebuilt list on Hugging Face.
+  await refused(["tiny-q4f32_1"], errors.InvalidRequestError, "engineConfig.appConfig", /prebuilt model list/);
+  const both = ["tiny-q4f16_1", "tiny-q4f32_1"];
+  await refused([both, { appConfig }], errors.UnsupportedParameterError, "modelId", /one model/);
+  await refused(
+    ["tiny-q4f32_1", { appConfig, logitProcessorRegistry: new Map() }],
+    errors.UnsupportedParameterError,
+    "engineConfig.logitProcessorRegistry",
+    /logitProcessorRegistry/,
+  );
+  await refused(
+    ["tiny-q4f32_1", { appConfig, cacheType: "none" }], // ours, not WebLLM's: a typo's fate
+    errors.UnsupportedParameterError,
+    "engineConfig.cacheType",
+    /cacheType/,
+  );
+  await refused(
+    ["tiny-q4f32_1", { appConfig }, { temperature: 0.5, context_window_size: 32 }],
+    errors.UnsupportedParameterError,
+    "chatOpts",
+    /temperature, context_window_size/,
+  );
+  await refused(
+    ["tiny-q4f32_1", { appConfig: { ...appConfig, cacheBackend: "opfs" } }],
+    errors.UnsupportedParameterError,
+    "engineConfig.appConfig.cacheBackend",
+    /"opfs"/,
+  );
+  assert.equal(reload.callCount(), 0);
+  // An id the appConfig lacks is refused as reload refuses it, listing the ids it has.
+  await assert.rejects(CreateMLCEngine("tiny-q9", { appConfig }), (err) => {
+    assert.ok(err instanceof errors.ModelNotFoundError);
+    assert.deepEqual(err.data.available, ["tiny-q4f16_1", "tiny-q4f32_1"]);
+    return true;
+  });
 });
 
 // ---- structured output and tool calls (grammar.js, tool_calls.js) ----------------------------------------

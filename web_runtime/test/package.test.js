@@ -105,13 +105,13 @@ test("the packed package installs by name and works from node and TypeScript", {
       `import * as runtime from "${pkg.name}";
 import "${pkg.name}/worker";
 import { startWorker, createHandlers } from "${pkg.name}/host";
-import { Engine, CreateEngine } from "${pkg.name}/engine";
+import { Engine, CreateEngine, CreateMLCEngine } from "${pkg.name}/engine";
 // The engine's dependencies resolve from the installed package; tvmjs loads as CommonJS there.
 const vendor = await import(new URL("./vendor.js", import.meta.resolve("${pkg.name}/engine")));
 const tvmjs = await vendor.loadTvmjs();
 console.log(JSON.stringify({
   exports: Object.keys(runtime).sort(),
-  host: [typeof startWorker, typeof createHandlers, typeof CreateEngine],
+  host: [typeof startWorker, typeof createHandlers, typeof CreateEngine, typeof CreateMLCEngine],
   engine: new Engine().getModelInfo(),
   tokenizer: typeof vendor.Tokenizer,
   template: typeof vendor.Template,
@@ -124,6 +124,7 @@ console.log(JSON.stringify({
     const seen = JSON.parse(smoke.stdout);
     for (const name of [
       "CreateWebWorkerEngine",
+      "CreateWebWorkerMLCEngine",
       "WebWorkerEngine",
       "createEngineWorker",
       "ContextLengthExceededError",
@@ -133,7 +134,7 @@ console.log(JSON.stringify({
     assert.deepEqual(
       { host: seen.host, engine: seen.engine, tokenizer: seen.tokenizer, template: seen.template, tvmjs: seen.tvmjs },
       {
-        host: ["function", "function", "function"],
+        host: ["function", "function", "function", "function"],
         engine: null,
         tokenizer: "function",
         template: "function",

@@ -2,8 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHandlers } from "../src/worker_host.js";
 import { ENGINE_METHODS, ProtocolClient, serveProtocol } from "../src/protocol.js";
-import { ShaderF16UnsupportedError } from "../src/errors.js";
-import { WebWorkerEngine } from "../src/index.js";
+import { ShaderF16UnsupportedError, InvalidRequestError, UnsupportedParameterError } from "../src/errors.js";
+import { WebWorkerEngine, CreateWebWorkerMLCEngine } from "../src/index.js";
 import { Engine } from "../src/engine.js";
 import { TextTokenizer } from "../src/tokenizer.js";
 import { portPair, fixture, ScriptedPipeline } from "./helpers.js";
@@ -21,12 +21,17 @@ function mockEngine() {
   return { engine, calls };
 }
 
-/** A WebWorkerEngine talking to `engine` through the real protocol over an in-memory port pair. */
-function connect(engine) {
+/** The page's end of an in-memory "worker" serving `engine` through the real protocol. */
+function hostedWorker(engine) {
   const [pagePort, hostPort] = portPair();
   serveProtocol(hostPort, createHandlers(engine));
   pagePort.terminate = () => {};
-  return new WebWorkerEngine(/** @type {any} */ (pagePort));
+  return /** @type {any} */ (pagePort);
+}
+
+/** A WebWorkerEngine talking to `engine` through the real protocol over an in-memory port pair. */
+function connect(engine) {
+  return new WebWorkerEngine(hostedWorker(engine));
 }
 
 test("the handler table covers exactly the protocol's kinds", () => {
@@ -187,4 +192,65 @@ test("runtimeStatsText, getMessage and the cached prompt tokens read the same th
   const stats = await proxy.runtimeStats();
   assert.equal(stats.cached_tokens, 0);
   assert.equal(stats.prefill_tokens, first.usage.prompt_tokens);
+});
+
+test("CreateWebWorkerMLCEngine loads the appConfig's model in the worker, with WebLLM's progress reports", async () => {
+  const files = {
+    "mlc-chat-config.json": { vocab_size: 400, temperature: 0, eos_token_id: 2 },
+    "tokenizer.json": fixture("tokenizer.json"),
+    "tokenizer_config.json": fixture("tokenizer_config.json"),
+  };
+  const fetched = [];
+  globalThis.fetch = async (url) => {
+    fetched.push(String(url));
+    const name = String(url).split("/").at(-1);
+    return name in files ? new Response(JSON.stringify(files[name])) : new Response("missing", { status: 404 });
+  };
+  const tok = new TextTokenizer(files["tokenizer.json"], files["tokenizer_config.json"]);
+  let loaded;
+  const engine = new Engine({
+    detectGpu: async () => ({ hasShaderF16: true, info: {} }),
+    loadPipeline: async ({ record, onProgress }) => {
+      loaded = record;
+      onProgress({ phase: "download", loaded: 3, total: 4, text: "Fetching" });
+      return new ScriptedPipeline([...tok.encode("Hi"), 2], { after: 2 });
+    },
+  });
+  const hf = "https://huggingface.co/someone";
+  const appConfig = {
+    model_list: [
+      { model: `${hf}/m-q4f16_1-MLC`, model_id: "m-q4f16_1", model_lib: "https://libs.test/m-q4f16_1.wasm" },
+      { model: `${hf}/m-q4f32_1-MLC`, model_id: "m-q4f32_1", model_lib: "https://libs.test/m-q4f32_1.wasm" },
+    ],
+  };
+  const reports = [];
+  const proxy = await CreateWebWorkerMLCEngine(hostedWorker(engine), "m-q4f32_1", {
+    appConfig,
+    initProgressCallback: (r) => reports.push(r),
+  });
+  assert.ok(proxy instanceof WebWorkerEngine);
+  assert.equal((await proxy.getModelInfo()).id, "m-q4f32_1");
+  assert.equal(loaded.model_lib, "https://libs.test/m-q4f32_1.wasm");
+  assert.ok(fetched.includes(`${hf}/m-q4f32_1-MLC/resolve/main/tokenizer.json`), fetched.join(" "));
+  const reply = await proxy.chat.completions.create({ messages: [{ role: "user", content: "x" }] });
+  assert.equal(reply.choices[0].message.content, "Hi");
+  assert.equal(reports.length, 1);
+  const { timeElapsed, ...report } = reports[0];
+  assert.deepEqual(report, { phase: "download", loaded: 3, total: 4, text: "Fetching", progress: 0.75 });
+  assert.equal(typeof timeElapsed, "number");
+});
+
+test("CreateWebWorkerMLCEngine refuses what it cannot do before the worker loads anything", async () => {
+  const { engine, calls } = mockEngine();
+  const worker = hostedWorker(engine);
+  await assert.rejects(CreateWebWorkerMLCEngine(worker, "m"), (err) => {
+    assert.ok(err instanceof InvalidRequestError);
+    assert.equal(err.param, "engineConfig.appConfig");
+    assert.match(err.tip, /webllmAppConfig\(manifest, manifestUrl\)|manifest\.json/);
+    return true;
+  });
+  const appConfig = { model_list: [{ model: "https://x.test/m", model_id: "m", model_lib: "https://x.test/m.wasm" }] };
+  await assert.rejects(CreateWebWorkerMLCEngine(worker, ["m", "n"], { appConfig }), UnsupportedParameterError);
+  await assert.rejects(CreateWebWorkerMLCEngine(worker, "m", { appConfig }, { top_p: 0.5 }), /chatOpts \(top_p\)/);
+  assert.deepEqual(calls, []);
 });
