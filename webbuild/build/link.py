@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -351,42 +352,75 @@ def _limits(data: bytes, pos: int) -> int:
 
 
 _IMPORT_KINDS = {0: "function", 1: "table", 2: "memory", 3: "global", 4: "tag"}
+_SECTION_NAMES = {
+    1: "type", 2: "import", 3: "function", 4: "table", 5: "memory", 6: "global", 7: "export", 8: "start",
+    9: "element", 10: "code", 11: "data", 12: "data count", 13: "tag",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WasmSection:
+    id: int  # 0 for a custom section
+    name: str  # "code", "data", ...; a custom section's own name ("name", "target_features")
+    start: int  # offset of the section's contents in the binary
+    size: int
+
+
+def _wasm_bytes(path: Path) -> bytes:
+    data = Path(path).read_bytes()
+    if data[:4] != b"\0asm" or struct.unpack("<I", data[4:8])[0] != 1:
+        raise BuildError(f"{path} is not a WebAssembly module")
+    return data
+
+
+def _sections(data: bytes, path: Path) -> list[WasmSection]:
+    sections, pos = [], 8
+    try:
+        while pos < len(data):
+            section_id, pos = data[pos], pos + 1
+            size, pos = _uleb(data, pos)
+            if pos + size > len(data):
+                raise ValueError(f"section {section_id} runs past the end of the file")
+            name = _name(data, pos)[0] if section_id == 0 else _SECTION_NAMES.get(section_id, str(section_id))
+            sections.append(WasmSection(section_id, name, pos, size))
+            pos += size
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise BuildError(f"{path} is not a well-formed WebAssembly module: {exc}") from exc
+    return sections
+
+
+def wasm_sections(path: Path) -> list[WasmSection]:
+    """The sections of a wasm binary, in order: what a model library spends its bytes on."""
+    return _sections(_wasm_bytes(path), path)
 
 
 def wasm_imports(path: Path) -> list[tuple[str, str, str]]:
     """(module, name, kind) of every import of a wasm binary, read from its import section."""
-    data = Path(path).read_bytes()
-    if data[:4] != b"\0asm" or struct.unpack("<I", data[4:8])[0] != 1:
-        raise BuildError(f"{path} is not a WebAssembly module")
+    data = _wasm_bytes(path)
+    section = next((s for s in _sections(data, path) if s.id == 2), None)
+    if section is None:
+        return []
     try:
-        pos = 8
-        while pos < len(data):
-            section, pos = data[pos], pos + 1
-            size, pos = _uleb(data, pos)
-            if section != 2:  # the import section
-                pos += size
-                continue
-            count, pos = _uleb(data, pos)
-            imports = []
-            for _ in range(count):
-                module, pos = _name(data, pos)
-                field, pos = _name(data, pos)
-                kind, pos = data[pos], pos + 1
-                if kind in (0, 4):  # function: type index; tag: attribute byte + type index
-                    pos = _uleb(data, pos + (kind == 4))[1]
-                elif kind == 1:  # table: element type + limits
-                    pos = _limits(data, pos + 1)
-                elif kind == 2:
-                    pos = _limits(data, pos)
-                elif kind == 3:  # global: value type + mutability
-                    pos += 2
-                else:
-                    raise ValueError(f"unknown import kind {kind}")
-                imports.append((module, field, _IMPORT_KINDS[kind]))
-            return imports
+        count, pos = _uleb(data, section.start)
+        imports = []
+        for _ in range(count):
+            module, pos = _name(data, pos)
+            field, pos = _name(data, pos)
+            kind, pos = data[pos], pos + 1
+            if kind in (0, 4):  # function: type index; tag: attribute byte + type index
+                pos = _uleb(data, pos + (kind == 4))[1]
+            elif kind == 1:  # table: element type + limits
+                pos = _limits(data, pos + 1)
+            elif kind == 2:
+                pos = _limits(data, pos)
+            elif kind == 3:  # global: value type + mutability
+                pos += 2
+            else:
+                raise ValueError(f"unknown import kind {kind}")
+            imports.append((module, field, _IMPORT_KINDS[kind]))
+        return imports
     except (ValueError, IndexError, UnicodeDecodeError) as exc:
         raise BuildError(f"{path} has a malformed import section: {exc}") from exc
-    return []
 
 
 def check_imports(path: Path, *, name: str | None = None) -> None:
