@@ -244,11 +244,15 @@ def write_hf_dir(path: Path, model: TinyLlama, *, dtype: str = "float32", shards
     return path
 
 
-def package_tiny_site(root: Path, *, seed: int, quantization: str = "q4f32_1", name: str = "site") -> Path:
-    """A real ``webbuild package`` site of a tiny random Llama (context 128, prefill chunks of 16) under ``root``."""
+def package_tiny_site(
+    root: Path, *, seed: int, quantization: str = "q4f32_1", name: str = "site", from_gguf: bool = False
+) -> Path:
+    """A real ``webbuild package`` site of a tiny random Llama (context 128, prefill chunks of 16) under ``root``,
+    from a Hugging Face folder or, ``from_gguf``, a float32 GGUF file (its tokenizer rebuilt from the metadata)."""
     from webbuild.commands.package import PackageOptions, package
 
-    source = write_hf_dir(root / "tiny-hf", tiny_llama_model(seed=seed))
+    model = tiny_llama_model(seed=seed)
+    source = write_gguf(root / "tiny.gguf", model) if from_gguf else write_hf_dir(root / "tiny-hf", model)
     options = PackageOptions(
         str(source), out=root / name, quantizations=[quantization], context_window_size=128, prefill_chunk_size=16
     )

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from webbuild.build import link
-from webbuild.build.link import ALLOWED_IMPORTS, check_imports, link_model_library, wasm_imports
+from webbuild.build.link import ALLOWED_IMPORTS, check_imports, link_model_library, wasm_imports, wasm_sections
 from webbuild.errors import BuildError, ToolchainError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,6 +97,23 @@ def test_wasm_imports_rejects_non_wasm(tmp_path: Path) -> None:
     path.write_bytes(b"<!doctype html>")
     with pytest.raises(BuildError, match="not a WebAssembly module"):
         wasm_imports(path)
+
+
+def test_wasm_sections_lists_each_section_with_its_size(tmp_path: Path) -> None:
+    path = tmp_path / "m.wasm"
+    custom = _str("target_features") + b"\x01+\x08mutable-globals"
+    module = wasm_with_imports([("env", "f", FUNC)])
+    path.write_bytes(module + b"\x00" + _leb(len(custom)) + custom)
+    sections = wasm_sections(path)
+    assert [(s.id, s.name, s.size) for s in sections] == [
+        (1, "type", 4),
+        (2, "import", len(_leb(1) + _str("env") + _str("f") + FUNC)),
+        (0, "target_features", len(custom)),
+    ]
+    assert path.read_bytes()[sections[1].start : sections[1].start + sections[1].size].startswith(b"\x01\x03env")
+    path.write_bytes(module[:-2])  # the import section cut short
+    with pytest.raises(BuildError, match="not a well-formed WebAssembly module"):
+        wasm_sections(path)
 
 
 def test_check_imports_accepts_what_tvmjs_provides(tmp_path: Path) -> None:

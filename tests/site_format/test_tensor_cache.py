@@ -39,7 +39,9 @@ def test_round_trip_is_bit_exact(tmp_path: Path) -> None:
 def test_json_layout(tmp_path: Path) -> None:
     src = _mixed()
     summary = write_tensor_cache(src, tmp_path)
-    doc = json.loads((tmp_path / "tensor-cache.json").read_text())
+    text = (tmp_path / "tensor-cache.json").read_text()
+    doc = json.loads(text)
+    assert text == json.dumps(doc, separators=(",", ":"))  # no whitespace: every visitor fetches it
     assert set(doc) == {"metadata", "records"}
     total = sum(a.nbytes for a in src.values())
     params = 16 * 8 * 8 + 7 + 15 + 5  # q_weight words count 8 params each, q_scale none

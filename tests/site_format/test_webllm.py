@@ -1,7 +1,8 @@
 """WebLLM interop both ways, in headless Chromium (SwiftShader) on a tiny site served by a plain static host:
-WebLLM 0.2.86 (npm, tests/webllm) loads the site's bundle as it sits there and generates our runtime's greedy
-tokens; our runtime loads the same model laid out as a WebLLM model folder (an HF-style ``resolve/main/``
-folder with ``ndarray-cache.json``, records ``{model, model_id, model_lib}``) and generates them too."""
+WebLLM 0.2.86 (npm, tests/webllm) loads the site's bundle as it sits there (built from a Hugging Face folder, and
+from a GGUF file) and generates our runtime's greedy tokens; our runtime loads the same model laid out as a WebLLM
+model folder (an HF-style ``resolve/main/`` folder with ``ndarray-cache.json``, records ``{model, model_id,
+model_lib}``) and generates them too."""
 
 from __future__ import annotations
 
@@ -32,15 +33,19 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+@pytest.fixture(scope="module", params=["hf", "gguf"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """A plain static host (Python's http.server) of a folder holding a tiny site (``site/``) and WebLLM's
-    browser bundle (``webllm/``), as an app that uses both would deploy them."""
+    browser bundle (``webllm/``), as an app that uses both would deploy them. The site is built from a Hugging
+    Face folder, or from a GGUF file, whose tokenizer.json keeps the GGUF's "left right" merge strings."""
     bundle = WEBLLM / "lib" / "index.js"
     if not bundle.is_file():
         pytest.fail("WebLLM is not installed: run scripts/setup.sh (npm ci in tests/webllm)")
     root = tmp_path_factory.mktemp("webllm-interop")
-    package_tiny_site(root, seed=5)
+    site = package_tiny_site(root, seed=5, from_gguf=request.param == "gguf")
+    (tokenizer,) = site.glob("models/*/tokenizer.json")
+    merge = json.loads(tokenizer.read_text())["model"]["merges"][0]
+    assert isinstance(merge, str if request.param == "gguf" else list)
     (root / "webllm").mkdir()
     shutil.copy(bundle, root / "webllm" / "index.js")
     (root / "blank.html").write_text("<!doctype html><title>interop</title>")

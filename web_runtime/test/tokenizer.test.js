@@ -14,6 +14,16 @@ test("encodes like the Python tokenizers library and decodes back", () => {
   assert.equal(tok.eosToken, "<|im_end|>");
 });
 
+test("merges written as 'left right' strings (a tokenizer.json made from a GGUF) tokenize like [left, right] pairs", () => {
+  const json = fixture("tokenizer.json");
+  assert.ok(Array.isArray(json.model.merges[0]));
+  json.model.merges = json.model.merges.map((/** @type {string[]} */ pair) => pair.join(" "));
+  const strings = new TextTokenizer(json, fixture("tokenizer_config.json"));
+  for (const text of ["Hello world! END", "the cat sat on the mat", "café 東京 😀 ok", "  two  spaces\n"]) {
+    assert.deepEqual(strings.encode(text), tok.encode(text), text);
+  }
+});
+
 test("special tokens in a rendered prompt become single ids and are skipped when decoding", () => {
   const ids = tok.encode("<|im_start|>user\nhi<|im_end|>\n");
   assert.equal(ids[0], 1);

@@ -1,4 +1,5 @@
-"""Architecture + config + quantization -> a Relax IRModule with the VM functions WebLLM looks up."""
+"""Architecture + config + quantization -> a Relax IRModule with the VM functions WebLLM looks up (a webgpu
+library: those a browser calls)."""
 
 from __future__ import annotations
 
@@ -34,12 +35,22 @@ class ExportedModel:
     metadata: dict[str, Any]
 
 
+# The Python engine's continuous batching (engine/scheduler.py) runs these; a browser runs one sequence, which our
+# runtime and WebLLM (a kv_cache model with prefill and decode) step with prefill and decode. In a webgpu library
+# their kernels, with the batch size symbolic, cost 13 of 67 WGSL kernels and a quarter of the VM bytecode (0.6 MiB
+# of SmolLM2's 5.9), each kernel also compiled at every page load: left out there.
+SERVER_ONLY_FUNCTIONS = ("batch_prefill", "batch_decode")
+
+
 def export_model(cfg: DecoderConfig, scheme: QuantScheme, target: Target) -> ExportedModel:
     """The KV-cache kernels depend on the target, so each target gets its own export. The library also gets
     the sampling functions (sampling.py) that choose a token on the device, and ``decode`` is marked for
     fusion.py's producer folding (fewer launches a step)."""
     model = CausalLM(cfg, scheme, target)
-    mod, named_params = model.export_tvm(spec=model.export_spec())
+    spec = model.export_spec()
+    if target.kind.name == "webgpu":
+        spec = {name: s for name, s in spec.items() if name not in SERVER_ONLY_FUNCTIONS}
+    mod, named_params = model.export_tvm(spec=spec)
     mod = replace_merge_kernel(mod, cfg.num_attention_heads, scheme.model_dtype, target)
     mod = fix_cpu_prefill(mod)
     mod = fit_decode_threads(mod, cfg, scheme.model_dtype, target)

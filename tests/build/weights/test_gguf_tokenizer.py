@@ -84,6 +84,15 @@ def test_tokenizer_encodes_like_the_original(meta, tiny_llama):
     assert ours.encode("2024").tokens == ["2", "0", "2", "4"]  # SmolLM's pre-tokenizer splits digits
 
 
+def test_tokenizer_json_keeps_the_ggufs_merge_strings(meta):
+    """Not tokenizers' [left, right] pairs: 4 bytes less a merge in a file every visitor fetches; it loads back
+    to the tokenizer built from the metadata."""
+    text = tokenizer_json_from_gguf(meta)
+    assert json.loads(text)["model"]["merges"] == meta["tokenizer.ggml.merges"]
+    assert text == json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+    assert Tokenizer.from_str(text).to_str() == build_tokenizer(meta).to_str()
+
+
 def test_tokenizer_matches_transformers_gguf_conversion(meta):
     theirs, ours = transformers_conversion(meta, "llama"), build_tokenizer(meta)
     for text in TEXTS:
@@ -239,6 +248,26 @@ def test_llama_cpp_defaults_fill_missing_flags(spm_of):
     assert build_tokenizer(bare).encode(" the sun").ids == [BOS, *llama2.sp.encode(" the sun")]
     config = tokenizer_config_from_gguf(bare)
     assert (config["add_bos_token"], config["add_prefix_space"]) == (True, True)
+
+
+def test_merges_stay_pairs_when_a_piece_holds_a_space(spm_of):
+    """A SentencePiece vocabulary may hold a piece with a space (byte-level BPE never does), which a "left right"
+    string could not split back: then every merge stays a [left, right] pair. Either way the file loads back to
+    the tokenizer built from the metadata."""
+    llama2 = spm_of(LLAMA2)
+    plain = tokenizer_json_from_gguf(llama2.meta)
+    assert all(isinstance(m, str) for m in json.loads(plain)["model"]["merges"])
+    assert Tokenizer.from_str(plain).to_str() == llama2.ours.to_str()
+    extra = ["Ωa", " Ωb", "Ωa Ωb"]
+    spaced = llama2.meta | {
+        "tokenizer.ggml.tokens": [*llama2.meta["tokenizer.ggml.tokens"], *extra],
+        "tokenizer.ggml.token_type": [*llama2.meta["tokenizer.ggml.token_type"], *[NORMAL] * len(extra)],
+        "tokenizer.ggml.scores": [*llama2.meta["tokenizer.ggml.scores"], *[-1e4] * len(extra)],
+    }
+    text = tokenizer_json_from_gguf(spaced)
+    merges = json.loads(text)["model"]["merges"]
+    assert ["Ωa", " Ωb"] in merges and all(isinstance(m, list) for m in merges)
+    assert Tokenizer.from_str(text).to_str() == build_tokenizer(spaced).to_str()
 
 
 def test_merges_rank_each_split_by_the_joined_piece_score():

@@ -17,6 +17,7 @@ GGUF names its tokenizer kind in ``tokenizer.ggml.model``; two are rebuilt here,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -198,8 +199,20 @@ def _bos_eos(flags: Flags, meta: dict[str, Any], tokens: list[str]) -> processor
 
 
 def tokenizer_json_from_gguf(meta: dict[str, Any]) -> str:
-    """HF ``tokenizer.json`` text (loadable with ``tokenizers.Tokenizer.from_str``)."""
-    return build_tokenizer(meta).to_str()
+    """HF ``tokenizer.json`` text (loadable with ``tokenizers.Tokenizer.from_str``), without whitespace."""
+    doc = json.loads(build_tokenizer(meta).to_str())
+    doc["model"]["merges"] = _merge_strings(doc["model"]["merges"])
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def _merge_strings(pairs: list[list[str]]) -> list[str] | list[list[str]]:
+    """Merges as ``"left right"`` strings, the form a byte-level GGUF stores them in, rather than ``tokenizers``'
+    ``["left", "right"]`` pairs: every reader takes both, and the strings take 4 bytes less a merge (0.19 MiB of
+    SmolLM2's 1.49 that every visitor fetches). The pairs exist for pieces with a space, which a string cannot
+    split back: merges with one stay pairs."""
+    if any(" " in piece for pair in pairs for piece in pair):
+        return pairs
+    return [" ".join(pair) for pair in pairs]
 
 
 def tokenizer_config_from_gguf(meta: dict[str, Any]) -> dict[str, Any]:
