@@ -1,6 +1,7 @@
 """The site's own runtime in headless Chromium, as a scorer for ``webbuild verify``.
 
-The site is served by our Starlette app on loopback and its chat page opened as a visitor would; the page
+The site is served by our Starlette app on loopback and its chat page opened as a visitor would (Chromium
+driven over the DevTools pipe, webbuild/cdp.py, as `webbuild bench` drives it: no Playwright); the page
 loads the model in its Worker, and token sequences are scored through the public JS API
 (``window.webbuildApp.engine.scoreTokens``). Full logits (196 KB a position for a 49152-token vocabulary)
 come back from the page in base64 slices, so no single message gets large.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from webbuild import _log
-from webbuild.errors import ToolchainError, WebbuildError
+from webbuild.errors import WebbuildError
 
 _SLICE_BYTES = 8 * 1024 * 1024
 
@@ -56,28 +58,19 @@ class BrowserScorer:
         self.model_id = model_id
         self.load_timeout_s = load_timeout_s
         self.info: dict[str, Any] = {}
-        self.page_errors: list[str] = []
         self._stack = contextlib.ExitStack()
         self._page: Any = None
 
     def __enter__(self) -> BrowserScorer:
-        from webbuild.browser import PLAYWRIGHT_TIP, find_chromium, launch_options
+        from webbuild.browser import find_chromium, launch_chromium
         from webbuild.serve.app import serving
 
         find_chromium()
         try:
-            from playwright.sync_api import sync_playwright
-        except ImportError as exc:
-            raise ToolchainError("Playwright is not installed; it drives Chromium", tip=PLAYWRIGHT_TIP) from exc
-        try:
             url = self._stack.enter_context(serving(self.site))
-            pw = self._stack.enter_context(sync_playwright())
-            browser = pw.chromium.launch(**launch_options())
-            self._stack.callback(browser.close)
-            self._page = browser.new_page()
-            self._page.on("pageerror", lambda err: self.page_errors.append(str(err)))
+            chromium = self._stack.enter_context(launch_chromium())
             _log.step(f"browser: opening {url} (headless Chromium, WebGPU)")
-            self._page.goto(url)
+            self._page = chromium.open(url)
         except BaseException:
             self._stack.close()
             raise
@@ -91,37 +84,37 @@ class BrowserScorer:
     def ready(self) -> dict[str, Any]:
         """Waits until the page has loaded its model; returns the engine's model info."""
         page = self._page
-        page.wait_for_function(_READY_JS, timeout=self.load_timeout_s * 1000, polling=500)
+        page.wait_for(f"({_READY_JS})()", timeout_s=self.load_timeout_s, poll_s=0.5)
         if page.evaluate("document.body.dataset.state") == "error":
-            text = page.inner_text("#error").strip().replace("\n", " ")
+            text = page.evaluate("document.getElementById('error').innerText").strip().replace("\n", " ")
             raise WebbuildError(f"the site failed to load its model in Chromium: {text}", tip=self._tip())
-        info = page.evaluate("() => window.webbuildApp.engine.getModelInfo()")
+        info = page.evaluate("window.webbuildApp.engine.getModelInfo()")
         if self.model_id and info.get("id") != self.model_id:
             _log.step(f"browser: switching from {info.get('id')} to {self.model_id}")
-            info = page.evaluate(_RELOAD_JS, self.model_id)
+            info = page.evaluate(f"({_RELOAD_JS})({json.dumps(self.model_id)})")
         self.info = info
         return info
 
     def score(self, token_ids: Sequence[int]) -> np.ndarray:
         """[len(token_ids), vocab] float32 logits from the page's engine."""
-        from playwright.sync_api import Error as PlaywrightError
-
         page = self._page
         try:
-            shape = page.evaluate(_SCORE_JS, [int(t) for t in token_ids])
+            shape = page.evaluate(f"({_SCORE_JS})({json.dumps([int(t) for t in token_ids])})")
             n, vocab = shape["positions"], shape["vocabSize"]
             step = max(1, _SLICE_BYTES // 4)
             parts = [
-                np.frombuffer(base64.b64decode(page.evaluate(_SLICE_JS, [start, min(start + step, n * vocab)])), "<f4")
+                np.frombuffer(
+                    base64.b64decode(page.evaluate(f"({_SLICE_JS})([{start}, {min(start + step, n * vocab)}])")), "<f4"
+                )
                 for start in range(0, n * vocab, step)
             ]
-        except PlaywrightError as exc:  # the page threw: a typed runtime error, or a lost device
-            raise WebbuildError(f"scoring in the browser failed: {str(exc).splitlines()[0]}", tip=self._tip()) from exc
+        except WebbuildError as exc:  # the page threw: a typed runtime error, or a lost device
+            raise WebbuildError(f"scoring in the browser failed: {exc.message}", tip=self._tip()) from exc
         finally:
             with contextlib.suppress(Exception):
-                page.evaluate("() => { delete window.__webbuildVerify; }")
+                page.evaluate("delete window.__webbuildVerify")
         return np.concatenate(parts).reshape(n, vocab)
 
     def _tip(self) -> str:
-        errors = "; ".join(self.page_errors[:2])
+        errors = "; ".join(self._page.errors()[:2]) if self._page is not None else ""
         return f"Page errors: {errors}" if errors else "Open the site with `webbuild serve` to see it in a browser."
