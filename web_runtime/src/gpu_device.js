@@ -342,11 +342,8 @@ class EncoderShim {
 
   /** Submits what is encoded so far and goes on in a new command encoder (tvmjs never sees the switch). */
   submitSoFar() {
-    this.closePass();
     const { shim } = this;
-    if (shim.tape) shim.tape.ops.push({ commands: [this.commands ?? []] });
-    shim.device.queue.submit([this.encoder.finish()]);
-    shim.counters.submits++;
+    shim.queue.submit([this.finish()]); // counted, and recorded while the shim records, as tvmjs's own submits
     this.encoder = shim.device.createCommandEncoder();
     this.commands = shim.tape ? [] : null;
     this.launches = 0;

@@ -484,7 +484,7 @@ export class ModelPipeline {
    */
   run(fn, ids) {
     const input = this.writeIds(ids);
-    this.fKvBegin(this.kvCache, this.tvm.makeShapeTuple([0]), this.tvm.makeShapeTuple([ids.length]));
+    this.beginForward(ids.length);
     const out = this.forward(fn, input);
     this.fKvEnd(this.kvCache);
     return out;
@@ -501,7 +501,15 @@ export class ModelPipeline {
   }
 
   /**
-   * Embeds the ids on the GPU and runs `fn` on the KV cache, between its begin and end of forward.
+   * Opens a forward pass of `length` tokens on sequence 0 of the KV cache.
+   * @param {number} length
+   */
+  beginForward(length) {
+    this.fKvBegin(this.kvCache, this.tvm.makeShapeTuple([0]), this.tvm.makeShapeTuple([length]));
+  }
+
+  /**
+   * Embeds the ids on the GPU and runs `fn` on the KV cache (between the caller's begin and end of forward).
    * @param {any} fn
    * @param {any} input  the ids on the GPU
    * @returns {any} the VM's (logits, kv_cache) tuple
@@ -522,7 +530,7 @@ export class ModelPipeline {
     const { shim, tapes, tvm } = this;
     if (!tapes || !this.replaySteps || !shim.reuse || shim.timer) return this.run(this.fDecode, [id]).get(0);
     const input = this.writeIds([id]);
-    this.fKvBegin(this.kvCache, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([1]));
+    this.beginForward(1);
     const key = shim.uploadsOf(() => this.fKvPositions(this.kvCache));
     this.gpuContext.flushCommands(); // nothing of tvmjs's is pending: the step starts on an empty slate
     const tape = tapes.trusted(key);

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { replay, TapeBook } from "../src/step_tape.js";
-import { kinds, setup, step, STORAGE } from "./fake_gpu.js";
+import { kinds, launch, setup, step, STORAGE } from "./fake_gpu.js";
 
 /** A step recorded through the wrapped device. */
 function recorded(s, pod) {
@@ -122,4 +122,15 @@ test("a replay submits every submitEvery launches, each submit one compute pass"
     ...["beginComputePass", "setPipeline", "setBindGroup", "dispatch", "end", "finish", "submit"],
     ...["beginComputePass", "setPipeline", "setBindGroup", "dispatch", "end", "finish", "submit"],
   ]);
+});
+
+test("an early submit of commands encoded before recording began makes the step unreplayable", () => {
+  const s = setup();
+  s.gpu.submitEvery = 1;
+  const encoder = s.gpu.createCommandEncoder();
+  launch(s.gpu, encoder, s.norm, s.layout, [s.a], s.u1, [7, 7]);
+  s.gpu.record();
+  launch(s.gpu, encoder, s.matmul, s.layout, [s.a, s.b], s.u2, [1, 2]); // submits the first launch first
+  s.gpu.queue.submit([encoder.finish()]);
+  assert.equal(s.gpu.stopRecording().refused, "a command buffer encoded before recording began");
 });
