@@ -24,7 +24,7 @@ from webbuild.errors import WebbuildError
 
 _SLICE_BYTES = 8 * 1024 * 1024
 
-_READY_JS = "() => ['ready', 'error'].includes(document.body.dataset.state)"
+_READY_JS = "['ready', 'error'].includes(document.body?.dataset.state)"  # no body before the page has parsed
 
 _RELOAD_JS = """async (model) => {
   const url = new URL('manifest.json', location.href).href;
@@ -84,7 +84,7 @@ class BrowserScorer:
     def ready(self) -> dict[str, Any]:
         """Waits until the page has loaded its model; returns the engine's model info."""
         page = self._page
-        page.wait_for(f"({_READY_JS})()", timeout_s=self.load_timeout_s, poll_s=0.5)
+        page.wait_for(_READY_JS, timeout_s=self.load_timeout_s, poll_s=0.5)
         if page.evaluate("document.body.dataset.state") == "error":
             text = page.evaluate("document.getElementById('error').innerText").strip().replace("\n", " ")
             raise WebbuildError(f"the site failed to load its model in Chromium: {text}", tip=self._tip())
