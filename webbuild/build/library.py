@@ -23,7 +23,7 @@ from webbuild.cache import cache_dir, digest
 # Everything that decides what a library computes: every file of the model definition (arch/, whatever
 # family a model is; quantize/, the linear layers and their layouts) and the export, compile and link steps.
 # A changed block is never served stale.
-_DEFINITION_FILES = ("export.py", "sampling.py", "fusion.py", "compile.py", "link.py")
+_DEFINITION_FILES = ("export.py", "sampling.py", "fusion.py", "compile.py", "link.py", "runtime_patch.py")
 
 
 def _definition_sources() -> list[Path]:

@@ -2,7 +2,8 @@
 
 Every model library carries TVM's wasm runtime (VM, paged KV cache, tvmjs glue). Its three sources ship in
 the apache-tvm wheel but need nine headers the wheel lacks; ours live in ``webbuild/build/wasm_runtime/`` in the
-folder layout the sources include them from. The runtime is compiled once to wasm *objects* and cached,
+folder layout the sources include them from, and the staged KV cache source gets webbuild's repair
+(``runtime_patch.py``). The runtime is compiled once to wasm *objects* and cached,
 because compiling it takes minutes, and linking objects is much faster than linking bitcode.
 
 TVM 0.27 emits LLVM-22 bitcode, which Debian emscripten's LLVM-14 linker cannot read, so the fcompile we
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from webbuild import _log
+from webbuild.build.runtime_patch import apply_patches, patches_key
 from webbuild.cache import cache_dir, digest
 from webbuild.errors import BuildError, ToolchainError
 
@@ -145,10 +147,11 @@ def _header_files() -> list[Path]:
 
 
 def runtime_key() -> str:
-    """Cache key of the runtime objects: TVM and emcc versions, our headers, the compile flags."""
+    """Cache key of the runtime objects: TVM and emcc versions, our headers and source patches, the compile flags."""
     _, _, versions = _tvm_roots()
     headers = [item for p in _header_files() for item in (p.relative_to(HEADERS_DIR).as_posix(), p.read_bytes())]
-    return digest("wasm-runtime/1", versions, emcc_version(), " ".join(RUNTIME_CFLAGS), *_INCLUDE_ROOTS, *headers)
+    flags = " ".join(RUNTIME_CFLAGS)
+    return digest("wasm-runtime/1", versions, emcc_version(), flags, *_INCLUDE_ROOTS, *headers, patches_key())
 
 
 def _object_names() -> list[str]:
@@ -167,7 +170,8 @@ def cached_runtime() -> Path | None:
 
 def _stage_sources(tvm_root: Path, ffi_root: Path, stage: Path) -> None:
     """Lays out TVM's runtime sources as its web Makefile expects (tvm-ffi under 3rdparty/), with our
-    headers dropped into the same tree so relative includes like ``../support/bytes_io.h`` resolve."""
+    headers dropped into the same tree so relative includes like ``../support/bytes_io.h`` resolve, and
+    patches the copy (runtime_patch.py)."""
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(tvm_root / "src", stage / "src", ignore=skip)
     shutil.copytree(tvm_root / "include", stage / "include", ignore=skip)
@@ -180,6 +184,7 @@ def _stage_sources(tvm_root: Path, ffi_root: Path, stage: Path) -> None:
         dest = stage / header.relative_to(HEADERS_DIR)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(header, dest)
+    apply_patches(stage)
 
 
 @contextlib.contextmanager

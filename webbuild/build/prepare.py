@@ -39,7 +39,6 @@ class PreparedModel:
     tokenizer_config: dict[str, Any]
     chat_config: dict[str, Any]  # mlc-chat-config.json
     quant_report: QuantReport | None = None  # how each source tensor was stored (None when read from a bundle)
-    notes: tuple[str, ...] = ()  # what the build summary says beside the quantization report
 
     @property
     def variant_id(self) -> str:
@@ -71,10 +70,8 @@ def prepare_model(
     context_window_size: int | None = None,
     prefill_chunk_size: int | None = None,
     embeddings: str | None = None,
-    for_browser: bool = False,
 ) -> PreparedModel:
-    """The source's weights quantized to the scheme, with the config and chat config of one variant;
-    ``for_browser``: the config the WebGPU runtime can run (``DecoderConfig.within_one_window``)."""
+    """The source's weights quantized to the scheme, with the config and chat config of one variant."""
     arch = get_architecture(str(source.config.get("model_type")))
     scheme = source_scheme(source, quantization, embeddings)
     cfg = arch.config_from_hf(
@@ -82,13 +79,6 @@ def prepare_model(
         context_window_size or source.defaults.get("context_window_size", DEFAULT_CONTEXT_WINDOW),
         prefill_chunk_size or source.defaults.get("prefill_chunk_size", DEFAULT_PREFILL_CHUNK),
     )
-    notes: tuple[str, ...] = ()
-    if for_browser and cfg.sliding_window:
-        notes = (
-            f"context window {cfg.sliding_window} tokens (was {cfg.context_window_size}): the sliding window, as "
-            "far as TVM 0.27's WebGPU KV cache attends correctly (README, model families)",
-        )
-        cfg = cfg.within_one_window()
     converted = arch.weights(source.tensors, cfg, source.origin)
     stored, report = quantize_params(converted, scheme)
     specs = parameter_specs(cfg, scheme)
@@ -124,7 +114,6 @@ def prepare_model(
         tokenizer_json=source.tokenizer_json,
         tokenizer_config=source.tokenizer_config,
         chat_config=chat_config,
-        notes=notes,
         quant_report=report,
     )
 

@@ -79,12 +79,10 @@ def _build_site(
         variants, summary = [], {}
         for q in quantizations:
             _log.step(f"preparing {source.model_id} as {q}")
-            prepared = prepare_model(
-                source, q, opts.context_window_size, opts.prefill_chunk_size, opts.embeddings, for_browser=True
-            )
+            prepared = prepare_model(source, q, opts.context_window_size, opts.prefill_chunk_size, opts.embeddings)
             policy = ", ".join(f"{kind} {layout}" for kind, layout in prepared.scheme.policy.items())
             report = prepared.quant_report.lines() if prepared.quant_report else []
-            summary[prepared.variant_id] = [f"{q}: {policy}", *report, *prepared.notes]
+            summary[prepared.variant_id] = [f"{q}: {policy}", *report]
             model_dir = Path(tmp, prepared.variant_id)
             with _log.timed(f"writing weights to tensor-cache shards ({q})"):
                 write_model_files(prepared, model_dir)

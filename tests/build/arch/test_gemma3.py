@@ -12,11 +12,9 @@ from family_checks import (
     check_logits_match_transformers,
     tiny_family,
 )
-from hf_tiny import make_hf_model, write_hf_dir
+from hf_tiny import make_hf_model
 
 from webbuild.build.arch import get_architecture
-from webbuild.build.prepare import prepare_model
-from webbuild.build.source import load_source
 from webbuild.errors import UnsupportedError
 
 
@@ -56,13 +54,3 @@ def test_softcapping_is_refused(field):
     config = make_hf_model("gemma3").config.to_dict() | {field: 30.0}
     with pytest.raises(UnsupportedError, match=f"{field} = 30.0 is not supported"):
         get_architecture("gemma3_text").config_from_hf(config, 128, CHUNK)
-
-
-def test_a_browser_variant_keeps_its_context_within_the_window_and_says_so(tmp_path):
-    source = load_source(str(write_hf_dir(tmp_path / "hf", "gemma3", sliding_window=16)))
-    browser = prepare_model(source, "q0f32", 128, 32, for_browser=True)
-    assert browser.cfg.context_window_size == 16 and browser.cfg.sliding_window == 0
-    assert browser.chat_config["context_window_size"] == 16
-    assert any("context window 16 tokens (was 128)" in note for note in browser.notes)
-    engine = prepare_model(source, "q0f32", 128, 32)
-    assert engine.cfg.context_window_size == 128 and engine.cfg.sliding_window == 16 and not engine.notes

@@ -64,16 +64,6 @@ class DecoderConfig:
     embedding_scale: float = 1.0  # embeddings are multiplied by it (not the tied LM head)
     attention_scale: float = 0.0  # softmax scale; 0 means head_dim ** -0.5
 
-    def within_one_window(self) -> DecoderConfig:
-        """This config with its context window limited to the sliding window, for the WebGPU runtime: off CUDA and
-        CPU, TVM 0.27's KV cache keeps one device copy of the page table, which the local layers' table (the
-        pages within the window) overwrites, so global layers would lose the pages before it. Within one window
-        the two tables are the same and local attention equals global attention."""
-        if not self.sliding_window:
-            return self
-        window = min(self.context_window_size, self.sliding_window)
-        return dataclasses.replace(self, context_window_size=window, sliding_window=0)
-
     def rope_of(self, layer: int) -> Rope:
         return self.sliding_rope if self.sliding_rope and layer in self.sliding_layers else self.rope
 
