@@ -30,21 +30,26 @@ def _select(values: tuple[float, ...], i: Any, dtype: str) -> Any:
     return tirx.Select(i < mid, _select(values[:mid], i, dtype), _select(values[mid:], i - mid, dtype))
 
 
+def rotated_dim(x: Any, head: tuple[Any, ...], i: Any, position: Any, rope: Rope) -> Any:
+    """Dim ``i`` of the head ``x[*head]`` rotated at ``position`` (HF's rotate-half RoPE: dim i pairs with
+    i + d/2), in float32 and back to ``x``'s dtype. The blocks' ``apply_rope`` and the KV cache's split kernel
+    (split_rope.py) both rotate with it, so either gives the same bits."""
+    half = len(rope.inv_freq)
+    angle = position.astype("float32") * _select(rope.inv_freq, tirx.indexmod(i, half), "float32")
+    other = tirx.if_then_else(i < half, -x[(*head, i + half)], x[(*head, i - half)]).astype("float32")
+    value = x[(*head, i)].astype("float32") * tirx.cos(angle) + other * tirx.sin(angle)
+    return (value * tirx.const(rope.attention_factor, "float32")).astype(x.dtype)
+
+
 def apply_rope(qkv: Tensor, positions: Tensor, rope: Rope, rotated_heads: int) -> Tensor:
     """Rotates the first ``rotated_heads`` heads (Q and K) of ``qkv [b, s, heads, d]`` at each token's
-    position (HF's rotate-half RoPE: dim i pairs with i + d/2); the V heads pass through."""
+    position; the V heads pass through."""
 
     def compute(x: te.Tensor, pos: te.Tensor) -> te.Tensor:
-        _, seq, _, d = x.shape
-        half = d // 2
+        seq = x.shape[1]
 
         def rotate(b: Any, s: Any, h: Any, i: Any) -> Any:
-            j = tirx.indexmod(i, half)
-            angle = pos[b * seq + s].astype("float32") * _select(rope.inv_freq, j, "float32")
-            factor = tirx.const(rope.attention_factor, "float32")
-            other = tirx.Select(i < half, -x[b, s, h, i + half], x[b, s, h, i - half]).astype("float32")
-            value = x[b, s, h, i].astype("float32") * tirx.cos(angle) + other * tirx.sin(angle)
-            rotated = (value * factor).astype(x.dtype)
+            rotated = rotated_dim(x, (b, s, h), i, pos[b * seq + s], rope)
             return tirx.Select(h < rotated_heads, rotated, x[b, s, h, i])
 
         return te.compute(x.shape, rotate, name="rope")
@@ -65,7 +70,8 @@ class Attention(nn.Module):
         self.qk_norm = cfg.qk_norm
         self.o_proj = make_linear(self.num_q * self.head_dim, cfg.hidden_size, scheme)
 
-    def forward(self, x: Tensor, positions: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor | None, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+        """``positions`` None: the KV cache's split kernel rotates Q and K (split_rope.py)."""
         b, s, _ = x.shape
         qkv = self.qkv_proj(x)
         if self.qkv_bias is not None:
@@ -74,7 +80,8 @@ class Attention(nn.Module):
         if self.qk_norm:
             q, k, v = op.split(qkv, [self.num_q, self.num_q + self.num_kv], axis=2)
             qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
-        qkv = apply_rope(qkv, positions, self.rope, self.num_q + self.num_kv)
+        if positions is not None:
+            qkv = apply_rope(qkv, positions, self.rope, self.num_q + self.num_kv)
         out = kv_cache.attention_with_fused_qkv(layer_id, qkv, self.num_q, sm_scale=self.scale)
         return self.o_proj(op.reshape(out, (b, s, self.num_q * self.head_dim)))
 
@@ -108,7 +115,7 @@ class DecoderLayer(nn.Module):
             self.mlp_output_norm = _norm(cfg, scheme)
         self.sandwich = cfg.sandwich_norms
 
-    def forward(self, x: Tensor, positions: Tensor, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
+    def forward(self, x: Tensor, positions: Tensor | None, kv_cache: PagedKVCache, layer_id: int) -> Tensor:
         h = self.self_attn(self.input_layernorm(x), positions, kv_cache, layer_id)
         x = x + (self.attn_output_norm(h) if self.sandwich else h)
         h = self.mlp(self.post_attention_layernorm(x))
@@ -120,9 +127,10 @@ class DecoderModel(nn.Module):
         self.embed_tokens = make_linear(cfg.hidden_size, cfg.vocab_size, scheme, "embedding")
         self.layers = nn.ModuleList([DecoderLayer(cfg, scheme, i) for i in range(cfg.num_hidden_layers)])
         self.norm = _norm(cfg, scheme)
+        self.rope_in_blocks = cfg.shared_rope is None  # else in the KV cache's split kernel (split_rope.py)
 
     def forward(self, x: Tensor, kv_cache: PagedKVCache) -> Tensor:
-        positions = kv_cache.get_query_positions(x.shape[0] * x.shape[1])
+        positions = kv_cache.get_query_positions(x.shape[0] * x.shape[1]) if self.rope_in_blocks else None
         for layer_id, layer in enumerate(self.layers):
             x = layer(x, positions, kv_cache, layer_id)
         return x
@@ -216,7 +224,9 @@ class CausalLM(nn.Module):
             v_head_dim=cfg.head_dim,
             mla_original_qk_head_dim=0,
             mla_original_v_head_dim=0,
-            rope_mode=RopeMode.NONE,  # the blocks rotate Q/K themselves (apply_rope): per-layer RoPE, any scaling
+            # Our kernels rotate Q/K, the split kernel (split_rope.py) or the blocks (apply_rope): any scaling,
+            # per-layer RoPE. NONE keeps TVM's attention kernels from rotating again.
+            rope_mode=RopeMode.NONE,
             rope_scale=1,
             rope_theta=10000.0,
             rope_scaling={},

@@ -68,6 +68,13 @@ class DecoderConfig:
         return self.sliding_rope if self.sliding_rope and layer in self.sliding_layers else self.rope
 
     @property
+    def shared_rope(self) -> Rope | None:
+        """The RoPE of every layer when all rotate alike (then the KV cache's split kernel rotates: split_rope.py);
+        None when layers differ (Gemma 3's local layers)."""
+        ropes = {self.rope_of(layer) for layer in range(self.num_hidden_layers)}
+        return ropes.pop() if len(ropes) == 1 else None
+
+    @property
     def softmax_scale(self) -> float:
         return self.attention_scale or self.head_dim**-0.5
 
