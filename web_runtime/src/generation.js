@@ -175,49 +175,94 @@ async function* generateChoice(model, index, first, gpu, maxNew, params, stops, 
     finishReason: null,
   });
 
+  // Without penalties or a grammar a token's draw does not depend on the token before it, so each decode
+  // step is sent one step early, its input being the token the step before chose, still on the GPU
+  // (sequence.decodeChosen): the GPU runs it while that token is read back and handed on.
+  const penalized = Boolean(params.presence_penalty || params.frequency_penalty);
+  const chain = gpu && !matcher && !penalized && sequence.canChain && sequence.canPop;
+  /** @type {Promise<number> | null} the step sent with the latest token as its input, not awaited yet */
+  let ahead = null;
+  /** @type {number[]} the inputs of the chained steps awaited so far, for sequence.settle */
+  const chained = [];
+  let known = 0; // when it became known (chained: decode time is the time between tokens)
+
   let generated = 0;
   let appended = 0;
   let finish = "length";
   /** @type {Float32Array | number | null} logits to sample from on the CPU, or a token chosen on the GPU */
   let next = null;
-  while (generated < maxNew) {
-    if (signal?.aborted) throw signal.reason instanceof WebbuildError ? signal.reason : new AbortError("Aborted.");
-    if (model.interrupted()) {
-      finish = "abort";
-      break;
+  try {
+    while (generated < maxNew) {
+      if (signal?.aborted) throw signal.reason instanceof WebbuildError ? signal.reason : new AbortError("Aborted.");
+      if (model.interrupted()) {
+        finish = "abort";
+        break;
+      }
+      if (next === null) {
+        next = await first(counts);
+        known = now();
+      }
+      const logits = typeof next === "number" ? null : next;
+      if (logits) applyPenalties(logits, params, counts);
+      if (logits && matcher) maskLogits(logits, await matcher.bitmask());
+      const token = logits ? drawToken(logits, params, rng) : /** @type {number} */ (next);
+      generated++;
+      if (stats.firstToken === 0) stats.firstToken = now();
+      if (model.stopIds.has(token)) {
+        finish = "stop";
+        break;
+      }
+      matcher?.accept(token);
+      counts.set(token, (counts.get(token) ?? 0) + 1);
+      if (logits) tracker?.add(logits, token); // requests with logprobs always sample on the CPU
+      const text = decoder.push(token);
+      tracker?.decodedText(text.length);
+      const piece = filter.push(text);
+      const n = piece.text.length;
+      const entries = tracker ? (piece.stopped ? tracker.finish(n, true) : tracker.release(n)) : null;
+      if (piece.text || entries?.length) yield delta(piece.text, entries);
+      if (piece.stopped) {
+        finish = "stop";
+        break;
+      }
+      if (generated >= maxNew) break;
+      if (chain && typeof next === "number") {
+        // This token's step (sent a step early, or now), then the one after it, before waiting for the first.
+        const current = ahead ?? model.guard(() => sequence.decodeChosen(drawFor(params, counts, rng)));
+        ahead = generated + 2 <= maxNew ? model.guard(() => sequence.decodeChosen(drawFor(params, counts, rng))) : null;
+        next = await current;
+        chained.push(token);
+        stats.decodeSeconds += now() - known;
+        known = now();
+      } else {
+        const t = now();
+        const last = token;
+        const draw = gpu ? await drawWith(matcher, drawFor(params, counts, rng)) : null;
+        next = await model.guard(() => sequence.decode(last, draw));
+        stats.decodeSeconds += now() - t;
+      }
+      stats.decodeSteps++;
+      appended++;
     }
-    next ??= await first(counts);
-    const logits = typeof next === "number" ? null : next;
-    if (logits) applyPenalties(logits, params, counts);
-    if (logits && matcher) maskLogits(logits, await matcher.bitmask());
-    const token = logits ? drawToken(logits, params, rng) : /** @type {number} */ (next);
-    generated++;
-    if (stats.firstToken === 0) stats.firstToken = now();
-    if (model.stopIds.has(token)) {
-      finish = "stop";
-      break;
+  } finally {
+    if (ahead) {
+      // The step sent with the last token as its input although generation ended there: taken back.
+      const surplus = ahead;
+      ahead = null;
+      const ran = await surplus.then(
+        () => true,
+        () => false,
+      );
+      if (ran) {
+        if (typeof next === "number") chained.push(next);
+        sequence.settle(chained);
+        await model.guard(() => sequence.popN(1));
+      } else {
+        sequence.forget();
+      }
+    } else if (chain) {
+      sequence.settle(chained);
     }
-    matcher?.accept(token);
-    counts.set(token, (counts.get(token) ?? 0) + 1);
-    if (logits) tracker?.add(logits, token); // requests with logprobs always sample on the CPU
-    const text = decoder.push(token);
-    tracker?.decodedText(text.length);
-    const piece = filter.push(text);
-    const n = piece.text.length;
-    const entries = tracker ? (piece.stopped ? tracker.finish(n, true) : tracker.release(n)) : null;
-    if (piece.text || entries?.length) yield delta(piece.text, entries);
-    if (piece.stopped) {
-      finish = "stop";
-      break;
-    }
-    if (generated >= maxNew) break;
-    const t = now();
-    const last = token;
-    const draw = gpu ? await drawWith(matcher, drawFor(params, counts, rng)) : null;
-    next = await model.guard(() => sequence.decode(last, draw));
-    stats.decodeSeconds += now() - t;
-    stats.decodeSteps++;
-    appended++;
   }
   if (!filter.stopped) {
     const flushed = decoder.flush();

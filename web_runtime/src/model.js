@@ -26,6 +26,8 @@ import { Grammars } from "./grammar.js";
  * @property {(ids: number[], draw: import("./sampling.js").Draw) => Promise<number>} [prefillToken]  prefill,
  *   then the next token chosen on the GPU
  * @property {(id: number, draw: import("./sampling.js").Draw) => Promise<number>} [decodeToken]
+ * @property {(draw: import("./sampling.js").Draw) => Promise<number>} [decodeChosen]  a decode step whose input is
+ *   the token the last step chose on the GPU, sent before that token is read back; resolves to its own choice
  * @property {() => void} reset  empties the KV cache
  * @property {(n: number) => void | Promise<void>} [popN]  drops the last n tokens from the KV cache, so a
  *   request's next choice reuses the prompt's (without it, the prompt is prefilled again)

@@ -307,7 +307,7 @@ export class ModelPipeline {
         ),
       );
       this.inputIds = tvm.detachFromCurrentScope(tvm.empty([this.prefillChunkSize], "int32", this.device));
-      this.sampler = GpuSampler.fromLibrary(tvm, this.vm, this.device);
+      this.sampler = GpuSampler.fromLibrary(tvm, this.vm, this.device, tvm.lib.webGPUContext);
     } finally {
       tvm.endScope();
     }
@@ -416,6 +416,19 @@ export class ModelPipeline {
   }
 
   /**
+   * A decode step whose input is the token the last step chose on the GPU (prefillToken, decodeToken or
+   * this), copied there on the GPU: the step is sent at once, before that token is read back, so the GPU
+   * has the next step queued while the caller looks at the last token. The next token is chosen on the GPU
+   * as in decodeToken.
+   * @param {import("./sampling.js").Draw} draw
+   * @returns {Promise<number>} the token this step chooses
+   */
+  decodeChosen(draw) {
+    this.step(() => this.decodeLogits(null), (logits) => this.queueTokenRead(logits, draw));
+    return this.readToken();
+  }
+
+  /**
    * Runs prefill chunk by chunk; `onLast` queues the read of the last chunk's logits.
    * @param {ArrayLike<number>} ids
    * @param {(logits: any) => void} onLast
@@ -479,24 +492,26 @@ export class ModelPipeline {
   /**
    * Embeds the ids and runs `fn` (prefill, decode or batch_verify) on the KV cache; call inside a scope.
    * @param {any} fn
-   * @param {number[]} ids
+   * @param {number[] | null} ids  null: the token the sampler last chose, on the GPU
    * @returns {any} the VM's (logits, kv_cache) tuple
    */
   run(fn, ids) {
-    const input = this.writeIds(ids);
-    this.beginForward(ids.length);
+    const input = this.inputOf(ids);
+    this.beginForward(input.shape[0]);
     const out = this.forward(fn, input);
     this.fKvEnd(this.kvCache);
     return out;
   }
 
   /**
-   * The ids in the input buffer on the GPU; call inside a scope.
-   * @param {ArrayLike<number>} ids
+   * The ids in the input buffer on the GPU; call inside a scope. `null` copies the token the sampler last
+   * chose there on the GPU, ordered after the step that chose it.
+   * @param {ArrayLike<number> | null} ids
    */
-  writeIds(ids) {
+  inputOf(ids) {
     if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
     // A view of one persistent buffer: no GPU buffer made and destroyed per step.
+    if (ids === null) return this.inputIds.view([1]).copyFrom(/** @type {GpuSampler} */ (this.sampler).chosen);
     return this.inputIds.view([ids.length]).copyFrom(Int32Array.from(ids));
   }
 
@@ -524,12 +539,13 @@ export class ModelPipeline {
    * One decode step's logits ([1, 1, vocab] on the GPU): the library's decode run by the VM, or, once two VM
    * steps of this KV cache shape recorded the same commands, their replay (step_tape.js). Either way they
    * land in `stepLogits`. Call inside a scope.
-   * @param {number} id
+   * @param {number | null} id  null: the token the sampler last chose, on the GPU
    */
   decodeLogits(id) {
     const { shim, tapes, tvm } = this;
-    if (!tapes || !this.replaySteps || !shim.reuse || shim.timer) return this.run(this.fDecode, [id]).get(0);
-    const input = this.writeIds([id]);
+    const ids = id === null ? null : [id];
+    if (!tapes || !this.replaySteps || !shim.reuse || shim.timer) return this.run(this.fDecode, ids).get(0);
+    const input = this.inputOf(ids);
     this.beginForward(1);
     const key = shim.uploadsOf(() => this.fKvPositions(this.kvCache));
     this.gpuContext.flushCommands(); // nothing of tvmjs's is pending: the step starts on an empty slate
@@ -605,14 +621,12 @@ export class ModelPipeline {
     return logits;
   }
 
-  /** @returns {Promise<number>} the token the sampling kernels chose */
+  /** @returns {Promise<number>} the token the sampling kernels chose (the read waits for no later step) */
   async readToken() {
     const t0 = nowMs();
-    await this.device.sync();
-    const t1 = nowMs();
+    const token = await /** @type {GpuSampler} */ (this.sampler).read();
     if (this.lost) throw new DeviceLostError("The WebGPU device was lost.", { tip: "Reload the model." });
-    const token = /** @type {GpuSampler} */ (this.sampler).token();
-    Object.assign(this.timing, { wait: t1 - t0, read: nowMs() - t1, readBytes: 4 });
+    Object.assign(this.timing, { wait: nowMs() - t0, read: 0, readBytes: 4 });
     return token;
   }
 

@@ -3,8 +3,9 @@
 // then the argmax (greedy) or a draw from softmax(logits / temperature) by inverse CDF in token-id order,
 // the same rule as sampler.js's drawToken at top_p = 1, with the same uniform number from the request's
 // seeded generator. A grammar's bitmask (grammar.js) masks the logits with apply_bitmask_inplace after the bias
-// and penalties, as the Python engine masks them. One int32 comes back instead of vocab_size floats. Requests
-// that want logprobs or top_p < 1 keep sampling on the CPU (pipeline.canSampleOnGpu).
+// and penalties, as the Python engine masks them. One int32 comes back instead of vocab_size floats, and it
+// stays on the GPU as the next step's input (pipeline.decodeChosen), so that step can be sent before the
+// token is read. Requests that want logprobs or top_p < 1 keep sampling on the CPU (pipeline.canSampleOnGpu).
 
 /**
  * What one token's choice needs: the sampling settings and the request's state.
@@ -54,9 +55,10 @@ export class GpuSampler {
    * @param {any} tvm
    * @param {any} vm
    * @param {any} device  tvmjs's webgpu device
+   * @param {any} context  tvmjs's WebGPU context (its GPUDevice, buffers and pending commands)
    * @returns {GpuSampler | null}
    */
-  static fromLibrary(tvm, vm, device) {
+  static fromLibrary(tvm, vm, device, context) {
     /** @type {Record<string, any>} */ const fns = {};
     for (const [key, name] of Object.entries(FUNCTIONS)) {
       try {
@@ -71,20 +73,25 @@ export class GpuSampler {
     } catch {
       // an older library: no grammar on the GPU
     }
-    return new GpuSampler(tvm, device, fns);
+    return new GpuSampler(tvm, device, context, fns);
   }
 
   /**
    * @param {any} tvm
    * @param {any} device
+   * @param {any} context
    * @param {Record<string, any>} fns
    */
-  constructor(tvm, device, fns) {
+  constructor(tvm, device, context, fns) {
     this.tvm = tvm;
     this.device = device;
+    this.context = context;
     this.fns = fns;
     const keep = (/** @type {any} */ t) => tvm.detachFromCurrentScope(t);
-    this.tokenOnCPU = keep(tvm.empty([1], "int32", tvm.cpu()));
+    /** the last token chosen, on the GPU: read back by `read`, and the input of a step sent before that */
+    this.chosen = keep(tvm.empty([1], "int32", device));
+    /** @type {any[]} 4-byte GPUBuffers to read a token through, free for reuse (one per read in flight) */
+    this.staging = [];
     this.temperature = keep(tvm.empty([1], "float32", device));
     this.uniform = keep(tvm.empty([1], "float32", device));
     this.topP = keep(tvm.empty([1], "float32", device).copyFrom([1]));
@@ -97,7 +104,7 @@ export class GpuSampler {
 
   /**
    * Queues the choice of the next token from `logits` ([1, 1, vocab] on the GPU; bias and penalties are
-   * added to it in place) and the read of its id. Call inside a tvmjs scope; then sync and `token()`.
+   * added to it in place) into `chosen`. Call inside a tvmjs scope; then `read()`.
    * @param {any} logits
    * @param {Draw} draw
    */
@@ -149,12 +156,30 @@ export class GpuSampler {
       const probs = this.fns.softmax(logits.view([1, 1, vocab]), this.temperature);
       token = this.fns.sample(probs.view([1, vocab]), this.order(vocab), this.uniform, this.sampleIndices, this.topP);
     }
-    this.tokenOnCPU.copyFrom(token);
+    this.chosen.copyFrom(token);
   }
 
-  /** @returns {number} the token id read back (after the device synced) */
-  token() {
-    return /** @type {Int32Array} */ (this.tokenOnCPU.toArray())[0];
+  /**
+   * Sends what tvmjs has encoded and a copy of `chosen` into a buffer of its own, so the token's read waits
+   * for the step that chose it and not for steps sent after it (tvmjs's own read-back waits for the whole
+   * queue).
+   * @returns {Promise<number>} the token id
+   */
+  read() {
+    const G = /** @type {any} */ (globalThis);
+    const gpu = this.context.device;
+    this.context.flushCommands();
+    const staging =
+      this.staging.pop() ?? gpu.createBuffer({ size: 4, usage: G.GPUBufferUsage.MAP_READ | G.GPUBufferUsage.COPY_DST });
+    const encoder = gpu.createCommandEncoder();
+    encoder.copyBufferToBuffer(this.context.gpuBufferFromPtr(this.chosen.dataPtr), 0, staging, 0, 4);
+    gpu.queue.submit([encoder.finish()]);
+    return staging.mapAsync(G.GPUMapMode.READ).then(() => {
+      const id = new Int32Array(staging.getMappedRange(0, 4))[0];
+      staging.unmap();
+      this.staging.push(staging);
+      return id;
+    });
   }
 
   /** @param {number} vocab */
@@ -178,7 +203,8 @@ export class GpuSampler {
   }
 
   dispose() {
-    const tensors = [this.tokenOnCPU, this.temperature, this.uniform, this.topP, this.sampleIndices, this.identity];
+    for (const buffer of this.staging) buffer.destroy();
+    const tensors = [this.chosen, this.temperature, this.uniform, this.topP, this.sampleIndices, this.identity];
     for (const t of [...tensors, this.allowed]) {
       t?.dispose();
     }

@@ -18,16 +18,21 @@ export class KvSequence {
     this.pipeline = pipeline;
     /** @type {number[] | null} the tokens in the KV cache, in order; null when unknown */
     this.tokens = null;
+    /** @type {{tokens: number[] | null, count: number} | null} what the cache held before decodeChosen steps
+     * whose tokens are not settled yet, and how many there were */
+    this.unsettled = null;
   }
 
   /** What the cache holds is no longer known (another user of the pipeline, or a failed call). */
   forget() {
     this.tokens = null;
+    this.unsettled = null;
   }
 
   /** Empties the KV cache. */
   reset() {
     this.tokens = null;
+    this.unsettled = null;
     this.pipeline.reset();
     this.tokens = [];
   }
@@ -58,6 +63,36 @@ export class KvSequence {
   decode(id, draw) {
     const pipeline = this.pipeline;
     return this.feed([id], () => (draw && pipeline.decodeToken ? pipeline.decodeToken(id, draw) : pipeline.decode(id)));
+  }
+
+  /**
+   * Appends the token the last step chose on the GPU before it is read back (pipeline.decodeChosen), so the
+   * step is queued while the caller reads that token. What the cache holds is unknown until `settle` names
+   * the tokens these steps appended.
+   * @param {import("./sampling.js").Draw} draw
+   * @returns {Promise<number>} the token this step chooses
+   */
+  decodeChosen(draw) {
+    if (this.unsettled === null) this.unsettled = { tokens: this.tokens, count: 0 };
+    this.tokens = null;
+    this.unsettled.count++;
+    return /** @type {NonNullable<import("./model.js").Pipeline["decodeChosen"]>} */ (this.pipeline.decodeChosen)(draw);
+  }
+
+  /** Whether decodeChosen can run (the pipeline has it). */
+  get canChain() {
+    return typeof this.pipeline.decodeChosen === "function";
+  }
+
+  /**
+   * After decodeChosen steps: `ids` are the tokens they appended, in order. Given as many as there were
+   * steps, the cache is known again; otherwise it stays unknown.
+   * @param {number[]} ids
+   */
+  settle(ids) {
+    const unsettled = this.unsettled;
+    this.unsettled = null;
+    if (unsettled?.tokens && ids.length === unsettled.count) this.tokens = [...unsettled.tokens, ...ids];
   }
 
   /** Whether the cache can drop its last tokens (the pipeline has popN). */

@@ -522,6 +522,43 @@ test("tokens chosen on the GPU are the CPU sampler's: same seed, same draws, bia
   }
 });
 
+test("greedy and seeded steps are sent before the token before them is read; the cache ends as without", async () => {
+  const run = async (pipe, request) => {
+    const engine = await loadEngine({ pipe });
+    const out = await engine.chat.completions.create(request);
+    const text = out.choices[0].message.content;
+    // the next turn reuses what the cache holds: as much after chained steps as after the CPU's
+    const prefilled = pipe.prefilled.length;
+    await engine.chat.completions.create({
+      messages: [...request.messages, { role: "assistant", content: text }, { role: "user", content: "More" }],
+      max_tokens: 2,
+    });
+    return { text, fed: [...pipe.fed], next: pipe.prefilled.slice(prefilled), pops: pipe.pops };
+  };
+  const greedy = { ...user("Hi"), max_tokens: 12, temperature: 0 };
+  const cpu = await run(new HistoryPipeline(), greedy);
+  const gpu = await run(new GpuSamplingPipeline(), greedy);
+  assert.equal(pipeline.chainedSteps, 11 + 1, "every decode step of both requests but the second's first");
+  assert.deepEqual(gpu, cpu);
+  // a stop string ends the reply at a token whose step was already sent: that step is taken back (popN(1))
+  const stop = cpu.text.slice(4, 7);
+  const stopped = { ...greedy, stop: [stop] };
+  const cpuStopped = await run(new HistoryPipeline(), stopped);
+  const gpuStopped = await run(new GpuSamplingPipeline(), stopped);
+  assert.equal(gpuStopped.text, cpu.text.slice(0, 4));
+  assert.equal(gpuStopped.text, cpuStopped.text);
+  assert.deepEqual(gpuStopped.next, cpuStopped.next);
+  assert.equal(gpuStopped.pops.filter((n) => n === 1).length, cpuStopped.pops.filter((n) => n === 1).length + 1);
+});
+
+test("penalties and grammars, which depend on the token before, wait for it", async () => {
+  const engine = await loadEngine({ pipe: new GpuSamplingPipeline(WIDE) });
+  await engine.chat.completions.create({ ...user("Hi"), max_tokens: 8, presence_penalty: 1 });
+  await engine.chat.completions.create({ ...user("Hi"), max_tokens: 8, response_format: { type: "json_object" } });
+  assert.ok(pipeline.gpuChoices > 8);
+  assert.equal(pipeline.chainedSteps, 0);
+});
+
 test("requests with logprobs or top_p < 1 sample on the CPU", async () => {
   for (const extra of [{ logprobs: true }, { temperature: 1, top_p: 0.5, seed: 1 }]) {
     const engine = await loadEngine({ pipe: new GpuSamplingPipeline() });

@@ -119,6 +119,8 @@ export class GpuSamplingPipeline extends HistoryPipeline {
   constructor(options = {}) {
     super(options);
     this.gpuChoices = 0;
+    this.chainedSteps = 0;
+    this.lastChoice = -1;
   }
   canSampleOnGpu(params) {
     return !params.logprobs && (params.temperature <= 0 || (params.top_p ?? 1) >= 1);
@@ -129,11 +131,20 @@ export class GpuSamplingPipeline extends HistoryPipeline {
   async decodeToken(id, draw) {
     return this.choose(await this.decode(id), draw);
   }
+  /** Its input is the last choice, as the GPU's queue orders the copy after the step that made it; the
+   * choice is made at the call and handed over a task later, like a read-back. */
+  decodeChosen(draw) {
+    this.chainedSteps++;
+    this.fed.push(this.lastChoice);
+    const choice = this.choose(this.logits(), draw);
+    return new Promise((resolve) => setTimeout(() => resolve(choice), 0));
+  }
   choose(logits, draw) {
     this.gpuChoices++;
     const params = { logit_bias: draw.logitBias, presence_penalty: draw.presence, frequency_penalty: draw.frequency };
     applyPenalties(logits, /** @type {any} */ (params), draw.counts);
     if (draw.bitmask) maskLogits(logits, draw.bitmask);
-    return drawToken(logits, { temperature: draw.temperature, top_p: 1 }, () => draw.uniform);
+    this.lastChoice = drawToken(logits, { temperature: draw.temperature, top_p: 1 }, () => draw.uniform);
+    return this.lastChoice;
   }
 }
