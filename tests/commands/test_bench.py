@@ -20,15 +20,18 @@ def tiny_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_bench_reports_both_engines_and_names_the_adapter(tiny_site: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench.json"
-    args = ["--quiet", "bench", str(tiny_site), "--engines", "cpu,browser", "--max-tokens", "4", "--repeat", "2"]
+    args = ["--quiet", "bench", str(tiny_site), "--engines", "cpu,browser", "--max-tokens", "12", "--repeat", "2"]
     assert main([*args, "--out", str(out)]) == 0
     table = capsys.readouterr().out
     cpu, browser = json.loads(out.read_text())
+    # the browser's steps are sent before the token they read is (generation.js): the same greedy reply
+    assert browser["reply"] == cpu["reply"] and len(cpu["reply"]) > 0
+    assert f"greedy reply, browser against Python engine (cpu): the same ({len(cpu['reply'])} characters)" in table
     assert cpu["where"] == "Python engine (cpu)" and "Python engine (cpu)" in table
     assert browser["where"].startswith("browser (") and "unnamed" not in browser["where"]  # the adapter's name
     assert f"{browser['decode_tokens_per_s']:.1f}" in table
     for run in (cpu, browser):
-        assert run["prompt_tokens"] > 0 and 0 < run["completion_tokens"] <= 4
+        assert run["prompt_tokens"] > 0 and 0 < run["completion_tokens"] <= 12
         assert run["load_s"] > 0 and run["time_to_first_token_s"] > 0
         assert run["runs"] == 2 and len(run["decode_tokens_per_s_runs"]) == 2
         assert run["cached_tokens"] == 0  # each timed request prefills its whole prompt (no KV reuse)

@@ -6,6 +6,7 @@ With ``profile``, the browser also reports where one prefill chunk and one decod
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Collection, Iterator
@@ -50,6 +51,7 @@ class RunFigures:
     cached_tokens: int = 0  # prompt tokens a timed request took from the KV cache (most of any run; 0 = cold)
     worker_round_trip_ms: float | None = None
     profile: dict[str, Any] | None = None
+    reply: str = ""  # the last timed request's greedy reply: the engines' should be the same text
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +90,7 @@ def _median(usages: list[dict[str, Any]], key: str) -> float:
     return statistics.median(u.get("extra", {}).get(key, 0.0) for u in usages)
 
 
-def _figures(where: str, load_s: float, usages: list[dict[str, Any]]) -> RunFigures:
+def _figures(where: str, load_s: float, usages: list[dict[str, Any]], reply: str) -> RunFigures:
     """Medians over the timed requests' usage (``usage.extra`` holds the engines' timings)."""
     return RunFigures(
         where=where,
@@ -101,6 +103,7 @@ def _figures(where: str, load_s: float, usages: list[dict[str, Any]]) -> RunFigu
         runs=len(usages),
         decode_tokens_per_s_runs=[round(u.get("extra", {}).get("decode_tokens_per_s", 0.0), 2) for u in usages],
         cached_tokens=max(u.get("prompt_tokens_details", {}).get("cached_tokens", 0) for u in usages),
+        reply=reply,
     )
 
 
@@ -117,9 +120,12 @@ _RUN_JS = """(async (req, repeat) => {
   const engine = window.webbuildApp.engine;
   await engine.chat.completions.create(req);
   const usages = [];
+  let reply = "";
   for (let i = 0; i < repeat; i++) {
     await engine.resetChat(true); // every timed request prefills its whole prompt, not the KV the last one left
-    usages.push((await engine.chat.completions.create(req)).usage);
+    const out = await engine.chat.completions.create(req);
+    usages.push(out.usage);
+    reply = out.choices[0].message.content;
   }
   const hops = [];
   for (let i = 0; i < 21; i++) {
@@ -128,7 +134,7 @@ _RUN_JS = """(async (req, repeat) => {
     hops.push(performance.now() - t);
   }
   hops.sort((a, b) => a - b);
-  return { usages, hopMs: hops[10], adapter: (await engine.getModelInfo()).adapter };
+  return { usages, reply, hopMs: hops[10], adapter: (await engine.getModelInfo()).adapter };
 })"""
 
 _PROFILE_JS = """(async (messages, decodeSteps) => {
@@ -169,7 +175,7 @@ def bench_browser(site: Path, options: BenchOptions = BenchOptions()) -> RunFigu
             f"browser: model loaded in {load_s:.1f}s; {options.repeat + 1} requests of {options.max_tokens} tokens"
         )
         out = page.evaluate(f"{_RUN_JS}({json.dumps(_request(options))}, {options.repeat})")
-        figures = _figures(f"browser ({adapter_name(out['adapter'] or {})})", load_s, out["usages"])
+        figures = _figures(f"browser ({adapter_name(out['adapter'] or {})})", load_s, out["usages"], out["reply"])
         figures.worker_round_trip_ms = round(out["hopMs"], 3)
         if options.profile:
             _log.step("browser: profiling one prefill chunk and decode steps")
@@ -193,16 +199,17 @@ def bench_engine(site: Path, device: str, options: BenchOptions = BenchOptions()
     load_s = time.monotonic() - t0
     request = _request(options)
     engine.chat.completions.create(**request)  # warm-up
-    usages = [engine.chat.completions.create(**request)["usage"] for _ in range(options.repeat)]
-    return _figures(f"Python engine ({device})", load_s, usages)
+    outs = [engine.chat.completions.create(**request) for _ in range(options.repeat)]
+    reply = outs[-1]["choices"][0]["message"]["content"]
+    return _figures(f"Python engine ({device})", load_s, [o["usage"] for o in outs], reply)
 
 
 # ---- the printed report ------------------------------------------------------------------------------
 
 
 def format_runs(results: list[RunFigures | RunFailure]) -> str:
-    """The figures side by side; with a CUDA row, each browser row's decode speed as a fraction of it; then
-    the engines that failed, with why."""
+    """The figures side by side; with a CUDA row, each browser row's decode speed as a fraction of it; whether
+    the browser's greedy reply is the Python engine's; then the engines that failed, with why."""
     runs = [r for r in results if isinstance(r, RunFigures)]
     width = max([len(r.where) for r in runs] + [6])
     lines = [
@@ -220,8 +227,18 @@ def format_runs(results: list[RunFigures | RunFailure]) -> str:
             lines.append(f"browser decode / CUDA engine decode: {r.decode_tokens_per_s / cuda.decode_tokens_per_s:.2f}")
         if r.worker_round_trip_ms is not None:
             lines.append(f"worker round trip (page -> worker -> page, no-op call): {r.worker_round_trip_ms:.2f} ms")
+    browser = next((r for r in runs if r.where.startswith("browser")), None)
+    for r in runs:
+        if browser and r is not browser:
+            lines.append(f"greedy reply, browser against {r.where}: {_compare_replies(browser.reply, r.reply)}")
     lines += [f"{r.where}: failed: {r.error}" for r in results if isinstance(r, RunFailure)]
     return "\n".join(lines)
+
+
+def _compare_replies(a: str, b: str) -> str:
+    if a == b:
+        return f"the same ({len(a)} characters)"
+    return f"different from character {len(os.path.commonprefix([a, b]))} ({len(a)} and {len(b)} characters)"
 
 
 def format_profile(profile: dict[str, Any], top: int = 12) -> str:
