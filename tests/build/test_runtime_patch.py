@@ -1,6 +1,7 @@
-"""webbuild.build.runtime_patch: the KV cache repair applies to the installed TVM's source, only inside the plain
-aux-data manager, and refuses a source it was not written for (what the repair fixes in the browser:
-tests/build/arch/test_families.py, the sliding-window browser test)."""
+"""webbuild.build.runtime_patch: the KV cache patches apply to the installed TVM's source, only where they are
+meant to (the plain aux-data manager; the fused-QKV attention's split and append), and refuse a source they were
+not written for (what they do in the browser: tests/build/arch/test_families.py, the sliding-window and family
+browser tests against the CPU engine)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,29 @@ import pytest
 import tvm
 
 from webbuild.build import link
-from webbuild.build.runtime_patch import PLAIN_AUX_SLOTS, apply_patches
+from webbuild.build.runtime_patch import PATCHES, PLAIN_AUX_SLOTS, SPLIT_APPENDS, apply_patches
 from webbuild.errors import ToolchainError
 
-INSTALLED = Path(tvm.__file__).parent / PLAIN_AUX_SLOTS.path
+INSTALLED = Path(tvm.__file__).parent
 
 
 @pytest.fixture
-def staged(tmp_path: Path) -> Path:
-    """A staged tree holding a copy of the installed attn_utils.h."""
-    dest = tmp_path / PLAIN_AUX_SLOTS.path
-    dest.parent.mkdir(parents=True)
-    shutil.copyfile(INSTALLED, dest)
-    return dest
+def root(tmp_path: Path) -> Path:
+    """A staged tree holding copies of the installed files the patches change."""
+    for patch in PATCHES:
+        dest = tmp_path / patch.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(INSTALLED / patch.path, dest)
+    return tmp_path
+
+
+@pytest.fixture
+def staged(root: Path) -> Path:
+    return root / PLAIN_AUX_SLOTS.path
 
 
 def test_the_plain_manager_gets_a_slot_per_copy_and_the_rest_is_unchanged(staged: Path) -> None:
-    original = INSTALLED.read_text()
+    original = (INSTALLED / PLAIN_AUX_SLOTS.path).read_text()
     apply_patches(staged.parents[3])
     patched = staged.read_text()
     for table in ("page_indptr_on_depths_device_", "page_indices_on_depths_device_", "k_rope_pos_offset_"):
@@ -37,6 +44,21 @@ def test_the_plain_manager_gets_a_slot_per_copy_and_the_rest_is_unchanged(staged
     end = original.index(PLAIN_AUX_SLOTS.scope_end)
     assert patched[:start] == original[:start]
     assert patched.endswith(original[end:])  # the cached (CUDA/CPU) manager and what follows
+
+
+def test_the_fused_qkv_attention_appends_in_the_split_before_attending(root: Path) -> None:
+    original = (INSTALLED / SPLIT_APPENDS.path).read_text()
+    apply_patches(root)
+    patched = (root / SPLIT_APPENDS.path).read_text()
+    start = original.index(SPLIT_APPENDS.scope_start)
+    end = original.index(SPLIT_APPENDS.scope_end)
+    assert patched[:start] == original[:start] and patched.endswith(original[end:])
+    scope = patched[start : len(patched) - len(original) + end]
+    split = scope.index("static_cast<int64_t>(rope_mode_ == RoPEMode::kNormal),")
+    assert scope.index("pages_[local_layer_id], append_position_map_view_,", split) < scope.index(");", split)
+    # the append before attending is left to the split; the one after attending (prefill chunks) is TVM's
+    assert "if (append_before_attn_ && rope_ext_factors_.has_value()) {" in scope
+    assert "if (!append_before_attn_) {\n      f_transpose_append_mha_" in scope
 
 
 def test_another_tvm_source_is_refused_naming_the_file(staged: Path) -> None:

@@ -16,7 +16,7 @@ from webbuild.build.arch.blocks import CausalLM
 from webbuild.build.arch.config import DecoderConfig
 from webbuild.build.arch.cpu_prefill_fix import fix_cpu_prefill
 from webbuild.build.arch.decode_threads import fit_decode_threads
-from webbuild.build.arch.split_rope import rope_in_split
+from webbuild.build.arch.split_rope import replace_split_kernel
 from webbuild.build.fusion import FOLD_ATTR
 from webbuild.build.quantize import QuantScheme
 from webbuild.build.sampling import add_sampling_functions
@@ -55,7 +55,7 @@ def export_model(cfg: DecoderConfig, scheme: QuantScheme, target: Target) -> Exp
     mod = replace_merge_kernel(mod, cfg.num_attention_heads, scheme.model_dtype, target)
     mod = fix_cpu_prefill(mod)
     mod = fit_decode_threads(mod, cfg, scheme.model_dtype, target)
-    mod = rope_in_split(mod, cfg, scheme.model_dtype)
+    mod = replace_split_kernel(mod, cfg, scheme.model_dtype, target)
     mod = add_sampling_functions(mod, cfg.vocab_size, target)
     mod = _mark_decode(mod, target)
     params = [ParamSpec(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in named_params]

@@ -1,4 +1,5 @@
-"""A repair to TVM 0.27's KV cache source, applied to the staged copy the wasm runtime is compiled from.
+"""Changes to TVM 0.27's KV cache source, applied to the staged copy the wasm runtime is compiled from: a repair
+(``PLAIN_AUX_SLOTS``, below) and one launch a layer fewer per decode step (``SPLIT_APPENDS``).
 
 With per-layer sliding windows (Gemma 3's local layers, Phi-3, Qwen2 ``use_sliding_window``),
 ``PagedAttentionKVCacheObj::SyncAuxArrayToDevice`` (``paged_kv_cache.cc``) copies the page indptr, page indices and
@@ -103,7 +104,32 @@ PLAIN_AUX_SLOTS = SourcePatch(
     ),
 )
 
-PATCHES = (PLAIN_AUX_SLOTS,)
+# The decode step's K/V append inside the split kernel (arch/split_rope.py): one launch a layer fewer. Every
+# WebGPU library's split takes the layer's pages, the append position map and whether this step appends before
+# attending (decode steps do; prefill chunks append after attending, with the cache's own kernel), and when it
+# appended, ``f_transpose_append`` is not called. Only the unscaled call is changed: our libraries create the
+# cache without RoPE extension factors, so the call with them (and its append) stays TVM's.
+SPLIT_APPENDS = SourcePatch(
+    path="src/runtime/vm/paged_kv_cache.cc",
+    scope_start="  void AttentionWithFusedQKV(",
+    scope_end="  void SelfAttention(",
+    edits=(
+        (
+            "static_cast<int64_t>(rope_mode_ == RoPEMode::kNormal));",
+            "static_cast<int64_t>(rope_mode_ == RoPEMode::kNormal),\n"
+            "                      // webbuild: the split appends K and V to the pages before attending\n"
+            "                      pages_[local_layer_id], append_position_map_view_,\n"
+            "                      static_cast<int64_t>(append_before_attn_));",
+        ),
+        (
+            "    if (append_before_attn_) {\n      f_transpose_append_mha_",
+            "    if (append_before_attn_ && rope_ext_factors_.has_value()) {  // webbuild: else the split appended\n"
+            "      f_transpose_append_mha_",
+        ),
+    ),
+)
+
+PATCHES = (PLAIN_AUX_SLOTS, SPLIT_APPENDS)
 
 
 def apply_patches(root: Path) -> None:

@@ -1,6 +1,7 @@
 """The KV cache's split kernel rotates Q and K with our RoPE (webbuild.build.arch.split_rope): on the CPU build
 against numpy's rotate-half RoPE, and in the export exactly when every layer shares one RoPE (the blocks rotate
-otherwise: Gemma 3's local layers)."""
+otherwise: Gemma 3's local layers). WebGPU's split also appends K and V to the cache's pages when told to, as
+TVM's transpose-append kernel would."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hf_tiny import make_hf_model
 
 from webbuild.build.arch import get_architecture
 from webbuild.build.arch.rope import make_rope
-from webbuild.build.arch.split_rope import SPLIT_FUNCTION, split_rope_kernel
+from webbuild.build.arch.split_rope import PAGE_SIZE, SPLIT_FUNCTION, split_append_kernel, split_rope_kernel
 from webbuild.build.compile import make_target
 from webbuild.build.export import export_model
 from webbuild.build.quantize.scheme import get_scheme
@@ -66,19 +67,53 @@ def test_the_split_kernel_splits_and_rotates_as_numpy(params, dtype, atol) -> No
     np.testing.assert_array_equal(v.numpy(), qkv[:, Q_HEADS + KV_HEADS :])
 
 
-def exported(family: str) -> tvm.IRModule:
+@pytest.mark.parametrize("rotates", [True, False], ids=["rope", "no-rope"])
+def test_the_appending_split_writes_k_and_v_into_their_pages_when_told(rotates: bool) -> None:
+    rope = make_rope({"rope_theta": 10000.0}, HEAD_DIM, max_position_embeddings=128, context_window_size=128, where="t")
+    lib = tvm.compile(split_append_kernel(rope if rotates else None, Q_HEADS, KV_HEADS, HEAD_DIM, "float32"), "llvm")
+    tokens, pages_n, dev = 3, 4, tvm.cpu()
+    qkv = np.random.default_rng(1).standard_normal((tokens, Q_HEADS + 2 * KV_HEADS, HEAD_DIM)).astype("float32")
+    positions = np.array([5, 6, 7], np.int32)
+    slots = np.array([2 * PAGE_SIZE + 5, -1, 3], np.int32)  # page 2 slot 5; a token not kept; page 0 slot 3
+    expected_q = numpy_rope(qkv[:, :Q_HEADS], positions, np.array(rope.inv_freq), 1.0) if rotates else qkv[:, :Q_HEADS]
+    k_in = qkv[:, Q_HEADS : Q_HEADS + KV_HEADS]
+    expected_k = numpy_rope(k_in, positions, np.array(rope.inv_freq), 1.0) if rotates else k_in
+    for append in (1, 0):
+        pages = tvm.runtime.tensor(np.zeros((pages_n, 2, KV_HEADS, PAGE_SIZE, HEAD_DIM), "float32"), dev)
+        q, k, v = (
+            tvm.runtime.tensor(np.zeros((tokens, h, HEAD_DIM), "float32"), dev) for h in (Q_HEADS, KV_HEADS, KV_HEADS)
+        )
+        args = (tvm.runtime.tensor(positions, dev), q, k, v, 0, pages, tvm.runtime.tensor(slots, dev), append)
+        lib[SPLIT_FUNCTION](tvm.runtime.tensor(qkv, dev), *args)
+        np.testing.assert_allclose(q.numpy(), expected_q, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(k.numpy(), expected_k, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(v.numpy(), qkv[:, Q_HEADS + KV_HEADS :])
+        want = np.zeros((pages_n, 2, KV_HEADS, PAGE_SIZE, HEAD_DIM), "float32")
+        if append:
+            for token, slot in enumerate(slots):
+                if slot != -1:
+                    want[slot // PAGE_SIZE, 0, :, slot % PAGE_SIZE] = k.numpy()[token]
+                    want[slot // PAGE_SIZE, 1, :, slot % PAGE_SIZE] = qkv[token, Q_HEADS + KV_HEADS :]
+        np.testing.assert_array_equal(pages.numpy(), want)
+
+
+def exported(family: str, target: str = "webgpu") -> tvm.IRModule:
     config = make_hf_model(family).config.to_dict()
     cfg = get_architecture(config["model_type"]).config_from_hf(config, CONTEXT, CHUNK)
-    return export_model(cfg, get_scheme("q0f32"), make_target("webgpu")).mod
+    return export_model(cfg, get_scheme("q0f32"), make_target(target)).mod
 
 
 def test_with_one_rope_the_split_kernel_rotates_and_the_blocks_do_not() -> None:
-    mod = exported("llama")
-    assert "rope" not in {gv.name_hint for gv in mod.get_global_vars()}
-    assert 'T.sblock("split_rope")' in mod[SPLIT_FUNCTION].script()
+    for target, block in (("webgpu", "split_append"), ("cpu", "split_rope")):
+        mod = exported("llama", target)
+        assert "rope" not in {gv.name_hint for gv in mod.get_global_vars()}
+        split = mod[SPLIT_FUNCTION].script()
+        assert f'T.sblock("{block}")' in split and "T.cos(" in split
 
 
 def test_gemma3s_two_ropes_are_applied_in_the_blocks() -> None:
     mod = exported("gemma3")
     assert "rope" in {gv.name_hint for gv in mod.get_global_vars()}
-    assert 'T.sblock("split_rope")' not in mod[SPLIT_FUNCTION].script()
+    split = mod[SPLIT_FUNCTION].script()
+    assert 'T.sblock("split_append")' in split and "T.cos(" not in split  # WebGPU's split appends, unrotated
+    assert 'T.sblock("split_rope")' not in exported("gemma3", "cpu")[SPLIT_FUNCTION].script()
