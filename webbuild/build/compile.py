@@ -39,11 +39,24 @@ def make_target(name: str) -> Target:
     raise UnsupportedError(f"unknown target {name!r}; choose one of {', '.join(TARGET_NAMES)}")
 
 
-class _MatmulWithoutTensorCores(dl.gpu.Matmul):  # type: ignore[misc]
-    """dlight's Matmul without its tensor-core path on CUDA: TVM 0.27's Tensorize segfaults (the whole process,
-    so no rule can fall back) on our float16 matmuls whose 4-bit weights are dequantized inline; seen for every
-    q4f16_1 prefill/batch projection on sm_90. The rule decides on the target's ``arch`` alone, so it is shown an
-    arch below the tensor-core threshold; the kernel is still built for the real one."""
+class _LinearMatmul(dl.gpu.Matmul):  # type: ignore[misc]
+    """dlight's Matmul for the linear layers over many tokens (prefill chunks), with two choices of ours.
+
+    CUDA: no tensor-core path. TVM 0.27's Tensorize segfaults (the whole process, so no rule can fall back) on
+    our float16 matmuls whose 4-bit weights are dequantized inline; seen for every q4f16_1 prefill/batch
+    projection on sm_90. The rule decides on the target's ``arch`` alone, so it is shown an arch below the
+    tensor-core threshold; the kernel is still built for the real one.
+
+    WebGPU: tiles of 16 tokens x 32 outputs, 16 of the reduction a step (dlight's default is 32 x 32, 8 a step).
+    A chat prompt of a few dozen tokens then pads to fewer wasted rows and spreads over twice the workgroups,
+    and the reduction waits on half the barriers: on an H200 the 37-token prefill of SmolLM2 takes 8.4 ms of GPU
+    time instead of 12.6, and 391 tokens 47.7 instead of 48.6 (BENCHMARKS.md, "Prefill tiles").
+    """
+
+    def get_configs(self, target: Target) -> dl.gpu.Matmul.Config:
+        if target.kind.name == "webgpu":
+            return dl.gpu.Matmul.Config(micro_size_x=2, micro_size_k=16)
+        return super().get_configs(target)
 
     def apply(self, func: tvm.tirx.PrimFunc, target: Target, tunable: bool) -> tvm.s_tir.Schedule | None:
         if target.kind.name == "cuda":
@@ -71,7 +84,7 @@ def _passes(target: Target) -> list[tvm.transform.Pass]:
         phases.append(
             dl.ApplyDefaultSchedule(
                 FoldedGEMV(),
-                _MatmulWithoutTensorCores(),
+                _LinearMatmul(),
                 dl.gpu.GEMV(),
                 dl.gpu.Reduction(),
                 dl.gpu.GeneralReduction(),
