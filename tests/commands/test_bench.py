@@ -73,6 +73,9 @@ def test_profile_counts_a_decode_steps_dispatches_within_budget(tiny_site: Path,
     assert shipped["name"] == "as shipped" and shipped["gpu_sampling"] and not cpu_sampling["gpu_sampling"]
     decode = shipped["decode"]
     assert 0 < decode["dispatches"] <= DECODE_DISPATCH_BUDGET
+    # What each layer launches, and what a step launches once: embedding, final norm, LM head, argmax.
+    assert decode["dispatches_outside_layers"] == 4
+    assert decode["dispatches_per_layer"] * 2 + 4 == decode["dispatches"]
     assert decode["read_bytes"] == 4 and cpu_sampling["decode"]["read_bytes"] > 4  # a token id, not the logits
     # Of 16 decode steps (which cross one 16-token KV page boundary, a new recording's key), those after two
     # equal recordings of their key are replayed; every configuration chooses the same tokens.

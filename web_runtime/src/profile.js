@@ -172,7 +172,8 @@ export class Profiler {
  * @property {number | null} gpu_ms  GPU busy time (timed steps: one pass per launch, so no pass merging)
  * @property {number | null} gpu_span_ms
  * @property {number} dispatches
- * @property {number} dispatches_per_layer
+ * @property {number} dispatches_per_layer  launches in each layer (a kernel launched n times: floor(n / layers))
+ * @property {number} dispatches_outside_layers  the rest: embedding, final norm, LM head, sampling
  * @property {number} passes
  * @property {number} submits
  * @property {number} bind_groups_made
@@ -314,6 +315,13 @@ function phaseProfile(tokens, runs, timed, layers) {
     }
   }
   const hasGpu = timed.length > 0 && timed.every((r) => r.report.gpuMs !== null);
+  const perStep = [...kernels].map(([name, k]) => ({
+    name,
+    count: k.count / Math.max(timed.length, 1),
+    gpu_ms: hasGpu ? k.gpu / timed.length : null,
+  }));
+  // A kernel launched n times a step counts floor(n / layers) in each layer (RMSNorm: twice a layer, once after).
+  const inLayers = layers > 0 ? perStep.reduce((n, k) => n + Math.floor(k.count / layers) * layers, 0) : 0;
   return {
     tokens,
     steps: runs.length,
@@ -326,7 +334,8 @@ function phaseProfile(tokens, runs, timed, layers) {
     gpu_ms: hasGpu ? median(timed.map((r) => r.report.gpuMs)) : null,
     gpu_span_ms: hasGpu ? median(timed.map((r) => r.report.gpuSpanMs)) : null,
     dispatches: c.dispatches,
-    dispatches_per_layer: layers > 0 ? c.dispatches / layers : 0,
+    dispatches_per_layer: layers > 0 ? inLayers / layers : 0,
+    dispatches_outside_layers: c.dispatches - inLayers,
     passes: c.passes,
     submits: c.submits,
     bind_groups_made: c.bindGroupsMade,
@@ -336,11 +345,7 @@ function phaseProfile(tokens, runs, timed, layers) {
     chosen: runs.map((r) => r.token),
     steps_recorded: runs.reduce((n, r) => n + r.report.counters.stepsRecorded, 0),
     steps_replayed: runs.reduce((n, r) => n + r.report.counters.stepsReplayed, 0),
-    kernels: [...kernels].map(([name, k]) => ({
-      name,
-      count: k.count / Math.max(timed.length, 1),
-      gpu_ms: hasGpu ? k.gpu / timed.length : null,
-    })),
+    kernels: perStep,
     truncated: timed.some((r) => r.report.truncated),
   };
 }

@@ -269,7 +269,8 @@ def _phase_lines(phase: str, p: dict[str, Any], top: int) -> list[str]:
         f"    GPU busy {gpu:.3f} ms (first pass start to last pass end {p['gpu_span_ms']:.3f} ms)"
         if gpu is not None
         else "    GPU time: no timestamp-query on this adapter",
-        f"    dispatches {p['dispatches']} ({p['dispatches_per_layer']:.1f} per layer), compute passes {p['passes']}, "
+        f"    dispatches {p['dispatches']} ({p['dispatches_per_layer']:g} in each layer + "
+        f"{p['dispatches_outside_layers']:g} outside them), compute passes {p['passes']}, "
         f"submits {p['submits']}, bind groups made {p['bind_groups_made']} / reused {p['bind_groups_reused']}, "
         f"uniform writes {p['uniform_writes']} / skipped {p['uniform_writes_skipped']}",
     ]
