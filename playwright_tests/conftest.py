@@ -9,7 +9,6 @@ import pytest
 
 from webbuild.browser import launch_options
 from webbuild.commands.package import PackageOptions, package
-from webbuild.engine.engine import Engine
 from webbuild.serve.app import serving
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -24,12 +23,6 @@ def browser_type_launch_args() -> dict:
 @pytest.fixture(scope="session")
 def smollm2_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return package(PackageOptions(DEFAULT_MODEL, out=tmp_path_factory.mktemp("dist") / DEFAULT_MODEL)).site
-
-
-@pytest.fixture(scope="session")
-def smollm2_cpu(smollm2_site: Path) -> Engine:
-    """The CPU engine on the very files the browser loads."""
-    return Engine(smollm2_site)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,13 @@
-"""The real SmolLM2 site (its preset's q4f32_m) in headless Chromium (software WebGPU), checked against the CPU engine.
+"""The real SmolLM2 site (its preset's q4f32_m) in headless Chromium (software WebGPU): the chat page streams a reply.
 
-SwiftShader runs WebGPU on the CPU (~0.1 token/s for this model), so prompts are short and token counts small.
+SwiftShader runs WebGPU on the CPU (~0.1 token/s for this model), so the prompt is short and the reply is stopped
+early. The real model's tokens and logits against the CPU build are test_verify_smollm2.py's.
 """
 
 from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 from playwright.sync_api import Page
 
@@ -15,9 +15,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.toolchain]
 
 LOAD_TIMEOUT_MS = 300_000
 QUESTION = "What is the capital of France?"
-GREEDY_TOKENS = 8
-# Same kernels modulo the GPU's summation order and f32 rounding: logits of magnitude ~20 agree to ~1e-3.
-LOGIT_ATOL = 2e-2
 
 
 def _open(page: Page, url: str) -> None:
@@ -44,25 +41,3 @@ def test_chat_message_streams_a_reply(page: Page, site_url: str) -> None:
     assert seen, "no reply text appeared"
     assert len(seen) >= 2, f"the reply arrived in one piece, not streamed: {seen}"
     assert "tok/s" in page.inner_text("#stats")
-
-
-def test_browser_greedy_tokens_and_logits_match_cpu_engine(page: Page, site_url: str, smollm2_cpu) -> None:
-    prompt = smollm2_cpu.encode_messages([{"role": "user", "content": QUESTION}])
-    cpu_tokens, cpu_logits = smollm2_cpu.greedy(prompt, GREEDY_TOKENS)
-
-    _open(page, site_url)
-    browser_logits = page.evaluate(
-        """async ([prompt, forced]) => {
-             const out = await window.webbuildApp.engine.forwardTokens(prompt, forced);
-             return out.map((l) => Array.from(l));
-           }""",
-        [prompt, cpu_tokens[:-1]],
-    )
-    browser_logits = [np.asarray(step, dtype=np.float32) for step in browser_logits]
-    browser_tokens = [int(np.argmax(step)) for step in browser_logits]
-    assert browser_tokens == cpu_tokens, (
-        f"greedy tokens differ: browser {smollm2_cpu.decode(browser_tokens)!r} "
-        f"vs cpu {smollm2_cpu.decode(cpu_tokens)!r}"
-    )
-    first_step = np.abs(browser_logits[0] - cpu_logits[0])
-    assert first_step.max() < LOGIT_ATOL, f"first-step logits differ by up to {first_step.max():.3g}"
