@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import re
 import shutil
@@ -36,6 +35,7 @@ from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
 from webbuild.build import compile as compile_mod
+from webbuild.build.download import sha256_file
 from webbuild.build.library import build_library
 from webbuild.build.prepare import PreparedModel, read_model_files
 from webbuild.cache import cache_root
@@ -105,9 +105,9 @@ def variant_site(site: Path, library: Path, dest: Path) -> Path:
     shutil.copytree(site, dest, copy_function=_copy_or_link)
     manifest = read_manifest(dest)
     default = manifest.variant()
-    shutil.copyfile(library, dest / default.model_lib)
-    data = (dest / default.model_lib).read_bytes()
-    record = FileRecord(default.model_lib, len(data), hashlib.sha256(data).hexdigest())
+    lib = dest / default.model_lib
+    shutil.copyfile(library, lib)
+    record = FileRecord(default.model_lib, lib.stat().st_size, sha256_file(lib))
     files = [record if f.path == default.model_lib else f for f in default.files]
     variants = [dataclasses.replace(v, files=files) if v.id == default.id else v for v in manifest.variants]
     write_manifest(dest, dataclasses.replace(manifest, variants=variants))
